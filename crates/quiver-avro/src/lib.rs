@@ -1,0 +1,7 @@
+//! Avro on the wire: the Confluent framing around each Kafka record, and schema files on disk.
+//!
+//! Decoding Avro into feature values builds on this crate in the ingester; this crate itself stays
+//! free of Kafka and of any runtime, so the quickstart's file source and the Kafka source share it.
+
+pub mod schema_file;
+pub mod wire;

@@ -1,0 +1,13 @@
+//! Quiver's domain model: what a feature value is, how entities are keyed, and which names are valid.
+//!
+//! This crate is the centre of the hexagon. Adapters (the Kafka ingester, the ScyllaDB and embedded
+//! online stores, the gRPC server) depend on it; it depends on none of them and does no I/O, so it
+//! never imports tokio, tonic, scylla or rdkafka. A test in `tests/tidy.rs` keeps it that way.
+//!
+//! - [`value`]: the feature types an ML engineer may declare and the values they hold.
+//! - [`key`]: entity keys, including composite keys, with a canonical byte encoding.
+//! - [`name`]: identifiers for entities, views and features, and `view:feature` references.
+
+pub mod key;
+pub mod name;
+pub mod value;

@@ -1,0 +1,14 @@
+//! Rust types and gRPC stubs generated from `proto/quiver/v1`, Quiver's public API.
+//!
+//! The `.proto` files are the source of truth and carry the documentation of every field; this
+//! crate only compiles them, so clients and the server share one definition.
+
+/// Version 1 of the API: `quiver.v1.FeatureService`.
+pub mod v1 {
+    #![allow(
+        unreachable_pub,
+        missing_debug_implementations,
+        clippy::doc_lazy_continuation
+    )]
+    tonic::include_proto!("quiver.v1");
+}

@@ -1,0 +1,207 @@
+//! Connections to the real test servers, with names that keep parallel tests apart.
+//!
+//! Integration tests talk to a real Kafka broker and a real CQL database (Cassandra standing in
+//! for ScyllaDB), started by `scripts/services.sh up`. Where they are is read from the
+//! environment:
+//!
+//! | variable                | default                                    |
+//! |-------------------------|--------------------------------------------|
+//! | `QUIVER_KAFKA_BROKERS`  | `127.0.0.1:$QUIVER_KAFKA_PORT` (port 9092) |
+//! | `QUIVER_CQL_NODES`      | `127.0.0.1:$QUIVER_CQL_PORT` (port 9042), comma-separated |
+//!
+//! A test that needs a server that is not there fails within seconds, with a message naming the
+//! command that starts it. It never skips and never hangs on a client's reconnect loop.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+
+/// The command that starts every server the integration tests need.
+pub const START_COMMAND: &str = "scripts/services.sh up";
+
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kafka's bootstrap servers, after checking that the first one accepts connections.
+pub fn kafka_brokers() -> String {
+    let brokers = setting("QUIVER_KAFKA_BROKERS", "QUIVER_KAFKA_PORT", 9092);
+    let first = brokers.split(',').next().unwrap_or_default().trim();
+    assert_reachable("Kafka", "QUIVER_KAFKA_BROKERS", first);
+    brokers
+}
+
+/// A client configuration for the test broker, ready for producers, consumers and admin clients.
+pub fn kafka_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", kafka_brokers())
+        .set("socket.connection.setup.timeout.ms", "5000");
+    config
+}
+
+/// Creates a topic with a unique name made from `prefix` and returns the name.
+pub async fn create_topic(prefix: &str, partitions: i32) -> String {
+    let name = unique_name(prefix);
+    let admin: AdminClient<DefaultClientContext> = kafka_config()
+        .create()
+        .expect("an admin client for the test broker");
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
+    let results = within_setup_timeout(
+        "creating a Kafka topic",
+        admin.create_topics([&topic], &options),
+    )
+    .await
+    .expect("the broker answers CreateTopics");
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("creating Kafka topic {topic} failed: {code}");
+        }
+    }
+    name
+}
+
+/// The CQL contact points.
+pub fn cql_nodes() -> Vec<String> {
+    setting("QUIVER_CQL_NODES", "QUIVER_CQL_PORT", 9042)
+        .split(',')
+        .map(|node| node.trim().to_owned())
+        .filter(|node| !node.is_empty())
+        .collect()
+}
+
+/// A session to the test database, at consistency ONE: one node, so quorum adds nothing.
+pub async fn cql_session() -> Session {
+    let nodes = cql_nodes();
+    assert_reachable(
+        "the CQL database (Cassandra)",
+        "QUIVER_CQL_NODES",
+        &nodes[0],
+    );
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::One)
+        .request_timeout(Some(SETUP_TIMEOUT))
+        .build();
+    let builder = SessionBuilder::new()
+        .known_nodes(&nodes)
+        .connection_timeout(REACHABLE_TIMEOUT)
+        .default_execution_profile_handle(profile.into_handle());
+    within_setup_timeout("connecting to the CQL database", builder.build())
+        .await
+        .unwrap_or_else(|error| panic!("cannot open a CQL session to {nodes:?}: {error}"))
+}
+
+/// Creates a keyspace with a unique name (replication factor 1) and returns the name.
+pub async fn create_keyspace(session: &Session, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let statement = format!(
+        "CREATE KEYSPACE {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    );
+    within_setup_timeout("creating a keyspace", session.query_unpaged(statement, ()))
+        .await
+        .unwrap_or_else(|error| panic!("creating keyspace {name} failed: {error}"));
+    name
+}
+
+/// A name no other test, in this run or an earlier one against the same servers, has used:
+/// `prefix` then the time, the process id and a per-process counter. It is a valid CQL identifier
+/// and Kafka topic name as long as `prefix` is lower-case letters, digits and underscores.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    assert!(
+        prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "name prefix {prefix:?} must be lower-case letters, digits and underscores"
+    );
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    let name = format!(
+        "{prefix}_{}_{}_{}",
+        seconds % 1_000_000,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    assert!(
+        name.len() <= 48,
+        "{name} is longer than CQL's 48-character limit; shorten the prefix"
+    );
+    name
+}
+
+fn setting(variable: &str, port_variable: &str, default_port: u16) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        let port = std::env::var(port_variable).unwrap_or_else(|_| default_port.to_string());
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// Panics with a message naming [`START_COMMAND`] unless `address` accepts a TCP connection
+/// within [`REACHABLE_TIMEOUT`].
+fn assert_reachable(server: &str, variable: &str, address: &str) {
+    let resolved: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .unwrap_or_else(|error| panic!("{variable}={address} is not a host:port address: {error}"))
+        .collect();
+    let mut last_error = None;
+    for candidate in &resolved {
+        match TcpStream::connect_timeout(candidate, REACHABLE_TIMEOUT) {
+            Ok(_) => return,
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let reason = last_error.map_or_else(|| "no address resolved".to_owned(), |e| e.to_string());
+    panic!(
+        "{server} is not reachable at {address} ({reason}). Start the test servers with \
+         `{START_COMMAND}`, or point {variable} at running ones."
+    );
+}
+
+async fn within_setup_timeout<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(SETUP_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {SETUP_TIMEOUT:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_are_valid_identifiers() {
+        let first = unique_name("ks");
+        let second = unique_name("ks");
+        assert_ne!(first, second);
+        for name in [&first, &second] {
+            assert!(name.starts_with("ks_"), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_fails_fast_naming_the_start_command() {
+        // Port 1 on loopback is never a test server; the refusal is immediate.
+        let panic = std::panic::catch_unwind(|| {
+            assert_reachable("Kafka", "QUIVER_KAFKA_BROKERS", "127.0.0.1:1")
+        })
+        .expect_err("nothing listens on port 1");
+        let message = panic
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains(START_COMMAND), "{message}");
+        assert!(message.contains("127.0.0.1:1"), "{message}");
+    }
+}
