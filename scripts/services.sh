@@ -56,8 +56,11 @@ fetch_jars() {
     command -v mvn >/dev/null || die "mvn is needed to fetch the $name jars"
     log "fetching $name jars into $dir"
     rm -rf "$dir"
-    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir" >&2 \
-      || die "mvn could not resolve $pom"
+    if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$dir" >"$state_dir/mvn-$name.log" 2>&1; then
+      cat "$state_dir/mvn-$name.log" >&2
+      die "mvn could not resolve $pom"
+    fi
     touch "$dir/.complete"
   fi
   echo "$dir"

@@ -2,12 +2,11 @@
 //! format, produced across partitions and consumed back by a consumer group that commits.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apache_avro::Schema;
 use apache_avro::types::Value;
-use quiver_avro::{schema_file, wire};
+use quiver_avro::wire;
+use quiver_testkit::events;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -20,53 +19,9 @@ const SCHEMA_ID: u32 = 7;
 /// Generous: a consumer group's first join includes a rebalance.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn match_event_schema() -> Schema {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/match_event.avsc");
-    schema_file::read_schema_file(&path).expect("the bundled match event schema parses")
-}
-
-/// The `n`th event of the test stream, resolved against the schema so logical types are set.
-fn match_event(schema: &Schema, n: i64) -> Value {
-    let actions = ["LIKE", "PASS", "SUPER_LIKE", "MATCH", "UNMATCH", "CHAT"];
-    let action = (n as usize) % actions.len();
-    let record = Value::Record(vec![
-        (
-            "event_id".into(),
-            Value::String(format!("00000000-0000-4000-8000-{n:012}")),
-        ),
-        ("ts".into(), Value::Long(1_790_000_000_000 + n * 1_000)),
-        ("user_id".into(), Value::Long(n % 5)),
-        ("candidate_id".into(), Value::Long(1_000 + n)),
-        (
-            "action".into(),
-            Value::Enum(action as u32, actions[action].into()),
-        ),
-        ("surface".into(), Value::String("feed".into())),
-        (
-            "country".into(),
-            Value::Union(1, Box::new(Value::String("SE".into()))),
-        ),
-        ("chat_seconds".into(), Value::Double(n as f64 * 1.5)),
-        (
-            "rank_position".into(),
-            Value::Union(0, Box::new(Value::Null)),
-        ),
-        (
-            "device".into(),
-            Value::Record(vec![
-                ("platform".into(), Value::Enum(1, "ANDROID".into())),
-                ("app_version".into(), Value::String("8.14.0".into())),
-            ]),
-        ),
-    ]);
-    record
-        .resolve(schema)
-        .expect("the test event fits the schema")
-}
-
 #[tokio::test]
 async fn confluent_framed_avro_round_trips_through_a_consumer_group() {
-    let schema = match_event_schema();
+    let schema = events::match_event_schema();
     let topic = quiver_testkit::create_topic("plumbing_avro", PARTITIONS).await;
 
     let producer: FutureProducer = quiver_testkit::kafka_config()
@@ -76,7 +31,7 @@ async fn confluent_framed_avro_round_trips_through_a_consumer_group() {
         .expect("a producer");
     let mut sent = BTreeMap::new();
     for n in 0..EVENTS {
-        let event = match_event(&schema, n);
+        let event = events::match_event(&schema, n);
         let datum = apache_avro::to_avro_datum(&schema, event.clone()).expect("encodes");
         let payload = wire::encode(SCHEMA_ID, &datum);
         let key = format!("user-{}", n % 5);
@@ -138,7 +93,7 @@ async fn confluent_framed_avro_round_trips_through_a_consumer_group() {
     // produced after the commit, and none of the ones the group already consumed.
     let resumed = group_consumer(&group);
     resumed.subscribe(&[&topic]).expect("subscribes");
-    let fresh = match_event(&schema, EVENTS);
+    let fresh = events::match_event(&schema, EVENTS);
     let payload = wire::encode(
         SCHEMA_ID,
         &apache_avro::to_avro_datum(&schema, fresh.clone()).expect("encodes"),

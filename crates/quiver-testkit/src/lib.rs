@@ -11,6 +11,10 @@
 //!
 //! A test that needs a server that is not there fails within seconds, with a message naming the
 //! command that starts it. It never skips and never hangs on a client's reconnect loop.
+//!
+//! [`events`] builds sample Avro events from the bundled schemas.
+
+pub mod events;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
