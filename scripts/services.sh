@@ -80,6 +80,20 @@ running_pid() {
   echo "$pid"
 }
 
+# Succeeds, saying so, when a server this script started is still running.
+already_running() {
+  local pid
+  pid=$(running_pid "$1" "$2") || return 1
+  log "$1 already running (pid $pid)"
+}
+
+# Every start is a fresh one-node cluster, so its data directory starts empty.
+fresh_data_dir() {
+  rm -rf "$state_dir/$1-data"
+  mkdir -p "$state_dir/$1-data"
+  echo "$state_dir/$1-data"
+}
+
 probe() { python3 "$here/services/probe.py" "$@"; }
 
 wait_ready() {
@@ -102,16 +116,11 @@ wait_ready() {
 }
 
 start_kafka() {
-  if pid=$(running_pid kafka "$kafka_main"); then
-    log "kafka already running (pid $pid)"
-    return 0
-  fi
+  already_running kafka "$kafka_main" && return 0
   local jars=$1 java data config
   java=$(find_java)
-  data="$state_dir/kafka-data"
+  data=$(fresh_data_dir kafka)
   config="$state_dir/kafka.properties"
-  rm -rf "$data"
-  mkdir -p "$data"
   cat >"$config" <<EOF
 process.roles=broker,controller
 node.id=1
@@ -154,16 +163,11 @@ EOF
 }
 
 start_cassandra() {
-  if pid=$(running_pid cassandra "$cassandra_main"); then
-    log "cassandra already running (pid $pid)"
-    return 0
-  fi
+  already_running cassandra "$cassandra_main" && return 0
   local jars=$1 java data config
   java=$(find_java)
-  data="$state_dir/cassandra-data"
+  data=$(fresh_data_dir cassandra)
   config="$state_dir/cassandra.yaml"
-  rm -rf "$data"
-  mkdir -p "$data"
   cat >"$config" <<EOF
 cluster_name: quiver-test
 num_tokens: 1
