@@ -7,7 +7,11 @@
 //! - [`value`]: the feature types an ML engineer may declare and the values they hold.
 //! - [`key`]: entity keys, including composite keys, with a canonical byte encoding.
 //! - [`name`]: identifiers for entities, views and features, and `view:feature` references.
+//! - [`definition`]: the declared entities, feature views and services, and the versioned registry.
+//! - [`plan`]: what applying a set of definitions would change, and whether it is safe.
 
+pub mod definition;
 pub mod key;
 pub mod name;
+pub mod plan;
 pub mod value;
