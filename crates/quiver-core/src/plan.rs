@@ -85,7 +85,7 @@ impl Plan {
             &registry.entities,
             &definitions.entities,
             |entity| &entity.name,
-            |old, new| entity_details(old, new),
+            entity_details,
             ItemKind::Entity,
             &mut changes,
         );
@@ -102,7 +102,7 @@ impl Plan {
             &registry.feature_services,
             &definitions.feature_services,
             |service| &service.name,
-            |old, new| service_details(old, new),
+            service_details,
             ItemKind::FeatureService,
             &mut changes,
         );
