@@ -84,10 +84,10 @@ pub fn resolve_path<'a>(root: &'a Schema, path: &str) -> Result<ResolvedField<'a
 
 /// `["null", T]` (either order) is `T`, optional; anything else is itself.
 fn strip_null(schema: &Schema) -> (&Schema, bool) {
-    if let Schema::Union(union) = schema {
-        if let [only] = non_null_variants(union).as_slice() {
-            return (only, union.is_nullable());
-        }
+    if let Schema::Union(union) = schema
+        && let [only] = non_null_variants(union).as_slice()
+    {
+        return (only, union.is_nullable());
     }
     (schema, false)
 }
