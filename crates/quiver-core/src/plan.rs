@@ -413,12 +413,13 @@ impl fmt::Display for Plan {
                 }
                 Action::Change(details) => {
                     changed += 1;
-                    let note = if change.is_breaking() {
-                        " needs a new version"
-                    } else {
-                        ""
+                    let version = match change.version {
+                        Some(new) if change.is_breaking() => {
+                            format!(" (version {} -> {new}, needs a new version)", new - 1)
+                        }
+                        _ => version,
                     };
-                    writeln!(f, "~ {} {}{version}{note}", change.kind, change.name)?;
+                    writeln!(f, "~ {} {}{version}", change.kind, change.name)?;
                     for detail in details {
                         let safety = match detail.safety {
                             Safety::Safe => "safe",
