@@ -9,9 +9,13 @@
 //! - [`name`]: identifiers for entities, views and features, and `view:feature` references.
 //! - [`definition`]: the declared entities, feature views and services, and the versioned registry.
 //! - [`plan`]: what applying a set of definitions would change, and whether it is safe.
+//! - [`store`]: the online store port, which adapters implement.
+//! - [`apply`]: applying definitions through that port, safely against concurrent applies.
 
+pub mod apply;
 pub mod definition;
 pub mod key;
 pub mod name;
 pub mod plan;
+pub mod store;
 pub mod value;

@@ -12,8 +12,10 @@
 //! A test that needs a server that is not there fails within seconds, with a message naming the
 //! command that starts it. It never skips and never hangs on a client's reconnect loop.
 //!
-//! [`events`] builds sample Avro events from the bundled schemas.
+//! [`events`] builds sample Avro events from the bundled schemas; [`contract`] is the test suite
+//! every online store adapter must pass.
 
+pub mod contract;
 pub mod events;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -1,0 +1,305 @@
+//! The ScyllaDB adapter of the online store port, speaking CQL that Cassandra accepts too.
+//!
+//! The registry is one row of `quiver_registry`, holding the registry as JSON and its revision;
+//! it is replaced with a lightweight transaction (`IF revision = ?`), so concurrent applies cannot
+//! interleave. Each view version has a table `<view>_v<version>`, partitioned by the entity key,
+//! with one typed column per feature read from a field.
+
+use std::time::Duration;
+
+use quiver_core::definition::{Derivation, Entity, FeatureView, Registry, view_table_name};
+use quiver_core::name::Name;
+use quiver_core::store::{OnlineStore, StoreError, StoreErrorKind};
+use quiver_core::value::{ScalarType, ValueType};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// The keyspace holding Quiver's tables; it must exist, since its replication is the
+    /// operator's choice.
+    pub keyspace: String,
+    /// LOCAL_QUORUM in production; ONE on a one-node test cluster.
+    pub consistency: Consistency,
+    /// The longest a single request may take.
+    pub request_timeout: Duration,
+}
+
+/// The online store on ScyllaDB (or Cassandra).
+#[derive(Debug)]
+pub struct ScyllaStore {
+    session: Session,
+    keyspace: Name,
+    load_registry: PreparedStatement,
+    insert_registry: PreparedStatement,
+    update_registry: PreparedStatement,
+}
+
+const REGISTRY_ROW: &str = "current";
+
+fn unavailable(context: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, format!("{context}: {error}"))
+}
+
+impl ScyllaStore {
+    /// Connects, checks the keyspace, and creates the registry table if it is missing.
+    pub async fn connect(config: &ScyllaConfig) -> Result<Self, StoreError> {
+        let keyspace: Name = config.keyspace.parse().map_err(|error| {
+            StoreError::new(StoreErrorKind::Invalid, format!("keyspace: {error}"))
+        })?;
+        let profile = ExecutionProfile::builder()
+            .consistency(config.consistency)
+            .request_timeout(Some(config.request_timeout))
+            .build();
+        let session = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .connection_timeout(config.request_timeout)
+            .default_execution_profile_handle(profile.into_handle())
+            .build()
+            .await
+            .map_err(|error| unavailable(&format!("connecting to {:?}", config.nodes), error))?;
+
+        let exists = session
+            .query_unpaged(
+                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                (keyspace.as_str(),),
+            )
+            .await
+            .map_err(|error| unavailable("reading the schema", error))?
+            .into_rows_result()
+            .map_err(|error| unavailable("reading the schema", error))?
+            .rows_num()
+            > 0;
+        if !exists {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "keyspace `{keyspace}` does not exist; create it with the replication you \
+                     want, for example: CREATE KEYSPACE {keyspace} WITH replication = \
+                     {{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}}"
+                ),
+            ));
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {keyspace}.quiver_registry \
+                     (id text PRIMARY KEY, revision bigint, registry text)"
+                ),
+                (),
+            )
+            .await
+            .map_err(|error| unavailable("creating the registry table", error))?;
+
+        let prepare = |statement: String| {
+            let session = &session;
+            async move {
+                session
+                    .prepare(statement)
+                    .await
+                    .map_err(|error| unavailable("preparing a statement", error))
+            }
+        };
+        let load_registry = prepare(format!(
+            "SELECT revision, registry FROM {keyspace}.quiver_registry WHERE id = '{REGISTRY_ROW}'"
+        ))
+        .await?;
+        let insert_registry = prepare(format!(
+            "INSERT INTO {keyspace}.quiver_registry (id, revision, registry) \
+             VALUES ('{REGISTRY_ROW}', ?, ?) IF NOT EXISTS"
+        ))
+        .await?;
+        let update_registry = prepare(format!(
+            "UPDATE {keyspace}.quiver_registry SET revision = ?, registry = ? \
+             WHERE id = '{REGISTRY_ROW}' IF revision = ?"
+        ))
+        .await?;
+        Ok(ScyllaStore {
+            session,
+            keyspace,
+            load_registry,
+            insert_registry,
+            update_registry,
+        })
+    }
+
+    /// Names of the columns a table has now.
+    async fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = ? AND table_name = ?",
+                (self.keyspace.as_str(), table),
+            )
+            .await
+            .map_err(|error| unavailable("reading table columns", error))?
+            .into_rows_result()
+            .map_err(|error| unavailable("reading table columns", error))?;
+        rows.rows::<(String,)>()
+            .map_err(|error| unavailable("reading table columns", error))?
+            .map(|row| {
+                row.map(|(name,)| name)
+                    .map_err(|error| unavailable("reading table columns", error))
+            })
+            .collect()
+    }
+
+    async fn run(&self, context: &str, statement: String) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(statement, ())
+            .await
+            .map(|_| ())
+            .map_err(|error| unavailable(context, error))
+    }
+}
+
+/// The CQL type that stores a feature type. Timestamps are microseconds in a bigint, like the
+/// write timestamps; embeddings are float lists (the `vector` type is not in every ScyllaDB).
+pub fn cql_type(value_type: ValueType) -> String {
+    fn scalar(scalar: ScalarType) -> &'static str {
+        match scalar {
+            ScalarType::Bool => "boolean",
+            ScalarType::Int32 => "int",
+            ScalarType::Int64 | ScalarType::Timestamp => "bigint",
+            ScalarType::Float32 => "float",
+            ScalarType::Float64 => "double",
+            ScalarType::String => "text",
+            ScalarType::Bytes => "blob",
+        }
+    }
+    match value_type {
+        ValueType::Scalar(s) => scalar(s).to_owned(),
+        ValueType::List(s) => format!("list<{}>", scalar(s)),
+        ValueType::Embedding { .. } => "list<float>".to_owned(),
+    }
+}
+
+impl OnlineStore for ScyllaStore {
+    async fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.load_registry, ())
+            .await
+            .map_err(|error| unavailable("loading the registry", error))?
+            .into_rows_result()
+            .map_err(|error| unavailable("loading the registry", error))?;
+        let Some((revision, json)) = rows
+            .maybe_first_row::<(i64, String)>()
+            .map_err(|error| unavailable("loading the registry", error))?
+        else {
+            return Ok(None);
+        };
+        let registry: Registry = serde_json::from_str(&json).map_err(|error| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("the stored registry (revision {revision}) cannot be read: {error}"),
+            )
+        })?;
+        Ok(Some(registry))
+    }
+
+    async fn publish_registry(
+        &self,
+        expected_revision: u64,
+        registry: &Registry,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(registry)
+            .map_err(|error| StoreError::new(StoreErrorKind::Invalid, error.to_string()))?;
+        let revision = i64::try_from(registry.revision)
+            .map_err(|_| StoreError::new(StoreErrorKind::Invalid, "revision out of range"))?;
+        let result = if expected_revision == 0 {
+            self.session
+                .execute_unpaged(&self.insert_registry, (revision, json))
+                .await
+        } else {
+            let expected = i64::try_from(expected_revision)
+                .map_err(|_| StoreError::new(StoreErrorKind::Invalid, "revision out of range"))?;
+            self.session
+                .execute_unpaged(&self.update_registry, (revision, json, expected))
+                .await
+        }
+        .map_err(|error| unavailable("publishing the registry", error))?;
+        let row: Row = result
+            .into_rows_result()
+            .map_err(|error| unavailable("publishing the registry", error))?
+            .first_row()
+            .map_err(|error| unavailable("publishing the registry", error))?;
+        match row.columns.first() {
+            Some(Some(CqlValue::Boolean(true))) => Ok(()),
+            Some(Some(CqlValue::Boolean(false))) => Err(StoreError::new(
+                StoreErrorKind::Conflict,
+                format!("the registry is no longer at revision {expected_revision}"),
+            )),
+            other => Err(unavailable(
+                "publishing the registry",
+                format!("unexpected lightweight transaction result {other:?}"),
+            )),
+        }
+    }
+
+    async fn ensure_view_table(
+        &self,
+        entity: &Entity,
+        view: &FeatureView,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        let table = view_table_name(&view.name, version);
+        let keyspace = &self.keyspace;
+        let key_columns: Vec<String> = entity
+            .keys
+            .iter()
+            .map(|key| {
+                format!(
+                    "\"{}\" {}",
+                    key.name,
+                    cql_type(ValueType::Scalar(key.key_type))
+                )
+            })
+            .collect();
+        let feature_columns: Vec<(String, String)> = view
+            .features
+            .iter()
+            .filter(|feature| matches!(feature.derivation, Derivation::Field(_)))
+            .map(|feature| (feature.name.to_string(), cql_type(feature.value_type)))
+            .collect();
+        let partition_key: Vec<String> = entity
+            .keys
+            .iter()
+            .map(|key| format!("\"{}\"", key.name))
+            .collect();
+        let mut columns = key_columns;
+        columns.extend(
+            feature_columns
+                .iter()
+                .map(|(name, cql)| format!("\"{name}\" {cql}")),
+        );
+        self.run(
+            "creating a view table",
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.\"{table}\" ({}, PRIMARY KEY (({})))",
+                columns.join(", "),
+                partition_key.join(", ")
+            ),
+        )
+        .await?;
+        let existing = self.columns(&table).await?;
+        for (name, cql) in feature_columns {
+            if !existing.contains(&name) {
+                self.run(
+                    "adding a feature column",
+                    format!("ALTER TABLE {keyspace}.\"{table}\" ADD \"{name}\" {cql}"),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
