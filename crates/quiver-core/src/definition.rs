@@ -89,6 +89,7 @@ pub struct Feature {
     pub derivation: Derivation,
     /// Served instead of a missing value when the event lacks the field.
     pub default: Option<Value>,
+    pub description: String,
 }
 
 /// How a feature's value is computed from events.

@@ -365,6 +365,9 @@ fn feature_details(old: &Feature, new: &Feature) -> Vec<Detail> {
     if old.default != new.default {
         details.push(safe(format!("~ feature {name}: default")));
     }
+    if old.description != new.description {
+        details.push(safe(format!("~ feature {name}: description")));
+    }
     details
 }
 

@@ -403,7 +403,17 @@ impl Loader {
         let feature_nodes = self.items(features_node, "features");
         for feature_node in feature_nodes {
             if let Some(feature) = self.feature(feature_node, &what, schema.as_ref()) {
-                if features.iter().any(|f| f.name == feature.name) {
+                if let Some(entity) = &entity
+                    && entity.keys.iter().any(|key| key.name == feature.name)
+                {
+                    self.error(
+                        feature_node.at,
+                        format!(
+                            "feature `{}` has the name of a key of entity `{}`; rename the feature",
+                            feature.name, entity.name
+                        ),
+                    );
+                } else if features.iter().any(|f| f.name == feature.name) {
                     self.error(
                         feature_node.at,
                         format!("feature `{}` appears twice in {what}", feature.name),
@@ -597,11 +607,13 @@ impl Loader {
             }
             _ => None,
         };
+        let description = self.optional_string(fields.get("description"), "description");
         Some(Feature {
             name: name?,
             value_type: value_type?,
             derivation,
             default,
+            description,
         })
     }
 

@@ -307,6 +307,22 @@ fn duplicates_are_refused() {
 }
 
 #[test]
+fn a_feature_cannot_take_a_key_name() {
+    let views = VALID_VIEW.replace(
+        "{name: last_country, type: string, from: country}",
+        "{name: user_id, type: int64, from: user_id}",
+    );
+    assert_single_error(
+        &views,
+        10,
+        &[
+            "feature `user_id` has the name of a key of entity `user`",
+            "rename",
+        ],
+    );
+}
+
+#[test]
 fn a_missing_schema_file_names_the_path() {
     let views = VALID_VIEW.replace("match_event.avsc", "match_events.avsc");
     assert_single_error(
