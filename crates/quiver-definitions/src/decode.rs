@@ -128,6 +128,13 @@ impl<'n> Fields<'n> {
 }
 
 impl Loader {
+    fn declared_twice(&mut self, at: Position, kind: &str, name: &Name) {
+        self.error(
+            at,
+            format!("{kind} `{name}` is declared twice; rename or remove one"),
+        );
+    }
+
     fn error(&mut self, at: Position, message: impl Into<String>) {
         let file = self.file.clone();
         self.error_in(&file, at, message.into());
@@ -278,10 +285,7 @@ impl Loader {
             .iter()
             .any(|entity| entity.name == name)
         {
-            self.error(
-                node.at,
-                format!("entity `{name}` is declared twice; rename or remove one"),
-            );
+            self.declared_twice(node.at, "entity", &name);
             return;
         }
         self.definitions.entities.push(Entity {
@@ -433,10 +437,7 @@ impl Loader {
             .iter()
             .any(|view| view.name == name)
         {
-            self.error(
-                node.at,
-                format!("feature view `{name}` is declared twice; rename or remove one"),
-            );
+            self.declared_twice(node.at, "feature view", &name);
             return;
         }
         self.definitions.feature_views.push(FeatureView {
@@ -794,10 +795,7 @@ impl Loader {
             .iter()
             .any(|service| service.name == name)
         {
-            self.error(
-                node.at,
-                format!("feature service `{name}` is declared twice; rename or remove one"),
-            );
+            self.declared_twice(node.at, "feature service", &name);
             return;
         }
         self.definitions.feature_services.push(FeatureService {

@@ -307,6 +307,13 @@ fn duplicates_are_refused() {
 }
 
 #[test]
+fn a_view_declared_twice_is_refused() {
+    let second_item = VALID_VIEW.strip_prefix("feature_views:\n").unwrap();
+    let views = format!("{VALID_VIEW}{second_item}");
+    assert_single_error(&views, 11, &["feature view `activity` is declared twice"]);
+}
+
+#[test]
 fn a_feature_cannot_take_a_key_name() {
     let views = VALID_VIEW.replace(
         "{name: last_country, type: string, from: country}",

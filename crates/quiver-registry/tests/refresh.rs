@@ -18,6 +18,7 @@ async fn an_apply_reaches_a_running_watcher_within_its_interval() {
             keyspace,
             consistency: Consistency::One,
             request_timeout: Duration::from_secs(30),
+            create_keyspace: false,
         })
         .await
         .expect("connects"),

@@ -30,6 +30,9 @@ pub struct ScyllaConfig {
     pub consistency: Consistency,
     /// The longest a single request may take.
     pub request_timeout: Duration,
+    /// Create a missing keyspace with SimpleStrategy and one replica: for a laptop or a test
+    /// cluster, never production.
+    pub create_keyspace: bool,
 }
 
 /// The online store on ScyllaDB (or Cassandra).
@@ -77,7 +80,18 @@ impl ScyllaStore {
             .map_err(|error| unavailable("reading the schema", error))?
             .rows_num()
             > 0;
-        if !exists {
+        if !exists && config.create_keyspace {
+            session
+                .query_unpaged(
+                    format!(
+                        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+                         {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+                    ),
+                    (),
+                )
+                .await
+                .map_err(|error| unavailable("creating the keyspace", error))?;
+        } else if !exists {
             return Err(StoreError::new(
                 StoreErrorKind::Invalid,
                 format!(

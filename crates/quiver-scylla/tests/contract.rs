@@ -23,6 +23,7 @@ async fn store_in(keyspace: String) -> ScyllaStore {
         keyspace,
         consistency: Consistency::One,
         request_timeout: Duration::from_secs(30),
+        create_keyspace: false,
     })
     .await
     .expect("the store connects")
@@ -38,6 +39,7 @@ async fn a_missing_keyspace_is_named_with_how_to_create_it() {
         keyspace: "no_such_keyspace".into(),
         consistency: Consistency::One,
         request_timeout: Duration::from_secs(10),
+        create_keyspace: false,
     })
     .await
     .expect_err("the keyspace is missing");

@@ -101,6 +101,10 @@ struct StoreArgs {
     /// Seconds a single request to the store may take.
     #[arg(long, env = "QUIVER_CQL_TIMEOUT_SECS", default_value_t = 10)]
     cql_timeout_secs: u64,
+    /// Create the keyspace if it is missing, with one replica (SimpleStrategy). For a laptop or
+    /// a test cluster only: in production, create it with the replication you need.
+    #[arg(long)]
+    create_keyspace: bool,
 }
 
 fn parse_consistency(text: &str) -> Result<Consistency, String> {
@@ -122,6 +126,7 @@ impl StoreArgs {
             keyspace: self.keyspace.clone(),
             consistency: self.consistency,
             request_timeout: Duration::from_secs(self.cql_timeout_secs),
+            create_keyspace: self.create_keyspace,
         };
         ScyllaStore::connect(&config)
             .await

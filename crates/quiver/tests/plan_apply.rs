@@ -160,6 +160,31 @@ async fn invalid_definitions_stop_before_the_store_is_touched() {
     std::fs::remove_dir_all(&workspace.edited).unwrap();
 }
 
+#[tokio::test]
+async fn a_missing_keyspace_is_refused_unless_creation_is_asked_for() {
+    let _reachable = quiver_testkit::cql_session().await;
+    let workspace = Workspace {
+        keyspace: quiver_testkit::unique_name("cli_new"),
+        edited: PathBuf::new(),
+    };
+    let examples = examples().display().to_string();
+    let refused = quiver(&workspace, &["plan", "--dir", &examples]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("does not exist"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let created = quiver(
+        &workspace,
+        &["apply", "--dir", &examples, "--create-keyspace"],
+    );
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let plan = quiver(&workspace, &["plan", "--dir", &examples]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+}
+
 #[test]
 fn an_unreachable_store_is_an_error_naming_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
