@@ -101,7 +101,7 @@ struct StoreArgs {
     /// Seconds a single request to the store may take.
     #[arg(long, env = "QUIVER_CQL_TIMEOUT_SECS", default_value_t = 10)]
     cql_timeout_secs: u64,
-    /// Create the keyspace if it is missing, with one replica (SimpleStrategy). For a laptop or
+    /// Create the keyspace if it is missing (plan does too), with one replica (SimpleStrategy). For a laptop or
     /// a test cluster only: in production, create it with the replication you need.
     #[arg(long)]
     create_keyspace: bool,
