@@ -2,12 +2,19 @@
 //!
 //! Adapters implement [`OnlineStore`]: ScyllaDB in production (`quiver-scylla`), an embedded
 //! store for the quickstart and tests. One contract suite (`quiver_testkit::contract`) runs
-//! against every adapter. Later issues add the feature reads and writes to this port.
+//! against every adapter.
+//!
+//! Feature values are written with their event time as the write timestamp, so each feature of
+//! each entity keeps the value of its newest event whatever order events arrive in, and a replay
+//! changes nothing. A view's TTL counts from the event time, not from the write.
 
 use std::fmt;
 use std::future::Future;
 
-use crate::definition::{Entity, FeatureView, Registry};
+use crate::definition::{Derivation, Entity, FeatureView, Registry, Seconds, VersionedView};
+use crate::key::EntityKey;
+use crate::name::Name;
+use crate::value::{Value, ValueType};
 
 /// What kind of failure a store reported; callers branch on this, people read the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,4 +79,144 @@ pub trait OnlineStore: Send + Sync {
         view: &FeatureView,
         version: u32,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The values one event gives one entity's features, stamped with the event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureWrite {
+    pub key: EntityKey,
+    /// Microseconds since the Unix epoch.
+    pub event_time_micros: i64,
+    /// Only the features the event carries; the others keep their stored values.
+    pub values: Vec<(Name, Value)>,
+}
+
+/// A stored value and the event time it was written with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredValue {
+    pub value: Value,
+    pub event_time_micros: i64,
+}
+
+/// Checks a write against its view before anything is stored: the key fits the entity, and each
+/// value names a field-fed feature of the view and has its type. Shared by every adapter, so
+/// they refuse the same writes with the same words.
+pub fn check_write(
+    entity: &Entity,
+    view: &FeatureView,
+    write: &FeatureWrite,
+) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::new(StoreErrorKind::Invalid, message));
+    let parts = write.key.parts();
+    if parts.len() != entity.keys.len() {
+        return invalid(format!(
+            "key {} has {} part(s), entity `{}` has {} key field(s)",
+            write.key,
+            parts.len(),
+            entity.name,
+            entity.keys.len()
+        ));
+    }
+    for (part, field) in parts.iter().zip(&entity.keys) {
+        if part.scalar_type() != field.key_type {
+            return invalid(format!(
+                "key field `{}` of entity `{}` is {}, got {}",
+                field.name,
+                entity.name,
+                field.key_type,
+                part.scalar_type()
+            ));
+        }
+    }
+    for (name, value) in &write.values {
+        let Some(feature) = view.features.iter().find(|feature| &feature.name == name) else {
+            return invalid(format!(
+                "feature view `{}` has no feature `{name}`",
+                view.name
+            ));
+        };
+        if !matches!(feature.derivation, Derivation::Field(_)) {
+            return invalid(format!(
+                "feature `{name}` of view `{}` is an aggregate; it is not written directly",
+                view.name
+            ));
+        }
+        if let Err(mismatch) = feature.value_type.check(value) {
+            return invalid(format!("feature `{}:{name}`: {mismatch}", view.name));
+        }
+    }
+    Ok(())
+}
+
+/// How long a value written now should live, in seconds, when its view keeps values for `ttl`
+/// after their event time; `None` when it has expired already and should not be written.
+pub fn remaining_ttl_secs(ttl: Seconds, event_time_micros: i64, now_micros: i64) -> Option<u64> {
+    let age_secs = now_micros.saturating_sub(event_time_micros).max(0) / 1_000_000;
+    ttl.0
+        .checked_sub(u64::try_from(age_secs).unwrap_or(u64::MAX))
+        .filter(|remaining| *remaining > 0)
+}
+
+/// The declared types of `names` in `view`, or an `Invalid` error naming the first unknown one.
+pub fn feature_types(view: &FeatureView, names: &[Name]) -> Result<Vec<ValueType>, StoreError> {
+    names
+        .iter()
+        .map(|name| {
+            view.features
+                .iter()
+                .find(|feature| &feature.name == name)
+                .map(|feature| feature.value_type)
+                .ok_or_else(|| {
+                    StoreError::new(
+                        StoreErrorKind::Invalid,
+                        format!("feature view `{}` has no feature `{name}`", view.name),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The feature read and write half of the port.
+pub trait FeatureStore: Send + Sync {
+    /// Writes each feature value with its event time as the write timestamp: per feature, the
+    /// newest event wins. Every write is checked with [`check_write`] first; if one fails,
+    /// nothing is written.
+    fn write_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writes: &[FeatureWrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stored values of `features` for one entity, in that order; `None` where nothing is
+    /// stored or the value outlived the view's TTL.
+    fn read_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        features: &[Name],
+        key: &EntityKey,
+    ) -> impl Future<Output = Result<Vec<Option<StoredValue>>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_counts_from_the_event_time() {
+        let day = Seconds(86_400);
+        let now = 1_790_000_000_000_000;
+        assert_eq!(remaining_ttl_secs(day, now, now), Some(86_400));
+        assert_eq!(
+            remaining_ttl_secs(day, now - 3_600_000_000, now),
+            Some(82_800)
+        );
+        assert_eq!(remaining_ttl_secs(day, now - 86_400_000_000, now), None);
+        assert_eq!(
+            remaining_ttl_secs(day, now + 5_000_000, now),
+            Some(86_400),
+            "future events live the full TTL"
+        );
+    }
 }

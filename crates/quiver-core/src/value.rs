@@ -214,6 +214,35 @@ impl Value {
     }
 }
 
+impl Value {
+    /// A list value from scalar values of `element` type; `None` if one has another type.
+    pub fn list_from_scalars(element: ScalarType, items: Vec<Value>) -> Option<Value> {
+        macro_rules! collect {
+            ($scalar:ident, $list:ident) => {
+                Value::$list(
+                    items
+                        .into_iter()
+                        .map(|item| match item {
+                            Value::$scalar(inner) => Some(inner),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?,
+                )
+            };
+        }
+        Some(match element {
+            ScalarType::Bool => collect!(Bool, BoolList),
+            ScalarType::Int32 => collect!(Int32, Int32List),
+            ScalarType::Int64 => collect!(Int64, Int64List),
+            ScalarType::Float32 => collect!(Float32, Float32List),
+            ScalarType::Float64 => collect!(Float64, Float64List),
+            ScalarType::String => collect!(String, StringList),
+            ScalarType::Bytes => collect!(Bytes, BytesList),
+            ScalarType::Timestamp => collect!(Timestamp, TimestampList),
+        })
+    }
+}
+
 /// A value that does not fit the feature's declared type.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("expected a value of type {expected}, got {found}")]
@@ -317,6 +346,16 @@ mod tests {
             error.to_string(),
             "expected a value of type embedding<3>, got a float32 vector of length 2"
         );
+    }
+
+    #[test]
+    fn lists_build_from_scalars_of_their_element_type_only() {
+        let items = vec![Value::Int64(1), Value::Int64(2)];
+        assert_eq!(
+            Value::list_from_scalars(ScalarType::Int64, items.clone()),
+            Some(Value::Int64List(vec![1, 2]))
+        );
+        assert_eq!(Value::list_from_scalars(ScalarType::Int32, items), None);
     }
 
     #[test]

@@ -3,13 +3,27 @@
 //! The registry is one row of `quiver_registry`, holding the registry as JSON and its revision;
 //! it is replaced with a lightweight transaction (`IF revision = ?`), so concurrent applies cannot
 //! interleave. Each view version has a table `<view>_v<version>`, partitioned by the entity key,
-//! with one typed column per feature read from a field.
+//! with one typed column per feature read from a field. Feature writes carry the event time as
+//! `USING TIMESTAMP` and the rest of the view's TTL as `USING TTL`; reads take `WRITETIME` back
+//! as the event time.
 
-use std::time::Duration;
+mod values;
 
-use quiver_core::definition::{Derivation, Entity, FeatureView, Registry, view_table_name};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+
+use quiver_core::definition::{
+    Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
+};
+use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
-use quiver_core::store::{OnlineStore, StoreError, StoreErrorKind};
+use quiver_core::store::{
+    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_write,
+    feature_types, remaining_ttl_secs,
+};
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -43,7 +57,12 @@ pub struct ScyllaStore {
     load_registry: PreparedStatement,
     insert_registry: PreparedStatement,
     update_registry: PreparedStatement,
+    /// Feature statements, prepared once per table and column set.
+    statements: Mutex<HashMap<String, PreparedStatement>>,
 }
+
+/// Writes of one call in flight at once: enough to hide round trips, few enough to be polite.
+const MAX_WRITES_IN_FLIGHT: usize = 64;
 
 const REGISTRY_ROW: &str = "current";
 
@@ -141,7 +160,37 @@ impl ScyllaStore {
             load_registry,
             insert_registry,
             update_registry,
+            statements: Mutex::new(HashMap::new()),
         })
+    }
+
+    async fn prepared(&self, statement: String) -> Result<PreparedStatement, StoreError> {
+        if let Some(prepared) = self
+            .statements
+            .lock()
+            .expect("not poisoned")
+            .get(&statement)
+        {
+            return Ok(prepared.clone());
+        }
+        let prepared = self
+            .session
+            .prepare(statement.as_str())
+            .await
+            .map_err(|error| unavailable("preparing a feature statement", error))?;
+        self.statements
+            .lock()
+            .expect("not poisoned")
+            .insert(statement, prepared.clone());
+        Ok(prepared)
+    }
+
+    fn table(&self, view: &VersionedView) -> String {
+        format!(
+            "{}.\"{}\"",
+            self.keyspace,
+            view_table_name(&view.view.name, view.version)
+        )
     }
 
     /// Names of the columns a table has now.
@@ -177,6 +226,7 @@ impl ScyllaStore {
 
 /// The CQL type that stores a feature type. Timestamps are microseconds in a bigint, like the
 /// write timestamps; embeddings are float lists (the `vector` type is not in every ScyllaDB).
+/// Lists are frozen: one cell with one write timestamp, replaced whole, as a feature value is.
 pub fn cql_type(value_type: ValueType) -> String {
     fn scalar(scalar: ScalarType) -> &'static str {
         match scalar {
@@ -191,8 +241,8 @@ pub fn cql_type(value_type: ValueType) -> String {
     }
     match value_type {
         ValueType::Scalar(s) => scalar(s).to_owned(),
-        ValueType::List(s) => format!("list<{}>", scalar(s)),
-        ValueType::Embedding { .. } => "list<float>".to_owned(),
+        ValueType::List(s) => format!("frozen<list<{}>>", scalar(s)),
+        ValueType::Embedding { .. } => "frozen<list<float>>".to_owned(),
     }
 }
 
@@ -315,5 +365,129 @@ impl OnlineStore for ScyllaStore {
             }
         }
         Ok(())
+    }
+}
+
+fn quoted(names: impl IntoIterator<Item = impl std::fmt::Display>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|name| format!("\"{name}\""))
+        .collect()
+}
+
+impl FeatureStore for ScyllaStore {
+    async fn write_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writes: &[FeatureWrite],
+    ) -> Result<(), StoreError> {
+        for write in writes {
+            check_write(entity, &view.view, write)?;
+        }
+        let now_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |now| now.as_micros() as i64);
+        let table = self.table(view);
+        let key_columns = quoted(entity.keys.iter().map(|key| &key.name));
+        let mut statements = Vec::with_capacity(writes.len());
+        for write in writes.iter().filter(|write| !write.values.is_empty()) {
+            let ttl_secs = match view.view.ttl {
+                None => 0,
+                Some(ttl) => match remaining_ttl_secs(ttl, write.event_time_micros, now_micros) {
+                    Some(remaining) => i32::try_from(remaining).unwrap_or(i32::MAX),
+                    None => continue,
+                },
+            };
+            let mut columns = key_columns.clone();
+            columns.extend(quoted(write.values.iter().map(|(name, _)| name)));
+            let markers = vec!["?"; columns.len()].join(", ");
+            let statement = format!(
+                "INSERT INTO {table} ({}) VALUES ({markers}) USING TIMESTAMP ? AND TTL ?",
+                columns.join(", ")
+            );
+            let mut bound: Vec<CqlValue> = write.key.parts().iter().map(values::key_part).collect();
+            bound.extend(write.values.iter().map(|(_, value)| values::to_cql(value)));
+            bound.push(CqlValue::BigInt(write.event_time_micros));
+            bound.push(CqlValue::Int(ttl_secs));
+            statements.push((statement, bound));
+        }
+        futures::stream::iter(statements)
+            .map(|(statement, bound)| async move {
+                let prepared = self.prepared(statement).await?;
+                self.session
+                    .execute_unpaged(&prepared, bound)
+                    .await
+                    .map_err(|error| unavailable("writing features", error))
+            })
+            .buffer_unordered(MAX_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn read_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        features: &[Name],
+        key: &EntityKey,
+    ) -> Result<Vec<Option<StoredValue>>, StoreError> {
+        let types = feature_types(&view.view, features)?;
+        if features.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selected: Vec<String> = quoted(features)
+            .into_iter()
+            .map(|column| format!("{column}, WRITETIME({column})"))
+            .collect();
+        let conditions: Vec<String> = quoted(entity.keys.iter().map(|key| &key.name))
+            .into_iter()
+            .map(|column| format!("{column} = ?"))
+            .collect();
+        let statement = format!(
+            "SELECT {} FROM {} WHERE {}",
+            selected.join(", "),
+            self.table(view),
+            conditions.join(" AND ")
+        );
+        let prepared = self.prepared(statement).await?;
+        let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
+        let row: Option<Row> = self
+            .session
+            .execute_unpaged(&prepared, bound)
+            .await
+            .map_err(|error| unavailable("reading features", error))?
+            .into_rows_result()
+            .map_err(|error| unavailable("reading features", error))?
+            .maybe_first_row()
+            .map_err(|error| unavailable("reading features", error))?;
+        let Some(row) = row else {
+            return Ok(vec![None; features.len()]);
+        };
+        let mut columns = row.columns.into_iter();
+        let mut stored = Vec::with_capacity(features.len());
+        for (name, value_type) in features.iter().zip(types) {
+            let (value, written) = (columns.next().flatten(), columns.next().flatten());
+            stored.push(match (value, written) {
+                (Some(cql), Some(CqlValue::BigInt(event_time_micros))) => {
+                    let value = values::from_cql(value_type, cql).ok_or_else(|| {
+                        StoreError::new(
+                            StoreErrorKind::Corrupt,
+                            format!(
+                                "{}:{name} holds a value that is not a {value_type}",
+                                view.view.name
+                            ),
+                        )
+                    })?;
+                    Some(StoredValue {
+                        value,
+                        event_time_micros,
+                    })
+                }
+                _ => None,
+            });
+        }
+        Ok(stored)
     }
 }

@@ -5,7 +5,13 @@
 
 use quiver_core::apply::{ApplyError, apply};
 use quiver_core::definition::{Definitions, Registry};
-use quiver_core::store::{OnlineStore, StoreErrorKind};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quiver_core::definition::{Entity, VersionedView};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::name::Name;
+use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreErrorKind};
+use quiver_core::value::Value;
 use quiver_core::value::{ScalarType, ValueType};
 
 /// The example definitions shipped in `examples/features`.
@@ -60,6 +66,24 @@ macro_rules! online_store_contract {
         #[tokio::test]
         async fn contract_breaking_changes_need_a_new_version() {
             $crate::contract::breaking_changes_need_a_new_version(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_features_read_back_with_their_event_times() {
+            $crate::contract::features_read_back_with_their_event_times(&$fresh_store().await)
+                .await;
+        }
+        #[tokio::test]
+        async fn contract_the_newest_event_wins_in_any_order() {
+            $crate::contract::the_newest_event_wins_in_any_order(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_values_expire_with_the_view_ttl() {
+            $crate::contract::values_expire_with_the_view_ttl(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_a_bad_write_is_refused_and_nothing_is_written() {
+            $crate::contract::a_bad_write_is_refused_and_nothing_is_written(&$fresh_store().await)
+                .await;
         }
     };
 }
@@ -191,5 +215,239 @@ pub async fn breaking_changes_need_a_new_version(store: &impl OnlineStore) {
         profile_versions,
         [1, 2],
         "the old version stays in the registry"
+    );
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_micros() as i64
+}
+
+fn name(text: &str) -> Name {
+    text.parse().expect("a valid name")
+}
+
+fn user(id: i64) -> EntityKey {
+    EntityKey::new(vec![KeyPart::Int64(id)]).expect("one key part")
+}
+
+/// Applies the examples and returns the `user` entity with version 1 of `view`.
+async fn applied_view(
+    store: &(impl OnlineStore + FeatureStore),
+    view: &str,
+) -> (Entity, VersionedView) {
+    let applied = apply(store, &example_definitions(), false)
+        .await
+        .expect("applies");
+    let entity = applied.registry.entities[0].clone();
+    let view = applied
+        .registry
+        .latest_view(&name(view))
+        .expect("the view is applied")
+        .clone();
+    (entity, view)
+}
+
+fn write(id: i64, event_time_micros: i64, values: &[(&str, Value)]) -> FeatureWrite {
+    FeatureWrite {
+        key: user(id),
+        event_time_micros,
+        values: values.iter().map(|(n, v)| (name(n), v.clone())).collect(),
+    }
+}
+
+pub async fn features_read_back_with_their_event_times(store: &(impl OnlineStore + FeatureStore)) {
+    let (entity, profile) = applied_view(store, "user_profile").await;
+    let at = now_micros();
+    let embedding = Value::Float32List((0..32).map(|i| i as f32 / 32.0).collect());
+    let values = [
+        ("country", Value::String("SE".into())),
+        (
+            "languages",
+            Value::StringList(vec!["sv".into(), "en".into()]),
+        ),
+        ("verified", Value::Bool(true)),
+        ("bio_embedding", embedding.clone()),
+    ];
+    store
+        .write_features(&entity, &profile, &[write(42, at, &values)])
+        .await
+        .expect("writes");
+    let names: Vec<Name> = [
+        "country",
+        "languages",
+        "verified",
+        "bio_embedding",
+        "photo_count",
+    ]
+    .into_iter()
+    .map(name)
+    .collect();
+    let read = store
+        .read_features(&entity, &profile, &names, &user(42))
+        .await
+        .expect("reads");
+    let got: Vec<Option<(Value, i64)>> = read
+        .into_iter()
+        .map(|stored| stored.map(|s| (s.value, s.event_time_micros)))
+        .collect();
+    let mut expected: Vec<Option<(Value, i64)>> =
+        values.iter().map(|(_, v)| Some((v.clone(), at))).collect();
+    expected.push(None);
+    assert_eq!(
+        got, expected,
+        "values come back in request order; unwritten ones are None"
+    );
+
+    let absent = store
+        .read_features(&entity, &profile, &names, &user(7))
+        .await
+        .expect("reads");
+    assert_eq!(absent, vec![None; names.len()]);
+}
+
+pub async fn the_newest_event_wins_in_any_order(store: &(impl OnlineStore + FeatureStore)) {
+    let (entity, profile) = applied_view(store, "user_profile").await;
+    let now = now_micros();
+    let (older, newer) = (now - 2_000_000, now - 1_000_000);
+    let country = |c: &str| [("country", Value::String(c.into()))];
+    for batch in [
+        vec![
+            write(1, newer, &country("SE")),
+            write(1, older, &country("NO")),
+        ],
+        vec![write(1, older, &country("NO"))],
+        vec![write(1, newer, &country("SE"))],
+    ] {
+        store
+            .write_features(&entity, &profile, &batch)
+            .await
+            .expect("writes");
+    }
+    // Another feature of the same entity, from an older event, keeps its own event time.
+    store
+        .write_features(
+            &entity,
+            &profile,
+            &[write(
+                1,
+                older - 5_000_000,
+                &[("photo_count", Value::Int32(4))],
+            )],
+        )
+        .await
+        .expect("writes");
+    let read = store
+        .read_features(
+            &entity,
+            &profile,
+            &[name("country"), name("photo_count")],
+            &user(1),
+        )
+        .await
+        .expect("reads");
+    let got: Vec<(Value, i64)> = read
+        .into_iter()
+        .map(|stored| {
+            stored
+                .map(|s| (s.value, s.event_time_micros))
+                .expect("stored")
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Value::String("SE".into()), newer),
+            (Value::Int32(4), older - 5_000_000)
+        ]
+    );
+}
+
+pub async fn values_expire_with_the_view_ttl(store: &(impl OnlineStore + FeatureStore)) {
+    // user_activity keeps values for 7 days after their event time.
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let week_micros = 7 * 86_400 * 1_000_000;
+    let now = now_micros();
+    let country = [("last_country", Value::String("SE".into()))];
+    store
+        .write_features(
+            &entity,
+            &activity,
+            &[
+                write(1, now - week_micros - 60_000_000, &country),
+                write(2, now - week_micros + 3_000_000, &country),
+            ],
+        )
+        .await
+        .expect("writes");
+    let read = |id| {
+        let (entity, activity) = (&entity, &activity);
+        async move {
+            store
+                .read_features(entity, activity, &[name("last_country")], &user(id))
+                .await
+                .expect("reads")
+                .remove(0)
+        }
+    };
+    assert_eq!(
+        read(1).await,
+        None,
+        "an event older than the TTL is never stored"
+    );
+    assert!(read(2).await.is_some(), "an event inside the TTL is stored");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read(2).await.is_some() {
+        assert!(Instant::now() < deadline, "the value outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn a_bad_write_is_refused_and_nothing_is_written(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, profile) = applied_view(store, "user_profile").await;
+    let now = now_micros();
+    let good = write(5, now, &[("country", Value::String("SE".into()))]);
+    let cases = [
+        (
+            write(6, now, &[("country", Value::Int64(46))]),
+            "expected a value of type string, got int64",
+        ),
+        (
+            write(
+                6,
+                now,
+                &[("favourite_colour", Value::String("blue".into()))],
+            ),
+            "has no feature `favourite_colour`",
+        ),
+        (
+            FeatureWrite {
+                key: EntityKey::new(vec![KeyPart::String("5".into())]).unwrap(),
+                event_time_micros: now,
+                values: Vec::new(),
+            },
+            "key field `user_id` of entity `user` is int64, got string",
+        ),
+    ];
+    for (bad, message) in cases {
+        let error = store
+            .write_features(&entity, &profile, &[good.clone(), bad])
+            .await
+            .expect_err("the batch is refused");
+        assert_eq!(error.kind, StoreErrorKind::Invalid, "{error}");
+        assert!(error.to_string().contains(message), "{error}");
+    }
+    let read = store
+        .read_features(&entity, &profile, &[name("country")], &user(5))
+        .await
+        .expect("reads");
+    assert_eq!(
+        read,
+        [None],
+        "the good write of a refused batch is not stored either"
     );
 }
