@@ -1,0 +1,231 @@
+//! One decoded Avro event becomes the feature values of one view: the entity key, the event
+//! time, and a value per field-fed feature; or the reason the event cannot be used, which the
+//! ingester sends to the dead-letter topic.
+//!
+//! Aggregate features are not projected here: their tiles are computed by the aggregation step.
+
+use apache_avro::types::Value as Avro;
+use quiver_core::definition::{Derivation, Entity, FeatureView};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::store::FeatureWrite;
+use quiver_core::value::{ScalarType, Value, ValueType};
+use thiserror::Error;
+
+/// Events from before 2000-01-01 are taken for a unit or clock mistake.
+pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
+/// Events may come from clocks a little ahead; more than this ahead is a mistake.
+pub const MAX_FUTURE_MICROS: i64 = 3_600_000_000;
+
+/// Why an event was not used, as a stable name for dead-letter headers and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    MissingKey,
+    WrongType,
+    MissingEventTime,
+    AbsurdEventTime,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MissingKey => "missing_key",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::MissingEventTime => "missing_event_time",
+            RejectReason::AbsurdEventTime => "absurd_event_time",
+        }
+    }
+}
+
+/// An event that cannot feed the view, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+fn reject(reason: RejectReason, detail: String) -> Rejection {
+    Rejection { reason, detail }
+}
+
+/// Projects `event` onto `view`, whose entity is `entity`. `now_micros` bounds the event time.
+pub fn project(
+    entity: &Entity,
+    view: &FeatureView,
+    event: &Avro,
+    now_micros: i64,
+) -> Result<FeatureWrite, Rejection> {
+    let mut parts = Vec::with_capacity(entity.keys.len());
+    for (path, key) in view.source.key_fields.iter().zip(&entity.keys) {
+        let field = lookup(event, path).ok_or_else(|| {
+            reject(
+                RejectReason::MissingKey,
+                format!("key field `{path}` is missing or null"),
+            )
+        })?;
+        let part = key_part(key.key_type, field).ok_or_else(|| {
+            reject(
+                RejectReason::WrongType,
+                format!(
+                    "key field `{path}` holds {}, not {}",
+                    describe(field),
+                    key.key_type
+                ),
+            )
+        })?;
+        parts.push(part);
+    }
+    let key = EntityKey::new(parts).ok_or_else(|| {
+        reject(
+            RejectReason::MissingKey,
+            "the entity has no key field".into(),
+        )
+    })?;
+
+    let path = &view.source.event_time;
+    let event_time_micros = lookup(event, path)
+        .and_then(event_time_micros)
+        .ok_or_else(|| {
+            reject(
+                RejectReason::MissingEventTime,
+                format!("event time field `{path}` is missing, null or not a timestamp"),
+            )
+        })?;
+    if !(EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
+        .contains(&event_time_micros)
+    {
+        return Err(reject(
+            RejectReason::AbsurdEventTime,
+            format!(
+                "event time {event_time_micros} µs since the epoch is before 2000 or more than an \
+                 hour ahead of now ({now_micros} µs)"
+            ),
+        ));
+    }
+
+    let mut values = Vec::new();
+    for feature in &view.features {
+        let Derivation::Field(path) = &feature.derivation else {
+            continue;
+        };
+        let Some(field) = lookup(event, path) else {
+            continue;
+        };
+        let value = feature_value(feature.value_type, field).ok_or_else(|| {
+            reject(
+                RejectReason::WrongType,
+                format!(
+                    "feature `{}` is {}, but field `{path}` holds {}",
+                    feature.name,
+                    feature.value_type,
+                    describe(field)
+                ),
+            )
+        })?;
+        values.push((feature.name.clone(), value));
+    }
+    Ok(FeatureWrite {
+        key,
+        event_time_micros,
+        values,
+    })
+}
+
+/// The value at a dot-separated path; `None` if a field is missing or null on the way.
+fn lookup<'v>(event: &'v Avro, path: &str) -> Option<&'v Avro> {
+    let mut current = unwrap_union(event)?;
+    for segment in path.split('.') {
+        let Avro::Record(fields) = current else {
+            return None;
+        };
+        let (_, value) = fields.iter().find(|(name, _)| name == segment)?;
+        current = unwrap_union(value)?;
+    }
+    Some(current)
+}
+
+fn unwrap_union(value: &Avro) -> Option<&Avro> {
+    match value {
+        Avro::Union(_, inner) => unwrap_union(inner),
+        Avro::Null => None,
+        other => Some(other),
+    }
+}
+
+fn event_time_micros(value: &Avro) -> Option<i64> {
+    match value {
+        Avro::TimestampMillis(ms) | Avro::Long(ms) => ms.checked_mul(1_000),
+        Avro::TimestampMicros(us) => Some(*us),
+        _ => None,
+    }
+}
+
+fn key_part(key_type: ScalarType, value: &Avro) -> Option<KeyPart> {
+    Some(match (key_type, value) {
+        (ScalarType::Int32, Avro::Int(v)) => KeyPart::Int32(*v),
+        (ScalarType::Int64, Avro::Int(v)) => KeyPart::Int64(i64::from(*v)),
+        (ScalarType::Int64, Avro::Long(v)) => KeyPart::Int64(*v),
+        (ScalarType::String, Avro::String(v) | Avro::Enum(_, v)) => KeyPart::String(v.clone()),
+        (ScalarType::String, Avro::Uuid(v)) => KeyPart::String(v.to_string()),
+        (ScalarType::Bytes, Avro::Bytes(v) | Avro::Fixed(_, v)) => KeyPart::Bytes(v.clone()),
+        _ => return None,
+    })
+}
+
+fn scalar_value(scalar: ScalarType, value: &Avro) -> Option<Value> {
+    Some(match (scalar, value) {
+        (ScalarType::Bool, Avro::Boolean(v)) => Value::Bool(*v),
+        (ScalarType::Int32, Avro::Int(v)) => Value::Int32(*v),
+        (ScalarType::Int64, Avro::Int(v)) => Value::Int64(i64::from(*v)),
+        (ScalarType::Int64, Avro::Long(v)) => Value::Int64(*v),
+        (ScalarType::Float32, Avro::Int(v)) => Value::Float32(*v as f32),
+        (ScalarType::Float32, Avro::Long(v)) => Value::Float32(*v as f32),
+        (ScalarType::Float32, Avro::Float(v)) => Value::Float32(*v),
+        (ScalarType::Float64, Avro::Int(v)) => Value::Float64(f64::from(*v)),
+        (ScalarType::Float64, Avro::Long(v)) => Value::Float64(*v as f64),
+        (ScalarType::Float64, Avro::Float(v)) => Value::Float64(f64::from(*v)),
+        (ScalarType::Float64, Avro::Double(v)) => Value::Float64(*v),
+        (ScalarType::String, Avro::String(v) | Avro::Enum(_, v)) => Value::String(v.clone()),
+        (ScalarType::String, Avro::Uuid(v)) => Value::String(v.to_string()),
+        (ScalarType::Bytes, Avro::Bytes(v) | Avro::Fixed(_, v)) => Value::Bytes(v.clone()),
+        (ScalarType::Timestamp, Avro::TimestampMillis(_) | Avro::TimestampMicros(_)) => {
+            Value::Timestamp(event_time_micros(value)?)
+        }
+        _ => return None,
+    })
+}
+
+/// The feature value `value` holds as a `value_type`; `None` if it does not fit.
+pub fn feature_value(value_type: ValueType, value: &Avro) -> Option<Value> {
+    let list = |element: ScalarType| match value {
+        Avro::Array(items) => items
+            .iter()
+            .map(|item| scalar_value(element, unwrap_union(item)?))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|items| Value::list_from_scalars(element, items)),
+        _ => None,
+    };
+    match value_type {
+        ValueType::Scalar(scalar) => scalar_value(scalar, value),
+        ValueType::List(element) => list(element),
+        ValueType::Embedding { dimension } => list(ScalarType::Float32).filter(
+            |embedding| matches!(embedding, Value::Float32List(v) if v.len() == dimension as usize),
+        ),
+    }
+}
+
+fn describe(value: &Avro) -> &'static str {
+    match value {
+        Avro::Boolean(_) => "a boolean",
+        Avro::Int(_) => "an int",
+        Avro::Long(_) => "a long",
+        Avro::Float(_) => "a float",
+        Avro::Double(_) => "a double",
+        Avro::String(_) | Avro::Enum(..) | Avro::Uuid(_) => "a string",
+        Avro::Bytes(_) | Avro::Fixed(..) => "bytes",
+        Avro::Array(_) => "an array",
+        Avro::Record(_) => "a record",
+        Avro::Map(_) => "a map",
+        _ => "another Avro type",
+    }
+}

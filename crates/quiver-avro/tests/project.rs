@@ -1,0 +1,198 @@
+//! Projecting real events of the bundled schemas onto the example feature views.
+
+use apache_avro::types::Value as Avro;
+use proptest::prelude::*;
+use quiver_avro::project::{RejectReason, project};
+use quiver_core::definition::{Definitions, Entity, FeatureView};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::value::Value;
+use quiver_testkit::{contract, events};
+
+const NOW_MICROS: i64 = 1_790_000_100_000_000;
+
+fn view(definitions: &Definitions, name: &str) -> (Entity, FeatureView) {
+    let view = definitions
+        .feature_views
+        .iter()
+        .find(|view| view.name.as_str() == name)
+        .expect("an example view")
+        .clone();
+    (definitions.entities[0].clone(), view)
+}
+
+fn values_by_name(write: &quiver_core::store::FeatureWrite) -> Vec<(&str, &Value)> {
+    write
+        .values
+        .iter()
+        .map(|(name, value)| (name.as_str(), value))
+        .collect()
+}
+
+fn set_field(event: &mut Avro, field: &str, value: Avro) {
+    let Avro::Record(fields) = event else {
+        panic!("a record")
+    };
+    let slot = fields
+        .iter_mut()
+        .find(|(name, _)| name == field)
+        .expect("the field exists");
+    slot.1 = value;
+}
+
+#[test]
+fn a_match_event_feeds_the_activity_view() {
+    let (entity, activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    let write = project(
+        &entity,
+        &activity,
+        &events::match_event(&schema, 7),
+        NOW_MICROS,
+    )
+    .expect("projects");
+    assert_eq!(
+        write.key,
+        EntityKey::new(vec![KeyPart::Int64(2)]).unwrap(),
+        "user 7 % 5"
+    );
+    assert_eq!(write.event_time_micros, (1_790_000_000_000 + 7_000) * 1_000);
+    assert_eq!(
+        values_by_name(&write),
+        [
+            ("last_country", &Value::String("SE".into())),
+            ("last_platform", &Value::String("ANDROID".into())),
+            ("last_action", &Value::String("PASS".into())),
+        ],
+        "aggregates are left to the aggregation step"
+    );
+}
+
+#[test]
+fn a_null_optional_field_is_left_out_not_refused() {
+    let (entity, activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    let mut event = events::match_event(&schema, 1);
+    set_field(&mut event, "country", Avro::Union(0, Box::new(Avro::Null)));
+    let write = project(&entity, &activity, &event, NOW_MICROS).expect("projects");
+    assert!(
+        !values_by_name(&write)
+            .iter()
+            .any(|(name, _)| *name == "last_country")
+    );
+}
+
+#[test]
+fn bad_events_are_rejected_with_a_reason() {
+    let (entity, activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    let with = |field: &str, value: Avro| {
+        let mut event = events::match_event(&schema, 3);
+        set_field(&mut event, field, value);
+        project(&entity, &activity, &event, NOW_MICROS).expect_err("rejected")
+    };
+    let cases = [
+        (
+            with("user_id", Avro::Null),
+            RejectReason::MissingKey,
+            "key field `user_id` is missing or null",
+        ),
+        (
+            with("user_id", Avro::String("42".into())),
+            RejectReason::WrongType,
+            "key field `user_id` holds a string, not int64",
+        ),
+        (
+            with("ts", Avro::Null),
+            RejectReason::MissingEventTime,
+            "event time field `ts`",
+        ),
+        (
+            with("ts", Avro::TimestampMillis(5)),
+            RejectReason::AbsurdEventTime,
+            "before 2000",
+        ),
+        (
+            with("ts", Avro::TimestampMillis(NOW_MICROS / 1_000 + 7_200_000)),
+            RejectReason::AbsurdEventTime,
+            "an hour ahead",
+        ),
+        (
+            with("country", Avro::Union(1, Box::new(Avro::Long(46)))),
+            RejectReason::WrongType,
+            "feature `last_country` is string, but field `country` holds a long",
+        ),
+    ];
+    for (rejection, reason, words) in cases {
+        assert_eq!(rejection.reason, reason, "{rejection}");
+        assert!(rejection.to_string().contains(words), "{rejection}");
+        assert!(
+            rejection.to_string().starts_with(reason.as_str()),
+            "{rejection}"
+        );
+    }
+}
+
+#[test]
+fn a_profile_event_carries_lists_and_an_embedding_of_the_declared_size() {
+    let (entity, profile) = view(&contract::example_definitions(), "user_profile");
+    let embedding: Vec<Avro> = (0..32).map(|i| Avro::Float(i as f32)).collect();
+    let event = Avro::Record(vec![
+        ("user_id".into(), Avro::Long(9)),
+        (
+            "updated_at".into(),
+            Avro::TimestampMillis(1_790_000_000_000),
+        ),
+        (
+            "country".into(),
+            Avro::Union(1, Box::new(Avro::String("NO".into()))),
+        ),
+        ("birth_year".into(), Avro::Union(0, Box::new(Avro::Null))),
+        (
+            "languages".into(),
+            Avro::Array(vec![Avro::String("nb".into())]),
+        ),
+        ("interests".into(), Avro::Array(vec![])),
+        ("photo_count".into(), Avro::Int(3)),
+        ("verified".into(), Avro::Boolean(true)),
+        (
+            "bio_embedding".into(),
+            Avro::Union(1, Box::new(Avro::Array(embedding))),
+        ),
+    ]);
+    let write = project(&entity, &profile, &event, NOW_MICROS).expect("projects");
+    let values = values_by_name(&write);
+    assert!(values.contains(&("languages", &Value::StringList(vec!["nb".into()]))));
+    assert!(values.contains(&("photo_count", &Value::Int32(3))));
+    let Some((_, Value::Float32List(vector))) = values.iter().find(|(n, _)| *n == "bio_embedding")
+    else {
+        panic!("no embedding in {values:?}");
+    };
+    assert_eq!(vector.len(), 32);
+
+    let mut short = event.clone();
+    set_field(
+        &mut short,
+        "bio_embedding",
+        Avro::Union(1, Box::new(Avro::Array(vec![Avro::Float(1.0)]))),
+    );
+    let rejection = project(&entity, &profile, &short, NOW_MICROS).expect_err("a short embedding");
+    assert_eq!(rejection.reason, RejectReason::WrongType);
+    assert!(
+        rejection.to_string().contains("embedding<32>"),
+        "{rejection}"
+    );
+}
+
+proptest! {
+    #[test]
+    fn keys_and_event_times_come_through_unchanged(user_id in any::<i64>(), millis in 946_684_800_000i64..1_790_000_100_000) {
+        let (entity, activity) = view(&contract::example_definitions(), "user_activity");
+        let schema = events::match_event_schema();
+        let mut event = events::match_event(&schema, 0);
+        set_field(&mut event, "user_id", Avro::Long(user_id));
+        set_field(&mut event, "ts", Avro::TimestampMillis(millis));
+        let write = project(&entity, &activity, &event, NOW_MICROS).expect("projects");
+        prop_assert_eq!(write.key, EntityKey::new(vec![KeyPart::Int64(user_id)]).unwrap());
+        prop_assert_eq!(write.event_time_micros, millis * 1_000);
+    }
+}
