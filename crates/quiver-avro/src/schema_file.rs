@@ -22,14 +22,21 @@ pub enum SchemaFileError {
 
 /// Parses one `.avsc` file.
 pub fn read_schema_file(path: &Path) -> Result<Schema, SchemaFileError> {
+    read_schema_with_text(path).map(|(schema, _)| schema)
+}
+
+/// Parses one `.avsc` file and also returns its text, which the registry keeps so that running
+/// processes need no schema files.
+pub fn read_schema_with_text(path: &Path) -> Result<(Schema, String), SchemaFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Schema::parse_str(&text).map_err(|source| SchemaFileError::Invalid {
+    let schema = Schema::parse_str(&text).map_err(|source| SchemaFileError::Invalid {
         path: path.to_owned(),
         source: Box::new(source),
-    })
+    })?;
+    Ok((schema, text))
 }
 
 #[cfg(test)]

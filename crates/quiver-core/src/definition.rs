@@ -75,8 +75,9 @@ pub struct Source {
 /// The reader schema of a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchemaRef {
-    /// An `.avsc` file, relative to the definition file that names it.
-    File(String),
+    /// An `.avsc` file: its path, relative to the definition file that names it, and its text,
+    /// kept so that ingesters need no schema files.
+    File { path: String, avsc: String },
     /// A subject in a Confluent-compatible Schema Registry, resolved at ingest time.
     Subject(String),
 }

@@ -109,7 +109,7 @@ struct Loader {
     file: PathBuf,
     errors: Vec<DefinitionError>,
     definitions: Definitions,
-    schemas: HashMap<PathBuf, Option<Schema>>,
+    schemas: HashMap<PathBuf, Option<(Schema, String)>>,
 }
 
 /// The entries of a mapping whose keys were all allowed.
@@ -295,12 +295,12 @@ impl Loader {
         });
     }
 
-    fn schema(&mut self, at: Position, relative: &str) -> Option<Schema> {
+    fn schema(&mut self, at: Position, relative: &str) -> Option<(Schema, String)> {
         let path = self.file.parent().unwrap_or(Path::new(".")).join(relative);
         if let Some(cached) = self.schemas.get(&path) {
             return cached.clone();
         }
-        let schema = match quiver_avro::schema_file::read_schema_file(&path) {
+        let schema = match quiver_avro::schema_file::read_schema_with_text(&path) {
             Ok(schema) => Some(schema),
             Err(error) => {
                 self.error(
@@ -471,7 +471,14 @@ impl Loader {
             (Some(file), None) => {
                 let relative = self.string(file, "schema")?;
                 let schema = self.schema(file.at, &relative)?;
-                (SchemaRef::File(relative), Some(schema))
+                let (schema, avsc) = schema;
+                (
+                    SchemaRef::File {
+                        path: relative,
+                        avsc,
+                    },
+                    Some(schema),
+                )
             }
             // A registry subject is resolved by the ingester; its fields cannot be checked here.
             (None, Some(subject)) => (SchemaRef::Subject(self.string(subject, "subject")?), None),

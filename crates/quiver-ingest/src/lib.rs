@@ -1,0 +1,261 @@
+//! The streaming ingester: Avro events from Kafka become feature values in the online store.
+//!
+//! [`run`] consumes every topic of the applied views in one consumer group and works in batches:
+//! decode and project each record for every view of its topic, send the records that cannot be
+//! used to the dead-letter topic (and wait until Kafka has them), write the feature values
+//! (retrying while the store is unavailable), and only then commit the batch's offsets. So an
+//! offset is never committed before what it carries is durable, and a crash or rebalance replays
+//! at most the uncommitted batch, which the event-time-ordered writes make harmless.
+
+mod dead_letter;
+mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apache_avro::Schema;
+use quiver_core::definition::Registry;
+use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::dead_letter::DeadLetters;
+use crate::route::{DeadLetterReason, Route, routes};
+
+/// How record values are framed.
+#[derive(Debug, Clone)]
+pub enum WireFormat {
+    /// Confluent wire format; writer schemas by id. A record with another id is dead-lettered.
+    Confluent {
+        writer_schemas: HashMap<u32, Schema>,
+    },
+    /// Bare Avro datums written with the view's own schema.
+    Plain,
+}
+
+/// What to do with a record that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// Send it to this topic with headers naming the reason, and go on.
+    DeadLetter { topic: String },
+    /// Stop without committing it, so it is read again after a fix.
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The consumer group; ingesters sharing it split the partitions between them.
+    pub group_id: String,
+    pub wire_format: WireFormat,
+    pub on_invalid: OnInvalid,
+    /// Most records per batch; a batch is also cut after `batch_linger`.
+    pub batch_size: usize,
+    pub batch_linger: Duration,
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    pub records: u64,
+    pub rows_written: u64,
+    /// Dead-lettered records by reason.
+    pub dead_lettered: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(
+        "invalid record at {topic}/{partition}@{offset} ({reason}: {detail}); stopping as \
+         configured, without committing it"
+    )]
+    InvalidRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: &'static str,
+        detail: String,
+    },
+    #[error("the online store refused a write: {0}")]
+    Store(quiver_core::store::StoreError),
+}
+
+/// The longest wait between retries of a write while the store is unavailable.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Ingests until `shutdown` resolves, then finishes the batch in hand, commits and leaves the
+/// group.
+pub async fn run<S: FeatureStore>(
+    config: &IngestConfig,
+    registry: &Registry,
+    store: &S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<IngestSummary, IngestError> {
+    let routes = routes(registry, &config.wire_format)?;
+    if routes.is_empty() {
+        return Err(IngestError::Config(
+            "the registry has no feature views; run `quiver apply` first".into(),
+        ));
+    }
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let topics: Vec<&str> = routes.keys().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(?topics, group = %config.group_id, "ingesting");
+    let dead_letters = match &config.on_invalid {
+        OnInvalid::DeadLetter { topic } => Some(DeadLetters::new(&config.brokers, topic)?),
+        OnInvalid::Stop => None,
+    };
+
+    let mut summary = IngestSummary::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            batch = next_batch(&consumer, config) => batch?,
+        };
+        process(
+            &batch,
+            &routes,
+            config,
+            dead_letters.as_ref(),
+            store,
+            &mut summary,
+        )
+        .await?;
+        commit(&consumer, &batch)?;
+    }
+    tracing::info!(
+        records = summary.records,
+        rows = summary.rows_written,
+        "ingest stopped"
+    );
+    Ok(summary)
+}
+
+/// Waits for one record, then takes what else arrives within the linger, up to the batch size.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    config: &IngestConfig,
+) -> Result<Vec<OwnedMessage>, IngestError> {
+    let mut batch = vec![consumer.recv().await?.detach()];
+    let deadline = tokio::time::Instant::now() + config.batch_linger;
+    while batch.len() < config.batch_size {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => batch.push(message?.detach()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+async fn process<S: FeatureStore>(
+    batch: &[OwnedMessage],
+    routes: &HashMap<String, Vec<Arc<Route>>>,
+    config: &IngestConfig,
+    dead_letters: Option<&DeadLetters>,
+    store: &S,
+    summary: &mut IngestSummary,
+) -> Result<(), IngestError> {
+    let now_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64);
+    let mut writes: Vec<(Arc<Route>, Vec<FeatureWrite>)> = Vec::new();
+    let mut rejected: Vec<(&OwnedMessage, &str, DeadLetterReason)> = Vec::new();
+    for message in batch {
+        summary.records += 1;
+        let payload = message.payload().unwrap_or_default();
+        for route in routes.get(message.topic()).into_iter().flatten() {
+            match route.write_for(&config.wire_format, payload, now_micros) {
+                Ok(write) => match writes.iter_mut().find(|(r, _)| Arc::ptr_eq(r, route)) {
+                    Some((_, list)) => list.push(write),
+                    None => writes.push((route.clone(), vec![write])),
+                },
+                Err(reason) => rejected.push((message, route.view.view.name.as_str(), reason)),
+            }
+        }
+    }
+    if let Some((message, _, reason)) = rejected.first()
+        && dead_letters.is_none()
+    {
+        return Err(IngestError::InvalidRecord {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason: reason.reason,
+            detail: reason.detail.clone(),
+        });
+    }
+    if let Some(dead_letters) = dead_letters {
+        for (message, view, reason) in &rejected {
+            dead_letters.send(message, view, reason).await?;
+            *summary.dead_lettered.entry(reason.reason).or_default() += 1;
+        }
+    }
+    for (route, route_writes) in &writes {
+        write_with_retry(store, route, route_writes).await?;
+        summary.rows_written += route_writes.len() as u64;
+    }
+    Ok(())
+}
+
+/// Writes, retrying with backoff while the store is unavailable, so a database outage pauses
+/// ingestion instead of losing or skipping records.
+async fn write_with_retry<S: FeatureStore>(
+    store: &S,
+    route: &Route,
+    writes: &[FeatureWrite],
+) -> Result<(), IngestError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store
+            .write_features(&route.entity, &route.view, writes)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind == StoreErrorKind::Unavailable => {
+                tracing::warn!(view = %route.view.view.name, %error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+            }
+            Err(error) => return Err(IngestError::Store(error)),
+        }
+    }
+}
+
+/// Commits, per partition, the offset after the last record of the batch.
+fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), IngestError> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for message in batch {
+        let entry = next
+            .entry((message.topic(), message.partition()))
+            .or_default();
+        *entry = (*entry).max(message.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    match consumer.commit(&offsets, CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // A rebalance took the partitions: their records are written, and the new owner replays
+        // them from the last commit; the event-time writes make that harmless.
+        Err(error) => {
+            tracing::warn!(%error, "commit failed; the next owner of these partitions replays them");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! From one Kafka record to the feature writes of every view that reads its topic.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use quiver_avro::project::{Rejection, project};
+use quiver_avro::wire;
+use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
+use quiver_core::store::FeatureWrite;
+
+use crate::{IngestError, WireFormat};
+
+/// One view fed by a topic, with the reader schema its features were checked against.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) entity: Entity,
+    pub(crate) view: VersionedView,
+    reader: Schema,
+    /// Writer schema ids whose schema is the reader schema, found once at start: comparing
+    /// schemas per record would cost more than the decode.
+    ids_of_reader: HashSet<u32>,
+}
+
+/// Why a record went to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLetterReason {
+    /// A stable name: `undecodable`, `unknown_schema_id`, or a projection reason.
+    pub(crate) reason: &'static str,
+    pub(crate) detail: String,
+}
+
+impl From<Rejection> for DeadLetterReason {
+    fn from(rejection: Rejection) -> Self {
+        DeadLetterReason {
+            reason: rejection.reason.as_str(),
+            detail: rejection.detail,
+        }
+    }
+}
+
+/// The latest version of every view, by source topic.
+pub(crate) fn routes(
+    registry: &Registry,
+    wire_format: &WireFormat,
+) -> Result<HashMap<String, Vec<Arc<Route>>>, IngestError> {
+    let mut routes: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+    let mut names: Vec<_> = registry
+        .feature_views
+        .iter()
+        .map(|v| &v.view.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let view = registry.latest_view(name).expect("a listed view").clone();
+        let SchemaRef::File { avsc, .. } = &view.view.source.schema else {
+            return Err(IngestError::Config(format!(
+                "feature view `{name}` reads a Schema Registry subject; this ingester reads .avsc \
+                 schemas from the registry only"
+            )));
+        };
+        let reader = Schema::parse_str(avsc).map_err(|error| {
+            IngestError::Config(format!(
+                "the stored schema of view `{name}` is invalid: {error}"
+            ))
+        })?;
+        let entity = registry
+            .entity(&view.view.entity)
+            .ok_or_else(|| IngestError::Config(format!("view `{name}` names a missing entity")))?
+            .clone();
+        let ids_of_reader = match wire_format {
+            WireFormat::Plain => HashSet::new(),
+            WireFormat::Confluent { writer_schemas } => writer_schemas
+                .iter()
+                .filter(|(_, writer)| **writer == reader)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        routes
+            .entry(view.view.source.topic.clone())
+            .or_default()
+            .push(Arc::new(Route {
+                entity,
+                view,
+                reader,
+                ids_of_reader,
+            }));
+    }
+    Ok(routes)
+}
+
+impl Route {
+    /// Decodes `payload` and projects it onto this route's view.
+    pub(crate) fn write_for(
+        &self,
+        wire_format: &WireFormat,
+        payload: &[u8],
+        now_micros: i64,
+    ) -> Result<FeatureWrite, DeadLetterReason> {
+        let undecodable = |detail: String| DeadLetterReason {
+            reason: "undecodable",
+            detail,
+        };
+        let event = match wire_format {
+            WireFormat::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
+            WireFormat::Confluent { writer_schemas } => {
+                let framed =
+                    wire::decode(payload).map_err(|error| undecodable(error.to_string()))?;
+                let writer =
+                    writer_schemas
+                        .get(&framed.schema_id)
+                        .ok_or_else(|| DeadLetterReason {
+                            reason: "unknown_schema_id",
+                            detail: format!(
+                                "schema id {} is not among the configured writer schemas",
+                                framed.schema_id
+                            ),
+                        })?;
+                // Resolution costs about 3x a plain decode (benches/avro_decode.rs), so it is
+                // skipped when the writer wrote with the reader's schema.
+                let reader =
+                    (!self.ids_of_reader.contains(&framed.schema_id)).then_some(&self.reader);
+                apache_avro::from_avro_datum(writer, &mut &*framed.datum, reader)
+            }
+        }
+        .map_err(|error| {
+            undecodable(format!("not an Avro datum of the expected schema: {error}"))
+        })?;
+        Ok(project(&self.entity, &self.view.view, &event, now_micros)?)
+    }
+}

@@ -1,0 +1,270 @@
+//! The ingester end to end on the real Kafka and Cassandra: good events become feature values
+//! ordered by event time, bad ones go to the dead-letter topic with their reason, and offsets are
+//! committed once everything is stored.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value as Avro;
+use quiver_avro::wire;
+use quiver_core::apply::apply;
+use quiver_core::definition::Registry;
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::store::FeatureStore;
+use quiver_core::value::Value;
+use quiver_ingest::{IngestConfig, OnInvalid, WireFormat, run};
+use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_testkit::{contract, events};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use scylla::statement::Consistency;
+
+const SCHEMA_ID: u32 = 7;
+const PARTITIONS: i32 = 2;
+
+fn with_field(mut event: Avro, field: &str, value: Avro) -> Avro {
+    let Avro::Record(fields) = &mut event else {
+        panic!("a record")
+    };
+    fields
+        .iter_mut()
+        .find(|(name, _)| name == field)
+        .expect("a field")
+        .1 = value;
+    event
+}
+
+fn country(code: &str) -> Avro {
+    Avro::Union(1, Box::new(Avro::String(code.into())))
+}
+
+async fn read_country(store: &ScyllaStore, registry: &Registry, user: i64) -> Option<(Value, i64)> {
+    let view = registry
+        .latest_view(&"user_activity".parse().unwrap())
+        .unwrap();
+    store
+        .read_features(
+            &registry.entities[0],
+            view,
+            &["last_country".parse().unwrap()],
+            &EntityKey::new(vec![KeyPart::Int64(user)]).unwrap(),
+        )
+        .await
+        .expect("reads")
+        .remove(0)
+        .map(|stored| (stored.value, stored.event_time_micros))
+}
+
+#[tokio::test]
+async fn events_become_features_and_bad_ones_are_dead_lettered() {
+    let topic = quiver_testkit::create_topic("ingest_matches", PARTITIONS).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_dlq", 1).await;
+    let session = quiver_testkit::cql_session().await;
+    let keyspace = quiver_testkit::create_keyspace(&session, "ingest").await;
+    let store = ScyllaStore::connect(&ScyllaConfig {
+        nodes: quiver_testkit::cql_nodes(),
+        keyspace,
+        consistency: Consistency::One,
+        request_timeout: Duration::from_secs(30),
+        create_keyspace: false,
+    })
+    .await
+    .expect("connects");
+    let mut definitions = contract::example_definitions();
+    definitions
+        .feature_views
+        .retain(|view| view.name.as_str() == "user_activity");
+    definitions.feature_services.clear();
+    definitions.feature_views[0].source.topic = topic.clone();
+    // The sample events are from September 2026; without a TTL they are kept whatever today is.
+    definitions.feature_views[0].ttl = None;
+    let registry = apply(&store, &definitions, false)
+        .await
+        .expect("applies")
+        .registry;
+
+    // Users 0..5, one event per second; then a late event for user 0 from before all of them,
+    // a newer one for user 1, and three records that cannot be used.
+    let schema = events::match_event_schema();
+    let encode = |event: Avro| {
+        wire::encode(
+            SCHEMA_ID,
+            &apache_avro::to_avro_datum(&schema, event).unwrap(),
+        )
+    };
+    let mut records: Vec<(i64, Vec<u8>)> = (0..20)
+        .map(|n| (n % 5, encode(events::match_event(&schema, n))))
+        .collect();
+    let late = with_field(
+        with_field(
+            events::match_event(&schema, 0),
+            "ts",
+            Avro::TimestampMillis(1_700_000_000_000),
+        ),
+        "country",
+        country("NO"),
+    );
+    records.push((0, encode(late)));
+    let newest = with_field(
+        with_field(
+            events::match_event(&schema, 1),
+            "ts",
+            Avro::TimestampMillis(1_790_000_100_000),
+        ),
+        "country",
+        country("DK"),
+    );
+    records.push((1, encode(newest)));
+    records.push((2, b"not avro at all".to_vec()));
+    records.push((3, wire::encode(99, b"\x02")));
+    records.push((
+        4,
+        encode(with_field(
+            events::match_event(&schema, 4),
+            "ts",
+            Avro::TimestampMillis(1_000),
+        )),
+    ));
+
+    let producer: FutureProducer = quiver_testkit::kafka_config().create().expect("a producer");
+    for (user, payload) in &records {
+        let key = user.to_string();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(error, _)| panic!("produce: {error}"));
+    }
+
+    let group = quiver_testkit::unique_name("ingest_group");
+    let config = IngestConfig {
+        brokers: quiver_testkit::kafka_brokers(),
+        group_id: group.clone(),
+        wire_format: WireFormat::Confluent {
+            writer_schemas: HashMap::from([(SCHEMA_ID, schema.clone())]),
+        },
+        on_invalid: OnInvalid::DeadLetter {
+            topic: dead_letter_topic.clone(),
+        },
+        batch_size: 8,
+        batch_linger: Duration::from_millis(50),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ingest = run(&config, &registry, &store, async {
+        let _ = stopped.await;
+    });
+    let check = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read_country(&store, &registry, 4).await.is_none()
+            || read_country(&store, &registry, 1).await.map(|(v, _)| v)
+                != Some(Value::String("DK".into()))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the events were not ingested in time"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The ingester commits a batch before it looks at the shutdown signal again, so the
+        // batch that wrote these values is committed before it stops.
+        stop.send(()).expect("the ingester is running");
+    };
+    let (summary, ()) = tokio::join!(ingest, check);
+    let summary = summary.expect("ingest ends cleanly");
+
+    assert_eq!(summary.records, records.len() as u64);
+    assert_eq!(summary.rows_written, records.len() as u64 - 3);
+    assert_eq!(
+        summary.dead_lettered,
+        [
+            ("absurd_event_time", 1),
+            ("undecodable", 1),
+            ("unknown_schema_id", 1)
+        ]
+        .into_iter()
+        .collect()
+    );
+    let newest_of_user_0 = (1_790_000_000_000 + 15 * 1_000) * 1_000;
+    assert_eq!(
+        read_country(&store, &registry, 0).await,
+        Some((Value::String("SE".into()), newest_of_user_0)),
+        "the late event did not overwrite the newer value"
+    );
+    assert_eq!(
+        read_country(&store, &registry, 1).await,
+        Some((Value::String("DK".into()), 1_790_000_100_000_000))
+    );
+
+    // The dead letters keep the original bytes and say why, where from, and for which view.
+    let reader: BaseConsumer = quiver_testkit::kafka_config()
+        .set("group.id", quiver_testkit::unique_name("dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&dead_letter_topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&assignment).unwrap();
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 3 && Instant::now() < deadline {
+        let Some(message) = reader.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.expect("reads the dead letters");
+        let headers: HashMap<&str, String> = message
+            .headers()
+            .expect("headers")
+            .iter()
+            .map(|h| {
+                (
+                    h.key,
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["quiver.source.topic"], topic);
+        assert_eq!(headers["quiver.view"], "user_activity");
+        assert!(!headers["quiver.detail"].is_empty());
+        let original = records
+            .iter()
+            .any(|(_, payload)| payload.as_slice() == message.payload().unwrap());
+        assert!(original, "the dead letter carries the original bytes");
+        reasons.push(headers["quiver.reason"].clone());
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["absurd_event_time", "undecodable", "unknown_schema_id"]
+    );
+
+    // Everything consumed was committed: the group's offsets are at the end of each partition.
+    let checker: BaseConsumer = quiver_testkit::kafka_config()
+        .set("group.id", &group)
+        .create()
+        .expect("a consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = checker
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("committed offsets");
+    for element in committed.elements() {
+        let (_, high) = checker
+            .fetch_watermarks(&topic, element.partition(), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            element.offset(),
+            Offset::Offset(high),
+            "partition {} is committed to its end",
+            element.partition()
+        );
+    }
+}
