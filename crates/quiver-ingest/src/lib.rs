@@ -88,6 +88,9 @@ pub enum IngestError {
     Store(quiver_core::store::StoreError),
 }
 
+/// The pause after a consumer error, so a persistent one is not logged in a tight loop.
+const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
 /// The longest wait between retries of a write while the store is unavailable.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -125,7 +128,7 @@ pub async fn run<S: FeatureStore>(
         let batch = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            batch = next_batch(&consumer, config) => batch?,
+            batch = next_batch(&consumer, config) => batch,
         };
         process(
             &batch,
@@ -147,19 +150,32 @@ pub async fn run<S: FeatureStore>(
 }
 
 /// Waits for one record, then takes what else arrives within the linger, up to the batch size.
-async fn next_batch(
-    consumer: &StreamConsumer,
-    config: &IngestConfig,
-) -> Result<Vec<OwnedMessage>, IngestError> {
-    let mut batch = vec![consumer.recv().await?.detach()];
+///
+/// Consumer errors (a subscribed topic that does not exist yet, a broker that went away) are
+/// reported by librdkafka as it retries by itself, so they are logged and reading goes on.
+async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<OwnedMessage> {
+    let first = loop {
+        match consumer.recv().await {
+            Ok(message) => break message.detach(),
+            Err(error) => {
+                tracing::warn!(%error, "kafka consumer error; retrying");
+                tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
+            }
+        }
+    };
+    let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + config.batch_linger;
     while batch.len() < config.batch_size {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(message) => batch.push(message?.detach()),
+            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "kafka consumer error; cutting the batch short");
+                break;
+            }
             Err(_) => break,
         }
     }
-    Ok(batch)
+    batch
 }
 
 async fn process<S: FeatureStore>(

@@ -21,8 +21,9 @@ use scylla::statement::Consistency;
     version,
     about,
     long_about,
-    after_help = "More subcommands (ingest, serve, get, quickstart, bench) are being built; see \
-                  README.md for what works today."
+    after_help = "More subcommands (serve, get, quickstart, bench) are being built; see \
+                  README.md for what works today. Logs go to stderr; set RUST_LOG (such as \
+                  RUST_LOG=debug) to change how much."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +60,24 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Consume Avro events from Kafka into the online store, until SIGTERM or Ctrl-C.
+    ///
+    /// Reads the applied registry, subscribes to the topic of every feature view in one consumer
+    /// group, and for each batch: decodes each record (resolving its writer schema against the
+    /// view's schema), writes the feature values with their event time as the write timestamp,
+    /// sends unusable records to the dead-letter topic, and commits offsets only after all of
+    /// that is durable. While the store is unavailable it retries with backoff and reads nothing
+    /// new. On SIGTERM it finishes the batch, commits and leaves the group. Restart it to pick up
+    /// newly applied views.
+    ///
+    /// Exit codes: 0 stopped by a signal; 1 error (including an unusable record with
+    /// --stop-on-invalid); 2 bad command line.
+    Ingest {
+        #[command(flatten)]
+        kafka: IngestArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Register the definitions in the online store and create the tables of new view versions.
     ///
     /// Prints the plan, creates or extends the tables, then publishes the new registry with a
@@ -79,6 +98,61 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// How `ingest` reads Kafka.
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "QUIVER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Consumer group id. Ingesters sharing it split the partitions, so run at most as many as
+    /// the topics have partitions.
+    #[arg(long, env = "QUIVER_GROUP_ID", default_value = "quiver-ingest")]
+    group_id: String,
+    /// Record values are Confluent-framed Avro whose writer schema ids are given by --schema-id
+    /// (`confluent`), or bare Avro datums written with each view's own schema (`plain`).
+    #[arg(long, value_enum, default_value = "confluent")]
+    wire_format: WireFormatArg,
+    /// A writer schema for the Confluent format: `ID=PATH.avsc`. Repeat for each schema id
+    /// producers use; a record with an id not given here is dead-lettered as unknown_schema_id.
+    #[arg(long = "schema-id", value_name = "ID=PATH", value_parser = parse_schema_id)]
+    schema_ids: Vec<(u32, PathBuf)>,
+    /// Topic for records that cannot be used (undecodable, unknown schema id, missing key,
+    /// wrong type, missing or absurd event time), with headers naming the reason and source.
+    #[arg(
+        long,
+        env = "QUIVER_DEAD_LETTER_TOPIC",
+        default_value = "quiver-dead-letters"
+    )]
+    dead_letter_topic: String,
+    /// Stop at the first unusable record instead of dead-lettering it; it is not committed, so it
+    /// is read again after a fix.
+    #[arg(long, conflicts_with = "dead_letter_topic")]
+    stop_on_invalid: bool,
+    /// Most records per batch; each batch is written, then its offsets are committed.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Milliseconds to wait for a batch to fill.
+    #[arg(long, default_value_t = 20)]
+    batch_linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WireFormatArg {
+    Confluent,
+    Plain,
+}
+
+fn parse_schema_id(text: &str) -> Result<(u32, PathBuf), String> {
+    let (id, path) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}` must look like ID=PATH, such as 7=schemas/match_event.avsc")
+    })?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{id}` in `{text}` is not a schema id (a whole number)"))?;
+    Ok((id, PathBuf::from(path.trim())))
 }
 
 /// Where the online store is.
@@ -140,6 +214,13 @@ const EXIT_BREAKING: u8 = 4;
 #[allow(clippy::print_stderr, reason = "the binary reports its errors")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -203,6 +284,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_BREAKING)
             })
         }
+        Command::Ingest { kafka, store } => {
+            let mut writer_schemas = std::collections::HashMap::new();
+            for (id, path) in &kafka.schema_ids {
+                let schema = quiver_avro::schema_file::read_schema_file(path)?;
+                writer_schemas.insert(*id, schema);
+            }
+            let config = quiver_ingest::IngestConfig {
+                brokers: kafka.brokers.clone(),
+                group_id: kafka.group_id.clone(),
+                wire_format: match kafka.wire_format {
+                    WireFormatArg::Confluent => {
+                        quiver_ingest::WireFormat::Confluent { writer_schemas }
+                    }
+                    WireFormatArg::Plain => quiver_ingest::WireFormat::Plain,
+                },
+                on_invalid: if kafka.stop_on_invalid {
+                    quiver_ingest::OnInvalid::Stop
+                } else {
+                    quiver_ingest::OnInvalid::DeadLetter {
+                        topic: kafka.dead_letter_topic.clone(),
+                    }
+                },
+                batch_size: kafka.batch_size.max(1),
+                batch_linger: Duration::from_millis(kafka.batch_linger_ms),
+            };
+            let store = store.connect().await?;
+            let registry = quiver_core::store::OnlineStore::load_registry(&store)
+                .await
+                .context("cannot read the registry")?
+                .unwrap_or_default();
+            let summary = quiver_ingest::run(&config, &registry, &store, shutdown_signal()).await?;
+            eprintln!(
+                "ingested {} records: {} rows written, dead-lettered {:?}",
+                summary.records, summary.rows_written, summary.dead_lettered
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apply {
             dir,
             new_version,
@@ -235,6 +353,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +377,24 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn schema_ids_parse_and_a_bad_one_says_the_shape() {
+        assert_eq!(
+            parse_schema_id("7=schemas/match_event.avsc"),
+            Ok((7, PathBuf::from("schemas/match_event.avsc")))
+        );
+        assert!(
+            parse_schema_id("schemas/match_event.avsc")
+                .unwrap_err()
+                .contains("ID=PATH")
+        );
+        assert!(
+            parse_schema_id("seven=x.avsc")
+                .unwrap_err()
+                .contains("not a schema id")
+        );
     }
 
     #[test]
