@@ -3,6 +3,8 @@
 //! ingester sends to the dead-letter topic.
 //!
 //! Aggregate features are not projected here: their tiles are computed by the aggregation step.
+//! [`project_upsert`] reads the other input shape, an upsert command (`feature_upsert.avsc`)
+//! carrying values computed elsewhere.
 
 use apache_avro::types::Value as Avro;
 use quiver_core::definition::{Derivation, Entity, FeatureView};
@@ -10,6 +12,9 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::FeatureWrite;
 use quiver_core::value::{ScalarType, Value, ValueType};
 use thiserror::Error;
+
+/// The schema of upsert commands, `schemas/feature_upsert.avsc`, built in.
+pub const FEATURE_UPSERT_AVSC: &str = include_str!("../../../schemas/feature_upsert.avsc");
 
 /// Events from before 2000-01-01 are taken for a unit or clock mistake.
 pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
@@ -23,6 +28,8 @@ pub enum RejectReason {
     WrongType,
     MissingEventTime,
     AbsurdEventTime,
+    /// An upsert command names a view or feature the registry does not have.
+    UnknownTarget,
 }
 
 impl RejectReason {
@@ -32,6 +39,7 @@ impl RejectReason {
             RejectReason::WrongType => "wrong_type",
             RejectReason::MissingEventTime => "missing_event_time",
             RejectReason::AbsurdEventTime => "absurd_event_time",
+            RejectReason::UnknownTarget => "unknown_target",
         }
     }
 }
@@ -82,26 +90,7 @@ pub fn project(
         )
     })?;
 
-    let path = &view.source.event_time;
-    let event_time_micros = lookup(event, path)
-        .and_then(event_time_micros)
-        .ok_or_else(|| {
-            reject(
-                RejectReason::MissingEventTime,
-                format!("event time field `{path}` is missing, null or not a timestamp"),
-            )
-        })?;
-    if !(EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
-        .contains(&event_time_micros)
-    {
-        return Err(reject(
-            RejectReason::AbsurdEventTime,
-            format!(
-                "event time {event_time_micros} µs since the epoch is before 2000 or more than an \
-                 hour ahead of now ({now_micros} µs)"
-            ),
-        ));
-    }
+    let event_time_micros = checked_event_time(event, &view.source.event_time, now_micros)?;
 
     let mut values = Vec::new();
     for feature in &view.features {
@@ -129,6 +118,142 @@ pub fn project(
         event_time_micros,
         values,
     })
+}
+
+/// The event time at `path`, if it is there and plausible.
+fn checked_event_time(event: &Avro, path: &str, now_micros: i64) -> Result<i64, Rejection> {
+    let event_time_micros = lookup(event, path)
+        .and_then(event_time_micros)
+        .ok_or_else(|| {
+            reject(
+                RejectReason::MissingEventTime,
+                format!("event time field `{path}` is missing, null or not a timestamp"),
+            )
+        })?;
+    if !(EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
+        .contains(&event_time_micros)
+    {
+        return Err(reject(
+            RejectReason::AbsurdEventTime,
+            format!(
+                "event time {event_time_micros} µs since the epoch is before 2000 or more than an \
+                 hour ahead of now ({now_micros} µs)"
+            ),
+        ));
+    }
+    Ok(event_time_micros)
+}
+
+/// Reads an upsert command: the view it names (looked up with `find_view`, which gives the
+/// view's entity and definition), the entity key from the `keys` map, and each value of the
+/// `values` map as the named feature's type.
+pub fn project_upsert<'r>(
+    command: &Avro,
+    find_view: impl Fn(&str) -> Option<(&'r Entity, &'r FeatureView)>,
+    now_micros: i64,
+) -> Result<(&'r FeatureView, FeatureWrite), Rejection> {
+    let view_name = match lookup(command, "feature_view") {
+        Some(Avro::String(name)) => name.as_str(),
+        _ => {
+            return Err(reject(
+                RejectReason::UnknownTarget,
+                "no `feature_view` string".into(),
+            ));
+        }
+    };
+    let (entity, view) = find_view(view_name).ok_or_else(|| {
+        reject(
+            RejectReason::UnknownTarget,
+            format!("feature view `{view_name}` is not in the registry"),
+        )
+    })?;
+    let Some(Avro::Map(keys)) = lookup(command, "keys") else {
+        return Err(reject(RejectReason::MissingKey, "no `keys` map".into()));
+    };
+    let mut parts = Vec::with_capacity(entity.keys.len());
+    for key in &entity.keys {
+        let value = keys
+            .get(key.name.as_str())
+            .and_then(unwrap_union)
+            .ok_or_else(|| {
+                reject(
+                    RejectReason::MissingKey,
+                    format!("`keys` lacks `{}` of entity `{}`", key.name, entity.name),
+                )
+            })?;
+        parts.push(key_part(key.key_type, value).ok_or_else(|| {
+            reject(
+                RejectReason::WrongType,
+                format!(
+                    "key `{}` holds {}, not {}",
+                    key.name,
+                    describe(value),
+                    key.key_type
+                ),
+            )
+        })?);
+    }
+    let key = EntityKey::new(parts).ok_or_else(|| {
+        reject(
+            RejectReason::MissingKey,
+            "the entity has no key field".into(),
+        )
+    })?;
+    let event_time_micros = checked_event_time(command, "event_time", now_micros)?;
+
+    let Some(Avro::Map(values)) = lookup(command, "values") else {
+        return Err(reject(RejectReason::WrongType, "no `values` map".into()));
+    };
+    let mut names: Vec<&String> = values.keys().collect();
+    names.sort();
+    let mut written = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(value) = unwrap_union(&values[name]).map(unwrap_upsert_wrapper) else {
+            continue;
+        };
+        let feature = view
+            .features
+            .iter()
+            .find(|feature| feature.name.as_str() == name.as_str())
+            .filter(|feature| matches!(feature.derivation, Derivation::Field(_)))
+            .ok_or_else(|| {
+                reject(
+                    RejectReason::UnknownTarget,
+                    format!("feature view `{view_name}` has no field-fed feature `{name}`"),
+                )
+            })?;
+        let converted = feature_value(feature.value_type, value).ok_or_else(|| {
+            reject(
+                RejectReason::WrongType,
+                format!(
+                    "feature `{name}` is {}, but the command gives {}",
+                    feature.value_type,
+                    describe(value)
+                ),
+            )
+        })?;
+        written.push((feature.name.clone(), converted));
+    }
+    Ok((
+        view,
+        FeatureWrite {
+            key,
+            event_time_micros,
+            values: written,
+        },
+    ))
+}
+
+/// Lists and timestamps travel in one-field records (`{items: [...]}`, `{micros: ...}`), since
+/// an Avro union holds one array and one long at most.
+fn unwrap_upsert_wrapper(value: &Avro) -> &Avro {
+    match value {
+        Avro::Record(fields) => match fields.as_slice() {
+            [(name, inner)] if name == "items" || name == "micros" => inner,
+            _ => value,
+        },
+        other => other,
+    }
 }
 
 /// The value at a dot-separated path; `None` if a field is missing or null on the way.

@@ -1,8 +1,9 @@
 //! Projecting real events of the bundled schemas onto the example feature views.
 
+use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
-use quiver_avro::project::{RejectReason, project};
+use quiver_avro::project::{FEATURE_UPSERT_AVSC, RejectReason, project, project_upsert};
 use quiver_core::definition::{Definitions, Entity, FeatureView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::value::Value;
@@ -195,4 +196,118 @@ proptest! {
         prop_assert_eq!(write.key, EntityKey::new(vec![KeyPart::Int64(user_id)]).unwrap());
         prop_assert_eq!(write.event_time_micros, millis * 1_000);
     }
+}
+
+/// An upsert command for `user_profile`, encoded and decoded with the bundled schema.
+fn upsert(
+    view: &str,
+    keys: Vec<(&str, Avro)>,
+    values: Vec<(&str, Avro)>,
+    event_time_micros: i64,
+) -> Avro {
+    let schema = Schema::parse_str(FEATURE_UPSERT_AVSC).unwrap();
+    let map = |entries: Vec<(&str, Avro)>| {
+        Avro::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    };
+    let command = Avro::Record(vec![
+        ("feature_view".into(), Avro::String(view.into())),
+        ("keys".into(), map(keys)),
+        ("values".into(), map(values)),
+        (
+            "event_time".into(),
+            Avro::TimestampMicros(event_time_micros),
+        ),
+    ])
+    .resolve(&schema)
+    .expect("the command fits the schema");
+    let datum = apache_avro::to_avro_datum(&schema, command).unwrap();
+    apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap()
+}
+
+#[test]
+fn an_upsert_command_writes_the_values_it_carries() {
+    let definitions = contract::example_definitions();
+    let find = |name: &str| {
+        definitions
+            .feature_views
+            .iter()
+            .find(|view| view.name.as_str() == name)
+            .map(|view| (&definitions.entities[0], view))
+    };
+    let languages = Avro::Record(vec![(
+        "items".into(),
+        Avro::Array(vec![Avro::String("fi".into())]),
+    )]);
+    let command = upsert(
+        "user_profile",
+        vec![("user_id", Avro::Long(77))],
+        vec![
+            ("country", Avro::String("FI".into())),
+            ("languages", languages),
+            ("birth_year", Avro::Null),
+        ],
+        1_790_000_000_000_000,
+    );
+    let (view, write) = project_upsert(&command, find, NOW_MICROS).expect("projects");
+    assert_eq!(view.name.as_str(), "user_profile");
+    assert_eq!(write.key, EntityKey::new(vec![KeyPart::Int64(77)]).unwrap());
+    assert_eq!(write.event_time_micros, 1_790_000_000_000_000);
+    assert_eq!(
+        values_by_name(&write),
+        [
+            ("country", &Value::String("FI".into())),
+            ("languages", &Value::StringList(vec!["fi".into()]))
+        ],
+        "a null value is left out"
+    );
+
+    let reject = |command: Avro| project_upsert(&command, find, NOW_MICROS).expect_err("rejected");
+    let unknown_view = reject(upsert(
+        "user_prof",
+        vec![("user_id", Avro::Long(1))],
+        vec![],
+        1_790_000_000_000_000,
+    ));
+    assert_eq!(unknown_view.reason, RejectReason::UnknownTarget);
+    assert!(
+        unknown_view.to_string().contains("`user_prof`"),
+        "{unknown_view}"
+    );
+    let no_key = reject(upsert(
+        "user_profile",
+        vec![],
+        vec![],
+        1_790_000_000_000_000,
+    ));
+    assert_eq!(no_key.reason, RejectReason::MissingKey);
+    let wrong = reject(upsert(
+        "user_profile",
+        vec![("user_id", Avro::Long(1))],
+        vec![("photo_count", Avro::String("3".into()))],
+        1_790_000_000_000_000,
+    ));
+    assert_eq!(wrong.reason, RejectReason::WrongType);
+    assert!(
+        wrong.to_string().contains("feature `photo_count` is int32"),
+        "{wrong}"
+    );
+    let unknown_feature = reject(upsert(
+        "user_profile",
+        vec![("user_id", Avro::Long(1))],
+        vec![("shoe_size", Avro::Int(44))],
+        1_790_000_000_000_000,
+    ));
+    assert_eq!(unknown_feature.reason, RejectReason::UnknownTarget);
+    let late = reject(upsert(
+        "user_profile",
+        vec![("user_id", Avro::Long(1))],
+        vec![],
+        5,
+    ));
+    assert_eq!(late.reason, RejectReason::AbsurdEventTime);
 }

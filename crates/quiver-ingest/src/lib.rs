@@ -23,7 +23,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::dead_letter::DeadLetters;
-use crate::route::{DeadLetterReason, Route, routes};
+use crate::route::{DeadLetterReason, Decoder, Route, routes, upsert_write};
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
@@ -53,6 +53,9 @@ pub struct IngestConfig {
     pub group_id: String,
     pub wire_format: WireFormat,
     pub on_invalid: OnInvalid,
+    /// A topic of upsert commands (`schemas/feature_upsert.avsc`) for values computed
+    /// elsewhere, each naming its view; `None` reads no such topic.
+    pub upsert_topic: Option<String>,
     /// Most records per batch; a batch is also cut after `batch_linger`.
     pub batch_size: usize,
     pub batch_linger: Duration,
@@ -114,7 +117,10 @@ pub async fn run<S: FeatureStore>(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()?;
-    let topics: Vec<&str> = routes.keys().map(String::as_str).collect();
+    let all_routes: Vec<Arc<Route>> = routes.values().flatten().cloned().collect();
+    let upserts = Decoder::for_upserts(&config.wire_format);
+    let mut topics: Vec<&str> = routes.keys().map(String::as_str).collect();
+    topics.extend(config.upsert_topic.as_deref());
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
     let dead_letters = match &config.on_invalid {
@@ -122,6 +128,11 @@ pub async fn run<S: FeatureStore>(
         OnInvalid::Stop => None,
     };
 
+    let inputs = Inputs {
+        routes: &routes,
+        all_routes: &all_routes,
+        upserts: &upserts,
+    };
     let mut summary = IngestSummary::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -132,7 +143,7 @@ pub async fn run<S: FeatureStore>(
         };
         process(
             &batch,
-            &routes,
+            &inputs,
             config,
             dead_letters.as_ref(),
             store,
@@ -178,9 +189,16 @@ async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<Own
     batch
 }
 
+/// Where records of each topic go.
+struct Inputs<'a> {
+    routes: &'a HashMap<String, Vec<Arc<Route>>>,
+    all_routes: &'a [Arc<Route>],
+    upserts: &'a Decoder,
+}
+
 async fn process<S: FeatureStore>(
     batch: &[OwnedMessage],
-    routes: &HashMap<String, Vec<Arc<Route>>>,
+    inputs: &Inputs<'_>,
     config: &IngestConfig,
     dead_letters: Option<&DeadLetters>,
     store: &S,
@@ -191,15 +209,30 @@ async fn process<S: FeatureStore>(
         .map_or(0, |now| now.as_micros() as i64);
     let mut writes: Vec<(Arc<Route>, Vec<FeatureWrite>)> = Vec::new();
     let mut rejected: Vec<(&OwnedMessage, &str, DeadLetterReason)> = Vec::new();
+    let mut add =
+        |route: &Arc<Route>, write| match writes.iter_mut().find(|(r, _)| Arc::ptr_eq(r, route)) {
+            Some((_, list)) => list.push(write),
+            None => writes.push((route.clone(), vec![write])),
+        };
     for message in batch {
         summary.records += 1;
         let payload = message.payload().unwrap_or_default();
-        for route in routes.get(message.topic()).into_iter().flatten() {
+        if config.upsert_topic.as_deref() == Some(message.topic()) {
+            match upsert_write(
+                inputs.upserts,
+                inputs.all_routes,
+                &config.wire_format,
+                payload,
+                now_micros,
+            ) {
+                Ok((route, write)) => add(route, write),
+                Err(reason) => rejected.push((message, "", reason)),
+            }
+            continue;
+        }
+        for route in inputs.routes.get(message.topic()).into_iter().flatten() {
             match route.write_for(&config.wire_format, payload, now_micros) {
-                Ok(write) => match writes.iter_mut().find(|(r, _)| Arc::ptr_eq(r, route)) {
-                    Some((_, list)) => list.push(write),
-                    None => writes.push((route.clone(), vec![write])),
-                },
+                Ok(write) => add(route, write),
                 Err(reason) => rejected.push((message, route.view.view.name.as_str(), reason)),
             }
         }

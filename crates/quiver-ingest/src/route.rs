@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use quiver_avro::project::{Rejection, project};
+use apache_avro::types::Value as Avro;
+use quiver_avro::project::{FEATURE_UPSERT_AVSC, Rejection, project, project_upsert};
 use quiver_avro::wire;
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::store::FeatureWrite;
@@ -16,10 +17,73 @@ use crate::{IngestError, WireFormat};
 pub(crate) struct Route {
     pub(crate) entity: Entity,
     pub(crate) view: VersionedView,
+    decoder: Decoder,
+}
+
+/// Decodes record values into Avro values of one reader schema.
+#[derive(Debug)]
+pub(crate) struct Decoder {
     reader: Schema,
     /// Writer schema ids whose schema is the reader schema, found once at start: comparing
     /// schemas per record would cost more than the decode.
     ids_of_reader: HashSet<u32>,
+}
+
+impl Decoder {
+    pub(crate) fn new(reader: Schema, wire_format: &WireFormat) -> Self {
+        let ids_of_reader = match wire_format {
+            WireFormat::Plain => HashSet::new(),
+            WireFormat::Confluent { writer_schemas } => writer_schemas
+                .iter()
+                .filter(|(_, writer)| **writer == reader)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        Decoder {
+            reader,
+            ids_of_reader,
+        }
+    }
+
+    /// The decoder of upsert commands, whose reader schema is built in.
+    pub(crate) fn for_upserts(wire_format: &WireFormat) -> Self {
+        let reader = Schema::parse_str(FEATURE_UPSERT_AVSC).expect("the built-in schema is valid");
+        Decoder::new(reader, wire_format)
+    }
+
+    pub(crate) fn decode(
+        &self,
+        wire_format: &WireFormat,
+        payload: &[u8],
+    ) -> Result<Avro, DeadLetterReason> {
+        let undecodable = |detail: String| DeadLetterReason {
+            reason: "undecodable",
+            detail,
+        };
+        match wire_format {
+            WireFormat::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
+            WireFormat::Confluent { writer_schemas } => {
+                let framed =
+                    wire::decode(payload).map_err(|error| undecodable(error.to_string()))?;
+                let writer =
+                    writer_schemas
+                        .get(&framed.schema_id)
+                        .ok_or_else(|| DeadLetterReason {
+                            reason: "unknown_schema_id",
+                            detail: format!(
+                                "schema id {} is not among the configured writer schemas",
+                                framed.schema_id
+                            ),
+                        })?;
+                // Resolution costs about 3x a plain decode (benches/avro_decode.rs), so it is
+                // skipped when the writer wrote with the reader's schema.
+                let reader =
+                    (!self.ids_of_reader.contains(&framed.schema_id)).then_some(&self.reader);
+                apache_avro::from_avro_datum(writer, &mut &*framed.datum, reader)
+            }
+        }
+        .map_err(|error| undecodable(format!("not an Avro datum of the expected schema: {error}")))
+    }
 }
 
 /// Why a record went to the dead-letter topic.
@@ -69,22 +133,13 @@ pub(crate) fn routes(
             .entity(&view.view.entity)
             .ok_or_else(|| IngestError::Config(format!("view `{name}` names a missing entity")))?
             .clone();
-        let ids_of_reader = match wire_format {
-            WireFormat::Plain => HashSet::new(),
-            WireFormat::Confluent { writer_schemas } => writer_schemas
-                .iter()
-                .filter(|(_, writer)| **writer == reader)
-                .map(|(id, _)| *id)
-                .collect(),
-        };
         routes
             .entry(view.view.source.topic.clone())
             .or_default()
             .push(Arc::new(Route {
                 entity,
                 view,
-                reader,
-                ids_of_reader,
+                decoder: Decoder::new(reader, wire_format),
             }));
     }
     Ok(routes)
@@ -98,35 +153,30 @@ impl Route {
         payload: &[u8],
         now_micros: i64,
     ) -> Result<FeatureWrite, DeadLetterReason> {
-        let undecodable = |detail: String| DeadLetterReason {
-            reason: "undecodable",
-            detail,
-        };
-        let event = match wire_format {
-            WireFormat::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
-            WireFormat::Confluent { writer_schemas } => {
-                let framed =
-                    wire::decode(payload).map_err(|error| undecodable(error.to_string()))?;
-                let writer =
-                    writer_schemas
-                        .get(&framed.schema_id)
-                        .ok_or_else(|| DeadLetterReason {
-                            reason: "unknown_schema_id",
-                            detail: format!(
-                                "schema id {} is not among the configured writer schemas",
-                                framed.schema_id
-                            ),
-                        })?;
-                // Resolution costs about 3x a plain decode (benches/avro_decode.rs), so it is
-                // skipped when the writer wrote with the reader's schema.
-                let reader =
-                    (!self.ids_of_reader.contains(&framed.schema_id)).then_some(&self.reader);
-                apache_avro::from_avro_datum(writer, &mut &*framed.datum, reader)
-            }
-        }
-        .map_err(|error| {
-            undecodable(format!("not an Avro datum of the expected schema: {error}"))
-        })?;
+        let event = self.decoder.decode(wire_format, payload)?;
         Ok(project(&self.entity, &self.view.view, &event, now_micros)?)
     }
+}
+
+/// Decodes an upsert command and finds the route of the view it names.
+pub(crate) fn upsert_write<'r>(
+    decoder: &Decoder,
+    routes: &'r [Arc<Route>],
+    wire_format: &WireFormat,
+    payload: &[u8],
+    now_micros: i64,
+) -> Result<(&'r Arc<Route>, FeatureWrite), DeadLetterReason> {
+    let command = decoder.decode(wire_format, payload)?;
+    let find = |name: &str| {
+        routes
+            .iter()
+            .find(|route| route.view.view.name.as_str() == name)
+            .map(|route| (&route.entity, &route.view.view))
+    };
+    let (view, write) = project_upsert(&command, find, now_micros)?;
+    let route = routes
+        .iter()
+        .find(|route| route.view.view.name == view.name)
+        .expect("the view was found among these routes");
+    Ok((route, write))
 }

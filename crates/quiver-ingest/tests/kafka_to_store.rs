@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as Avro;
+use quiver_avro::project::FEATURE_UPSERT_AVSC;
 use quiver_avro::wire;
 use quiver_core::apply::apply;
 use quiver_core::definition::Registry;
@@ -23,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use scylla::statement::Consistency;
 
 const SCHEMA_ID: u32 = 7;
+const UPSERT_SCHEMA_ID: u32 = 8;
 const PARTITIONS: i32 = 2;
 
 fn with_field(mut event: Avro, field: &str, value: Avro) -> Avro {
@@ -62,6 +64,7 @@ async fn read_country(store: &ScyllaStore, registry: &Registry, user: i64) -> Op
 async fn events_become_features_and_bad_ones_are_dead_lettered() {
     let topic = quiver_testkit::create_topic("ingest_matches", PARTITIONS).await;
     let dead_letter_topic = quiver_testkit::create_topic("ingest_dlq", 1).await;
+    let upsert_topic = quiver_testkit::create_topic("ingest_upserts", 1).await;
     let session = quiver_testkit::cql_session().await;
     let keyspace = quiver_testkit::create_keyspace(&session, "ingest").await;
     let store = ScyllaStore::connect(&ScyllaConfig {
@@ -129,7 +132,43 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         )),
     ));
 
+    // Upsert commands, as a batch job would send them: one for user 3, one naming no real view.
+    let upsert_schema = apache_avro::Schema::parse_str(FEATURE_UPSERT_AVSC).unwrap();
+    let upsert = |view: &str, country: &str| {
+        let command = Avro::Record(vec![
+            ("feature_view".into(), Avro::String(view.into())),
+            (
+                "keys".into(),
+                Avro::Map([("user_id".to_owned(), Avro::Long(3))].into()),
+            ),
+            (
+                "values".into(),
+                Avro::Map([("last_country".to_owned(), Avro::String(country.into()))].into()),
+            ),
+            (
+                "event_time".into(),
+                Avro::TimestampMicros(1_790_000_200_000_000),
+            ),
+        ])
+        .resolve(&upsert_schema)
+        .unwrap();
+        wire::encode(
+            UPSERT_SCHEMA_ID,
+            &apache_avro::to_avro_datum(&upsert_schema, command).unwrap(),
+        )
+    };
+    let upserts = [upsert("user_activity", "IS"), upsert("user_activiti", "XX")];
+
     let producer: FutureProducer = quiver_testkit::kafka_config().create().expect("a producer");
+    for payload in &upserts {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&upsert_topic).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(error, _)| panic!("produce: {error}"));
+    }
     for (user, payload) in &records {
         let key = user.to_string();
         producer
@@ -146,8 +185,12 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         brokers: quiver_testkit::kafka_brokers(),
         group_id: group.clone(),
         wire_format: WireFormat::Confluent {
-            writer_schemas: HashMap::from([(SCHEMA_ID, schema.clone())]),
+            writer_schemas: HashMap::from([
+                (SCHEMA_ID, schema.clone()),
+                (UPSERT_SCHEMA_ID, upsert_schema.clone()),
+            ]),
         },
+        upsert_topic: Some(upsert_topic.clone()),
         on_invalid: OnInvalid::DeadLetter {
             topic: dead_letter_topic.clone(),
         },
@@ -163,6 +206,8 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         while read_country(&store, &registry, 4).await.is_none()
             || read_country(&store, &registry, 1).await.map(|(v, _)| v)
                 != Some(Value::String("DK".into()))
+            || read_country(&store, &registry, 3).await.map(|(v, _)| v)
+                != Some(Value::String("IS".into()))
         {
             assert!(
                 Instant::now() < deadline,
@@ -177,17 +222,23 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     let (summary, ()) = tokio::join!(ingest, check);
     let summary = summary.expect("ingest ends cleanly");
 
-    assert_eq!(summary.records, records.len() as u64);
-    assert_eq!(summary.rows_written, records.len() as u64 - 3);
+    assert_eq!(summary.records, records.len() as u64 + 2);
+    assert_eq!(summary.rows_written, records.len() as u64 - 3 + 1);
     assert_eq!(
         summary.dead_lettered,
         [
             ("absurd_event_time", 1),
             ("undecodable", 1),
-            ("unknown_schema_id", 1)
+            ("unknown_schema_id", 1),
+            ("unknown_target", 1)
         ]
         .into_iter()
         .collect()
+    );
+    assert_eq!(
+        read_country(&store, &registry, 3).await,
+        Some((Value::String("IS".into()), 1_790_000_200_000_000)),
+        "the upsert command set the value with its event time"
     );
     let newest_of_user_0 = (1_790_000_000_000 + 15 * 1_000) * 1_000;
     assert_eq!(
@@ -213,7 +264,7 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     reader.assign(&assignment).unwrap();
     let mut reasons = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 3 && Instant::now() < deadline {
+    while reasons.len() < 4 && Instant::now() < deadline {
         let Some(message) = reader.poll(Duration::from_millis(500)) else {
             continue;
         };
@@ -229,19 +280,27 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
                 )
             })
             .collect();
-        assert_eq!(headers["quiver.source.topic"], topic);
-        assert_eq!(headers["quiver.view"], "user_activity");
+        let source = &headers["quiver.source.topic"];
+        assert!(source == &topic || source == &upsert_topic, "{source}");
+        if source == &topic {
+            assert_eq!(headers["quiver.view"], "user_activity");
+        }
         assert!(!headers["quiver.detail"].is_empty());
-        let original = records
-            .iter()
-            .any(|(_, payload)| payload.as_slice() == message.payload().unwrap());
+        let payload = message.payload().unwrap();
+        let original = records.iter().any(|(_, sent)| sent.as_slice() == payload)
+            || upserts.iter().any(|sent| sent.as_slice() == payload);
         assert!(original, "the dead letter carries the original bytes");
         reasons.push(headers["quiver.reason"].clone());
     }
     reasons.sort();
     assert_eq!(
         reasons,
-        ["absurd_event_time", "undecodable", "unknown_schema_id"]
+        [
+            "absurd_event_time",
+            "undecodable",
+            "unknown_schema_id",
+            "unknown_target"
+        ]
     );
 
     // Everything consumed was committed: the group's offsets are at the end of each partition.

@@ -130,6 +130,11 @@ struct IngestArgs {
     /// is read again after a fix.
     #[arg(long, conflicts_with = "dead_letter_topic")]
     stop_on_invalid: bool,
+    /// A topic of upsert commands (schemas/feature_upsert.avsc: feature_view, keys, values,
+    /// event_time) for features computed elsewhere, such as by Flink or a batch job. With the
+    /// Confluent format, give its writer schema with --schema-id too.
+    #[arg(long, env = "QUIVER_UPSERT_TOPIC")]
+    upsert_topic: Option<String>,
     /// Most records per batch; each batch is written, then its offsets are committed.
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
@@ -306,6 +311,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         topic: kafka.dead_letter_topic.clone(),
                     }
                 },
+                upsert_topic: kafka.upsert_topic.clone(),
                 batch_size: kafka.batch_size.max(1),
                 batch_linger: Duration::from_millis(kafka.batch_linger_ms),
             };
