@@ -22,9 +22,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -73,6 +74,36 @@ pub async fn create_topic(prefix: &str, partitions: i32) -> String {
         }
     }
     name
+}
+
+/// Whether consumer group `group` has committed every partition of `topics` (name and
+/// partition count) up to its end.
+pub async fn committed_to_end(group: &str, topics: &[(String, i32)]) -> bool {
+    let mut config = kafka_config();
+    config.set("group.id", group);
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        // A consumer that never subscribes: asking a subscribed one for its committed offsets
+        // makes its close hang with rdkafka 0.39 (see ARCHITECTURE.md).
+        let checker: BaseConsumer = config.create().expect("a consumer");
+        let mut partitions = TopicPartitionList::new();
+        for (topic, count) in &topics {
+            for partition in 0..*count {
+                partitions.add_partition(topic, partition);
+            }
+        }
+        let committed = checker
+            .committed_offsets(partitions, SETUP_TIMEOUT)
+            .expect("the group coordinator answers");
+        committed.elements().iter().all(|element| {
+            let (_, high) = checker
+                .fetch_watermarks(element.topic(), element.partition(), SETUP_TIMEOUT)
+                .expect("the broker gives watermarks");
+            element.offset() == Offset::Offset(high)
+        })
+    })
+    .await
+    .expect("the check runs")
 }
 
 /// The CQL contact points.

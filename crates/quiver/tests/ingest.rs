@@ -66,18 +66,14 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
     }
 
     let schema_path = repo.join("schemas/match_event.avsc");
+    let group = quiver_testkit::unique_name("cli_group");
     let mut ingest = quiver()
         .args([
             "ingest",
             "--schema-id",
             &format!("7={}", schema_path.display()),
         ])
-        .args([
-            "--dead-letter-topic",
-            &dead_letters,
-            "--group-id",
-            &quiver_testkit::unique_name("cli_group"),
-        ])
+        .args(["--dead-letter-topic", &dead_letters, "--group-id", &group])
         .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers())
         .stderr(Stdio::piped())
         .spawn()
@@ -95,10 +91,14 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
             .into_rows_result()
             .unwrap()
             .rows_num();
-        if rows == 5 {
+        // All five users are stored and all ten records committed.
+        if rows == 5 && quiver_testkit::committed_to_end(&group, &[(topic.clone(), 1)]).await {
             break;
         }
-        assert!(Instant::now() < deadline, "only {rows} of 5 users ingested");
+        assert!(
+            Instant::now() < deadline,
+            "only {rows} of 5 users ingested in time"
+        );
         if ingest.try_wait().unwrap().is_some() {
             let output = ingest.wait_with_output().unwrap();
             panic!(
