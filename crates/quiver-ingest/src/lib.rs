@@ -8,7 +8,10 @@
 //! at most the uncommitted batch, which the event-time-ordered writes make harmless.
 
 mod dead_letter;
+mod metrics;
 mod route;
+
+pub use metrics::IngestMetrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -23,6 +26,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::dead_letter::DeadLetters;
+use crate::metrics::{DeadLetterLabels, PartitionLabels, TopicLabels, ViewLabels};
 use crate::route::{DeadLetterReason, Decoder, Route, routes, upsert_write};
 
 /// How record values are framed.
@@ -103,6 +107,7 @@ pub async fn run<S: FeatureStore>(
     config: &IngestConfig,
     registry: &Registry,
     store: &S,
+    metrics: &IngestMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<IngestSummary, IngestError> {
     let routes = routes(registry, &config.wire_format)?;
@@ -134,6 +139,7 @@ pub async fn run<S: FeatureStore>(
         upserts: &upserts,
     };
     let mut summary = IngestSummary::default();
+    let mut lag_times = LagTimes::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let batch = tokio::select! {
@@ -147,10 +153,11 @@ pub async fn run<S: FeatureStore>(
             config,
             dead_letters.as_ref(),
             store,
+            metrics,
             &mut summary,
         )
         .await?;
-        commit(&consumer, &batch)?;
+        commit(&consumer, &batch, metrics, &mut lag_times)?;
     }
     tracing::info!(
         records = summary.records,
@@ -202,6 +209,7 @@ async fn process<S: FeatureStore>(
     config: &IngestConfig,
     dead_letters: Option<&DeadLetters>,
     store: &S,
+    metrics: &IngestMetrics,
     summary: &mut IngestSummary,
 ) -> Result<(), IngestError> {
     let now_micros = SystemTime::now()
@@ -216,6 +224,12 @@ async fn process<S: FeatureStore>(
         };
     for message in batch {
         summary.records += 1;
+        metrics
+            .records
+            .get_or_create(&TopicLabels {
+                topic: message.topic().to_owned(),
+            })
+            .inc();
         let payload = message.payload().unwrap_or_default();
         if config.upsert_topic.as_deref() == Some(message.topic()) {
             match upsert_write(
@@ -251,11 +265,36 @@ async fn process<S: FeatureStore>(
     if let Some(dead_letters) = dead_letters {
         for (message, view, reason) in &rejected {
             dead_letters.send(message, view, reason).await?;
+            metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabels {
+                    view: (*view).to_owned(),
+                    reason: reason.reason.to_owned(),
+                })
+                .inc();
             *summary.dead_lettered.entry(reason.reason).or_default() += 1;
         }
     }
     for (route, route_writes) in &writes {
-        write_with_retry(store, route, route_writes).await?;
+        let labels = ViewLabels {
+            view: route.view.view.name.to_string(),
+        };
+        let started = std::time::Instant::now();
+        write_with_retry(
+            store,
+            route,
+            route_writes,
+            &metrics.write_retries.get_or_create(&labels),
+        )
+        .await?;
+        metrics
+            .write_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .rows_written
+            .get_or_create(&labels)
+            .inc_by(route_writes.len() as u64);
         summary.rows_written += route_writes.len() as u64;
     }
     Ok(())
@@ -267,6 +306,7 @@ async fn write_with_retry<S: FeatureStore>(
     store: &S,
     route: &Route,
     writes: &[FeatureWrite],
+    retries: &prometheus_client::metrics::counter::Counter,
 ) -> Result<(), IngestError> {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -276,6 +316,7 @@ async fn write_with_retry<S: FeatureStore>(
         {
             Ok(()) => return Ok(()),
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
+                retries.inc();
                 tracing::warn!(view = %route.view.view.name, %error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
@@ -285,8 +326,20 @@ async fn write_with_retry<S: FeatureStore>(
     }
 }
 
-/// Commits, per partition, the offset after the last record of the batch.
-fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), IngestError> {
+/// How often a partition's lag is measured; each measurement asks the broker for watermarks.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// When each partition's lag was last measured.
+type LagTimes = HashMap<(String, i32), std::time::Instant>;
+
+/// Commits, per partition, the offset after the last record of the batch, and refreshes the lag
+/// gauge of partitions not measured within [`LAG_REFRESH`].
+fn commit(
+    consumer: &StreamConsumer,
+    batch: &[OwnedMessage],
+    metrics: &IngestMetrics,
+    lag_times: &mut LagTimes,
+) -> Result<(), IngestError> {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for message in batch {
         let entry = next
@@ -297,6 +350,20 @@ fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), Inges
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), offset) in next {
         offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        let measured = lag_times.get(&(topic.to_owned(), partition));
+        if measured.is_none_or(|at| at.elapsed() >= LAG_REFRESH)
+            && let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(1))
+        {
+            lag_times.insert((topic.to_owned(), partition), std::time::Instant::now());
+            metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabels {
+                    topic: topic.to_owned(),
+                    partition: i64::from(partition),
+                })
+                .set((high - offset).max(0));
+        }
     }
     match consumer.commit(&offsets, CommitMode::Sync) {
         Ok(()) => Ok(()),

@@ -13,7 +13,7 @@ use quiver_core::definition::Registry;
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
-use quiver_ingest::{IngestConfig, OnInvalid, WireFormat, run};
+use quiver_ingest::{IngestConfig, IngestMetrics, OnInvalid, WireFormat, run};
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_testkit::{contract, events};
 use rdkafka::Message;
@@ -198,7 +198,9 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         batch_linger: Duration::from_millis(50),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingest = run(&config, &registry, &store, async {
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let metrics = IngestMetrics::register(&mut metrics_registry);
+    let ingest = run(&config, &registry, &store, &metrics, async {
         let _ = stopped.await;
     });
     // Stop once the group has committed every record of both topics: by then each one is
@@ -231,6 +233,32 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         .into_iter()
         .collect()
     );
+    let mut exposition = String::new();
+    prometheus_client::encoding::text::encode(&mut exposition, &metrics_registry).unwrap();
+    for line in [
+        format!(
+            "quiver_ingest_records_total{{topic=\"{topic}\"}} {}",
+            records.len()
+        ),
+        format!("quiver_ingest_records_total{{topic=\"{upsert_topic}\"}} 2"),
+        format!(
+            "quiver_ingest_rows_written_total{{view=\"user_activity\"}} {}",
+            records.len() - 2
+        ),
+        "quiver_ingest_dead_letters_total{view=\"user_activity\",reason=\"undecodable\"} 1"
+            .to_owned(),
+        "quiver_ingest_dead_letters_total{view=\"\",reason=\"unknown_target\"} 1".to_owned(),
+    ] {
+        assert!(
+            exposition.contains(&line),
+            "`{line}` missing from:\n{exposition}"
+        );
+    }
+    assert!(
+        exposition.contains("quiver_ingest_consumer_lag{"),
+        "{exposition}"
+    );
+
     assert_eq!(
         read_country(&store, &registry, 3).await,
         Some((Value::String("IS".into()), 1_790_000_200_000_000)),

@@ -135,6 +135,9 @@ struct IngestArgs {
     /// Confluent format, give its writer schema with --schema-id too.
     #[arg(long, env = "QUIVER_UPSERT_TOPIC")]
     upsert_topic: Option<String>,
+    /// Address of the Prometheus endpoint, served at /metrics.
+    #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    metrics_addr: std::net::SocketAddr,
     /// Most records per batch; each batch is written, then its offsets are committed.
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
@@ -320,7 +323,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot read the registry")?
                 .unwrap_or_default();
-            let summary = quiver_ingest::run(&config, &registry, &store, shutdown_signal()).await?;
+            let mut metrics_registry = prometheus_client::registry::Registry::default();
+            let metrics = quiver_ingest::IngestMetrics::register(&mut metrics_registry);
+            let listener = tokio::net::TcpListener::bind(kafka.metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on {} for metrics", kafka.metrics_addr))?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let metrics_server = tokio::spawn(quiver_metrics::serve(
+                listener,
+                std::sync::Arc::new(metrics_registry),
+                wait_for_stop(stopped.clone()),
+            ));
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            let summary =
+                quiver_ingest::run(&config, &registry, &store, &metrics, wait_for_stop(stopped))
+                    .await?;
+            metrics_server.abort();
             eprintln!(
                 "ingested {} records: {} rows written, dead-lettered {:?}",
                 summary.records, summary.rows_written, summary.dead_lettered

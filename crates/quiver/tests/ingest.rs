@@ -67,17 +67,25 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
 
     let schema_path = repo.join("schemas/match_event.avsc");
     let group = quiver_testkit::unique_name("cli_group");
-    let mut ingest = quiver()
-        .args([
-            "ingest",
-            "--schema-id",
-            &format!("7={}", schema_path.display()),
-        ])
-        .args(["--dead-letter-topic", &dead_letters, "--group-id", &group])
-        .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ingest starts");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut ingest = KillOnDrop(Some(
+        quiver()
+            .args([
+                "ingest",
+                "--schema-id",
+                &format!("7={}", schema_path.display()),
+            ])
+            .args(["--dead-letter-topic", &dead_letters, "--group-id", &group])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ingest starts"),
+    ));
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -99,8 +107,8 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
             Instant::now() < deadline,
             "only {rows} of 5 users ingested in time"
         );
-        if ingest.try_wait().unwrap().is_some() {
-            let output = ingest.wait_with_output().unwrap();
+        if ingest.child().try_wait().unwrap().is_some() {
+            let output = ingest.take().wait_with_output().unwrap();
             panic!(
                 "ingest exited early: {}",
                 String::from_utf8_lossy(&output.stderr)
@@ -109,12 +117,19 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("quiver_ingest_rows_written_total{view=\"user_activity\"} 10"),
+        "{metrics}"
+    );
+
     let killed = Command::new("kill")
-        .args(["-TERM", &ingest.id().to_string()])
+        .args(["-TERM", &ingest.child().id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let output = ingest.wait_with_output().expect("ingest exits");
+    let output = ingest.take().wait_with_output().expect("ingest exits");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
@@ -122,4 +137,40 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&folder).unwrap();
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The ingest process, killed if the test fails before it stops it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("still running")
+    }
+
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("still running")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
