@@ -312,6 +312,17 @@ impl Registry {
             .max_by_key(|versioned| versioned.version)
     }
 
+    /// The newest version of every view, in name order.
+    pub fn latest_views(&self) -> Vec<&VersionedView> {
+        let mut names: Vec<&Name> = self.feature_views.iter().map(|v| &v.view.name).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| self.latest_view(name))
+            .collect()
+    }
+
     pub fn entity(&self, name: &Name) -> Option<&Entity> {
         self.entities.iter().find(|entity| &entity.name == name)
     }

@@ -89,7 +89,11 @@ impl Plan {
             ItemKind::Entity,
             &mut changes,
         );
-        let latest: Vec<FeatureView> = latest_views(registry);
+        let latest: Vec<FeatureView> = registry
+            .latest_views()
+            .into_iter()
+            .map(|versioned| versioned.view.clone())
+            .collect();
         diff_items(
             &latest,
             &definitions.feature_views,
@@ -185,21 +189,6 @@ impl Plan {
             feature_services: definitions.feature_services.clone(),
         })
     }
-}
-
-fn latest_views(registry: &Registry) -> Vec<FeatureView> {
-    let mut names: Vec<&Name> = registry
-        .feature_views
-        .iter()
-        .map(|v| &v.view.name)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter_map(|name| registry.latest_view(name))
-        .map(|versioned| versioned.view.clone())
-        .collect()
 }
 
 fn diff_items<T>(

@@ -109,15 +109,9 @@ pub(crate) fn routes(
     wire_format: &WireFormat,
 ) -> Result<HashMap<String, Vec<Arc<Route>>>, IngestError> {
     let mut routes: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
-    let mut names: Vec<_> = registry
-        .feature_views
-        .iter()
-        .map(|v| &v.view.name)
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let view = registry.latest_view(name).expect("a listed view").clone();
+    for latest in registry.latest_views() {
+        let view = latest.clone();
+        let name = &view.view.name;
         let SchemaRef::File { avsc, .. } = &view.view.source.schema else {
             return Err(IngestError::Config(format!(
                 "feature view `{name}` reads a Schema Registry subject; this ingester reads .avsc \
