@@ -21,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use scylla::statement::Consistency;
 
 const SCHEMA_ID: u32 = 7;
 const UPSERT_SCHEMA_ID: u32 = 8;
@@ -67,13 +66,10 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     let upsert_topic = quiver_testkit::create_topic("ingest_upserts", 1).await;
     let session = quiver_testkit::cql_session().await;
     let keyspace = quiver_testkit::create_keyspace(&session, "ingest").await;
-    let store = ScyllaStore::connect(&ScyllaConfig {
-        nodes: quiver_testkit::cql_nodes(),
+    let store = ScyllaStore::connect(&ScyllaConfig::one_node(
+        quiver_testkit::cql_nodes(),
         keyspace,
-        consistency: Consistency::One,
-        request_timeout: Duration::from_secs(30),
-        create_keyspace: false,
-    })
+    ))
     .await
     .expect("connects");
     let mut definitions = contract::example_definitions();

@@ -6,20 +6,16 @@ use std::time::Duration;
 use quiver_core::apply::apply;
 use quiver_registry::RegistryWatcher;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
-use scylla::statement::Consistency;
 
 #[tokio::test]
 async fn an_apply_reaches_a_running_watcher_within_its_interval() {
     let session = quiver_testkit::cql_session().await;
     let keyspace = quiver_testkit::create_keyspace(&session, "watch").await;
     let store = Arc::new(
-        ScyllaStore::connect(&ScyllaConfig {
-            nodes: quiver_testkit::cql_nodes(),
+        ScyllaStore::connect(&ScyllaConfig::one_node(
+            quiver_testkit::cql_nodes(),
             keyspace,
-            consistency: Consistency::One,
-            request_timeout: Duration::from_secs(30),
-            create_keyspace: false,
-        })
+        ))
         .await
         .expect("connects"),
     );

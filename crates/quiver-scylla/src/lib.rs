@@ -49,6 +49,20 @@ pub struct ScyllaConfig {
     pub create_keyspace: bool,
 }
 
+impl ScyllaConfig {
+    /// For a one-node cluster, such as a laptop or the test servers: consistency ONE, 30 s
+    /// requests, and an existing keyspace.
+    pub fn one_node(nodes: Vec<String>, keyspace: String) -> Self {
+        ScyllaConfig {
+            nodes,
+            keyspace,
+            consistency: Consistency::One,
+            request_timeout: Duration::from_secs(30),
+            create_keyspace: false,
+        }
+    }
+}
+
 /// The online store on ScyllaDB (or Cassandra).
 #[derive(Debug)]
 pub struct ScyllaStore {

@@ -18,13 +18,10 @@ async fn fresh_keyspace() -> String {
 }
 
 async fn store_in(keyspace: String) -> ScyllaStore {
-    ScyllaStore::connect(&ScyllaConfig {
-        nodes: quiver_testkit::cql_nodes(),
+    ScyllaStore::connect(&ScyllaConfig::one_node(
+        quiver_testkit::cql_nodes(),
         keyspace,
-        consistency: Consistency::One,
-        request_timeout: Duration::from_secs(30),
-        create_keyspace: false,
-    })
+    ))
     .await
     .expect("the store connects")
 }
