@@ -97,25 +97,18 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     let mut records: Vec<(i64, Vec<u8>)> = (0..20)
         .map(|n| (n % 5, encode(events::match_event(&schema, n))))
         .collect();
-    let late = with_field(
-        with_field(
-            events::match_event(&schema, 0),
+    // Event `n` of the sample stream, moved to another time and country.
+    let moved = |n: i64, millis: i64, code: &str| {
+        let event = with_field(
+            events::match_event(&schema, n),
             "ts",
-            Avro::TimestampMillis(1_700_000_000_000),
-        ),
-        "country",
-        country("NO"),
-    );
+            Avro::TimestampMillis(millis),
+        );
+        with_field(event, "country", country(code))
+    };
+    let late = moved(0, 1_700_000_000_000, "NO");
     records.push((0, encode(late)));
-    let newest = with_field(
-        with_field(
-            events::match_event(&schema, 1),
-            "ts",
-            Avro::TimestampMillis(1_790_000_100_000),
-        ),
-        "country",
-        country("DK"),
-    );
+    let newest = moved(1, 1_790_000_100_000, "DK");
     records.push((1, encode(newest)));
     records.push((2, b"not avro at all".to_vec()));
     records.push((3, wire::encode(99, b"\x02")));
