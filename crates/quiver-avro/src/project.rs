@@ -4,7 +4,8 @@
 //!
 //! Aggregate features are not projected here: their tiles are computed by the aggregation step.
 //! [`project_upsert`] reads the other input shape, an upsert command (`feature_upsert.avsc`)
-//! carrying values computed elsewhere.
+//! carrying values computed elsewhere, and [`project_deletion`] a deletion command
+//! (`entity_deleted.avsc`) naming an entity to remove.
 
 use apache_avro::types::Value as Avro;
 use quiver_core::definition::{Derivation, Entity, FeatureView};
@@ -15,6 +16,9 @@ use thiserror::Error;
 
 /// The schema of upsert commands, `schemas/feature_upsert.avsc`, built in.
 pub const FEATURE_UPSERT_AVSC: &str = include_str!("../../../schemas/feature_upsert.avsc");
+
+/// The schema of deletion commands, `schemas/entity_deleted.avsc`, built in.
+pub const ENTITY_DELETED_AVSC: &str = include_str!("../../../schemas/entity_deleted.avsc");
 
 /// Events from before 2000-01-01 are taken for a unit or clock mistake.
 pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
@@ -167,38 +171,7 @@ pub fn project_upsert<'r>(
             format!("feature view `{view_name}` is not in the registry"),
         )
     })?;
-    let Some(Avro::Map(keys)) = lookup(command, "keys") else {
-        return Err(reject(RejectReason::MissingKey, "no `keys` map".into()));
-    };
-    let mut parts = Vec::with_capacity(entity.keys.len());
-    for key in &entity.keys {
-        let value = keys
-            .get(key.name.as_str())
-            .and_then(unwrap_union)
-            .ok_or_else(|| {
-                reject(
-                    RejectReason::MissingKey,
-                    format!("`keys` lacks `{}` of entity `{}`", key.name, entity.name),
-                )
-            })?;
-        parts.push(key_part(key.key_type, value).ok_or_else(|| {
-            reject(
-                RejectReason::WrongType,
-                format!(
-                    "key `{}` holds {}, not {}",
-                    key.name,
-                    describe(value),
-                    key.key_type
-                ),
-            )
-        })?);
-    }
-    let key = EntityKey::new(parts).ok_or_else(|| {
-        reject(
-            RejectReason::MissingKey,
-            "the entity has no key field".into(),
-        )
-    })?;
+    let key = key_from_map(command, entity)?;
     let event_time_micros = checked_event_time(command, "event_time", now_micros)?;
 
     let Some(Avro::Map(values)) = lookup(command, "values") else {
@@ -242,6 +215,79 @@ pub fn project_upsert<'r>(
             values: written,
         },
     ))
+}
+
+/// An entity to remove, read from a deletion command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion<'r> {
+    pub entity: &'r Entity,
+    pub key: EntityKey,
+    /// Values with an older event time are removed; microseconds since the Unix epoch.
+    pub event_time_micros: i64,
+}
+
+/// Reads a deletion command: the entity it names (looked up with `find_entity`), its key from
+/// the `keys` map, and the event time of the deletion.
+pub fn project_deletion<'r>(
+    command: &Avro,
+    find_entity: impl Fn(&str) -> Option<&'r Entity>,
+    now_micros: i64,
+) -> Result<Deletion<'r>, Rejection> {
+    let entity = match lookup(command, "entity") {
+        Some(Avro::String(name)) => find_entity(name).ok_or_else(|| {
+            reject(
+                RejectReason::UnknownTarget,
+                format!("entity `{name}` is not in the registry"),
+            )
+        })?,
+        _ => {
+            return Err(reject(
+                RejectReason::UnknownTarget,
+                "no `entity` string".into(),
+            ));
+        }
+    };
+    Ok(Deletion {
+        entity,
+        key: key_from_map(command, entity)?,
+        event_time_micros: checked_event_time(command, "event_time", now_micros)?,
+    })
+}
+
+/// The key of `entity` from the `keys` map of a command, by key field name.
+fn key_from_map(command: &Avro, entity: &Entity) -> Result<EntityKey, Rejection> {
+    let Some(Avro::Map(keys)) = lookup(command, "keys") else {
+        return Err(reject(RejectReason::MissingKey, "no `keys` map".into()));
+    };
+    let mut parts = Vec::with_capacity(entity.keys.len());
+    for key in &entity.keys {
+        let value = keys
+            .get(key.name.as_str())
+            .and_then(unwrap_union)
+            .ok_or_else(|| {
+                reject(
+                    RejectReason::MissingKey,
+                    format!("`keys` lacks `{}` of entity `{}`", key.name, entity.name),
+                )
+            })?;
+        parts.push(key_part(key.key_type, value).ok_or_else(|| {
+            reject(
+                RejectReason::WrongType,
+                format!(
+                    "key `{}` holds {}, not {}",
+                    key.name,
+                    describe(value),
+                    key.key_type
+                ),
+            )
+        })?);
+    }
+    EntityKey::new(parts).ok_or_else(|| {
+        reject(
+            RejectReason::MissingKey,
+            "the entity has no key field".into(),
+        )
+    })
 }
 
 /// Lists and timestamps travel in one-field records (`{items: [...]}`, `{micros: ...}`), since

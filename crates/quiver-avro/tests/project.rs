@@ -3,7 +3,10 @@
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
-use quiver_avro::project::{FEATURE_UPSERT_AVSC, RejectReason, project, project_upsert};
+use quiver_avro::project::{
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, RejectReason, project, project_deletion,
+    project_upsert,
+};
 use quiver_core::definition::{Definitions, Entity, FeatureView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::value::Value;
@@ -310,4 +313,81 @@ fn an_upsert_command_writes_the_values_it_carries() {
         5,
     ));
     assert_eq!(late.reason, RejectReason::AbsurdEventTime);
+}
+
+/// A deletion command, encoded and decoded with the bundled schema.
+fn deletion(entity: &str, keys: Vec<(&str, Avro)>, event_time_micros: i64) -> Avro {
+    let schema = Schema::parse_str(ENTITY_DELETED_AVSC).unwrap();
+    let command = Avro::Record(vec![
+        ("entity".into(), Avro::String(entity.into())),
+        (
+            "keys".into(),
+            Avro::Map(keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        ),
+        (
+            "event_time".into(),
+            Avro::TimestampMicros(event_time_micros),
+        ),
+    ])
+    .resolve(&schema)
+    .expect("the command fits the schema");
+    let datum = apache_avro::to_avro_datum(&schema, command).unwrap();
+    apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap()
+}
+
+#[test]
+fn a_deletion_command_names_the_entity_key_and_time() {
+    let definitions = contract::example_definitions();
+    let find = |name: &str| {
+        definitions
+            .entities
+            .iter()
+            .find(|entity| entity.name.as_str() == name)
+    };
+    let command = deletion(
+        "user",
+        vec![("user_id", Avro::Long(5))],
+        1_790_000_000_000_000,
+    );
+    let deleted = project_deletion(&command, find, NOW_MICROS).expect("projects");
+    assert_eq!(deleted.entity.name.as_str(), "user");
+    assert_eq!(
+        deleted.key,
+        EntityKey::new(vec![KeyPart::Int64(5)]).unwrap()
+    );
+    assert_eq!(deleted.event_time_micros, 1_790_000_000_000_000);
+
+    let reason = |command: Avro| {
+        project_deletion(&command, find, NOW_MICROS)
+            .expect_err("rejected")
+            .reason
+    };
+    assert_eq!(
+        reason(deletion(
+            "usr",
+            vec![("user_id", Avro::Long(5))],
+            1_790_000_000_000_000
+        )),
+        RejectReason::UnknownTarget
+    );
+    assert_eq!(
+        reason(deletion(
+            "user",
+            vec![("id", Avro::Long(5))],
+            1_790_000_000_000_000
+        )),
+        RejectReason::MissingKey
+    );
+    assert_eq!(
+        reason(deletion(
+            "user",
+            vec![("user_id", Avro::String("5".into()))],
+            1_790_000_000_000_000
+        )),
+        RejectReason::WrongType
+    );
+    assert_eq!(
+        reason(deletion("user", vec![("user_id", Avro::Long(5))], 5)),
+        RejectReason::AbsurdEventTime
+    );
 }

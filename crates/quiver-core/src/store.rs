@@ -106,28 +106,8 @@ pub fn check_write(
     view: &FeatureView,
     write: &FeatureWrite,
 ) -> Result<(), StoreError> {
+    check_key(entity, &write.key)?;
     let invalid = |message: String| Err(StoreError::new(StoreErrorKind::Invalid, message));
-    let parts = write.key.parts();
-    if parts.len() != entity.keys.len() {
-        return invalid(format!(
-            "key {} has {} part(s), entity `{}` has {} key field(s)",
-            write.key,
-            parts.len(),
-            entity.name,
-            entity.keys.len()
-        ));
-    }
-    for (part, field) in parts.iter().zip(&entity.keys) {
-        if part.scalar_type() != field.key_type {
-            return invalid(format!(
-                "key field `{}` of entity `{}` is {}, got {}",
-                field.name,
-                entity.name,
-                field.key_type,
-                part.scalar_type()
-            ));
-        }
-    }
     for (name, value) in &write.values {
         let Some(feature) = view.features.iter().find(|feature| &feature.name == name) else {
             return invalid(format!(
@@ -143,6 +123,32 @@ pub fn check_write(
         }
         if let Err(mismatch) = feature.value_type.check(value) {
             return invalid(format!("feature `{}:{name}`: {mismatch}", view.name));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `key` has a part of the right type for each key field of `entity`.
+pub fn check_key(entity: &Entity, key: &EntityKey) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::new(StoreErrorKind::Invalid, message));
+    let parts = key.parts();
+    if parts.len() != entity.keys.len() {
+        return invalid(format!(
+            "key {key} has {} part(s), entity `{}` has {} key field(s)",
+            parts.len(),
+            entity.name,
+            entity.keys.len()
+        ));
+    }
+    for (part, field) in parts.iter().zip(&entity.keys) {
+        if part.scalar_type() != field.key_type {
+            return invalid(format!(
+                "key field `{}` of entity `{}` is {}, got {}",
+                field.name,
+                entity.name,
+                field.key_type,
+                part.scalar_type()
+            ));
         }
     }
     Ok(())
@@ -186,6 +192,17 @@ pub trait FeatureStore: Send + Sync {
         entity: &Entity,
         view: &VersionedView,
         writes: &[FeatureWrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes every value of one entity in `view` whose event time is not after
+    /// `event_time_micros`: as of that time the entity has no values there, and an older event
+    /// that arrives later stays removed, while a newer one is stored as usual.
+    fn delete_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        event_time_micros: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stored values of `features` for one entity, in that order; `None` where nothing is

@@ -6,9 +6,12 @@
 //! (retrying while the store is unavailable), and only then commit the batch's offsets. So an
 //! offset is never committed before what it carries is durable, and a crash or rebalance replays
 //! at most the uncommitted batch, which the event-time-ordered writes make harmless.
+//!
+//! A deletion topic, when configured, carries commands that remove an entity from every view;
+//! each is announced on the invalidation topic once done, for serving nodes' caches.
 
-mod dead_letter;
 mod metrics;
+mod publish;
 mod route;
 
 pub use metrics::IngestMetrics;
@@ -25,9 +28,11 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::dead_letter::DeadLetters;
-use crate::metrics::{DeadLetterLabels, PartitionLabels, TopicLabels, ViewLabels};
-use crate::route::{DeadLetterReason, Decoder, Route, routes, upsert_write};
+use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
+use crate::publish::Publisher;
+use crate::route::{
+    DeadLetterReason, Decoder, PendingDeletion, Route, deletion, routes, upsert_write,
+};
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
@@ -60,6 +65,11 @@ pub struct IngestConfig {
     /// A topic of upsert commands (`schemas/feature_upsert.avsc`) for values computed
     /// elsewhere, each naming its view; `None` reads no such topic.
     pub upsert_topic: Option<String>,
+    /// A topic of deletion commands (`schemas/entity_deleted.avsc`), each removing one entity
+    /// from every view; `None` reads no such topic.
+    pub deletion_topic: Option<String>,
+    /// Where each done deletion is announced for serving nodes' caches; `None` announces none.
+    pub invalidation_topic: Option<String>,
     /// Most records per batch; a batch is also cut after `batch_linger`.
     pub batch_size: usize,
     pub batch_linger: Duration,
@@ -70,6 +80,7 @@ pub struct IngestConfig {
 pub struct IngestSummary {
     pub records: u64,
     pub rows_written: u64,
+    pub entities_deleted: u64,
     /// Dead-lettered records by reason.
     pub dead_lettered: BTreeMap<&'static str, u64>,
 }
@@ -123,20 +134,35 @@ pub async fn run<S: FeatureStore>(
         .set("auto.offset.reset", "earliest")
         .create()?;
     let all_routes: Vec<Arc<Route>> = routes.values().flatten().cloned().collect();
-    let upserts = Decoder::for_upserts(&config.wire_format);
     let mut topics: Vec<&str> = routes.keys().map(String::as_str).collect();
     topics.extend(config.upsert_topic.as_deref());
+    topics.extend(config.deletion_topic.as_deref());
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
+    let publisher = |topic: &Option<String>| {
+        topic
+            .as_deref()
+            .map(|topic| Publisher::new(&config.brokers, topic))
+            .transpose()
+    };
     let dead_letters = match &config.on_invalid {
-        OnInvalid::DeadLetter { topic } => Some(DeadLetters::new(&config.brokers, topic)?),
+        OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.brokers, topic)?),
         OnInvalid::Stop => None,
     };
+    let invalidations = publisher(&config.invalidation_topic)?;
 
     let inputs = Inputs {
+        registry,
         routes: &routes,
         all_routes: &all_routes,
-        upserts: &upserts,
+        upserts: Decoder::for_upserts(&config.wire_format),
+        deletions: Decoder::for_deletions(&config.wire_format),
+    };
+    let outputs = Outputs {
+        dead_letters: dead_letters.as_ref(),
+        invalidations: invalidations.as_ref(),
+        store,
+        metrics,
     };
     let mut summary = IngestSummary::default();
     let mut lag_times = LagTimes::new();
@@ -147,16 +173,7 @@ pub async fn run<S: FeatureStore>(
             () = &mut shutdown => break,
             batch = next_batch(&consumer, config) => batch,
         };
-        process(
-            &batch,
-            &inputs,
-            config,
-            dead_letters.as_ref(),
-            store,
-            metrics,
-            &mut summary,
-        )
-        .await?;
+        process(&batch, &inputs, config, &outputs, &mut summary).await?;
         commit(&consumer, &batch, metrics, &mut lag_times)?;
     }
     tracing::info!(
@@ -198,24 +215,34 @@ async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<Own
 
 /// Where records of each topic go.
 struct Inputs<'a> {
+    registry: &'a Registry,
     routes: &'a HashMap<String, Vec<Arc<Route>>>,
     all_routes: &'a [Arc<Route>],
-    upserts: &'a Decoder,
+    upserts: Decoder,
+    deletions: Decoder,
 }
 
+/// Where the results of a batch go.
+struct Outputs<'a, S> {
+    dead_letters: Option<&'a Publisher>,
+    invalidations: Option<&'a Publisher>,
+    store: &'a S,
+    metrics: &'a IngestMetrics,
+}
+
+/// Writes, deletes and dead-letters what one batch carries; everything is durable when this
+/// returns `Ok`, so the batch's offsets may be committed.
 async fn process<S: FeatureStore>(
     batch: &[OwnedMessage],
     inputs: &Inputs<'_>,
     config: &IngestConfig,
-    dead_letters: Option<&DeadLetters>,
-    store: &S,
-    metrics: &IngestMetrics,
+    outputs: &Outputs<'_, S>,
     summary: &mut IngestSummary,
 ) -> Result<(), IngestError> {
-    let now_micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |now| now.as_micros() as i64);
+    let metrics = outputs.metrics;
+    let started_micros = now_micros();
     let mut writes: Vec<(Arc<Route>, Vec<FeatureWrite>)> = Vec::new();
+    let mut deletions: Vec<PendingDeletion> = Vec::new();
     let mut rejected: Vec<(&OwnedMessage, &str, DeadLetterReason)> = Vec::new();
     let mut add =
         |route: &Arc<Route>, write| match writes.iter_mut().find(|(r, _)| Arc::ptr_eq(r, route)) {
@@ -231,28 +258,40 @@ async fn process<S: FeatureStore>(
             })
             .inc();
         let payload = message.payload().unwrap_or_default();
-        if config.upsert_topic.as_deref() == Some(message.topic()) {
+        let topic = Some(message.topic());
+        if config.upsert_topic.as_deref() == topic {
             match upsert_write(
-                inputs.upserts,
+                &inputs.upserts,
                 inputs.all_routes,
                 &config.wire_format,
                 payload,
-                now_micros,
+                started_micros,
             ) {
                 Ok((route, write)) => add(route, write),
                 Err(reason) => rejected.push((message, "", reason)),
             }
-            continue;
-        }
-        for route in inputs.routes.get(message.topic()).into_iter().flatten() {
-            match route.write_for(&config.wire_format, payload, now_micros) {
-                Ok(write) => add(route, write),
-                Err(reason) => rejected.push((message, route.view.view.name.as_str(), reason)),
+        } else if config.deletion_topic.as_deref() == topic {
+            match deletion(
+                &inputs.deletions,
+                inputs.registry,
+                &config.wire_format,
+                payload,
+                started_micros,
+            ) {
+                Ok(pending) => deletions.push(pending),
+                Err(reason) => rejected.push((message, "", reason)),
+            }
+        } else {
+            for route in inputs.routes.get(message.topic()).into_iter().flatten() {
+                match route.write_for(&config.wire_format, payload, started_micros) {
+                    Ok(write) => add(route, write),
+                    Err(reason) => rejected.push((message, route.view.view.name.as_str(), reason)),
+                }
             }
         }
     }
     if let Some((message, _, reason)) = rejected.first()
-        && dead_letters.is_none()
+        && outputs.dead_letters.is_none()
     {
         return Err(IngestError::InvalidRecord {
             topic: message.topic().to_owned(),
@@ -262,9 +301,9 @@ async fn process<S: FeatureStore>(
             detail: reason.detail.clone(),
         });
     }
-    if let Some(dead_letters) = dead_letters {
+    if let Some(dead_letters) = outputs.dead_letters {
         for (message, view, reason) in &rejected {
-            dead_letters.send(message, view, reason).await?;
+            dead_letters.dead_letter(message, view, reason).await?;
             metrics
                 .dead_letters
                 .get_or_create(&DeadLetterLabels {
@@ -280,44 +319,104 @@ async fn process<S: FeatureStore>(
             view: route.view.view.name.to_string(),
         };
         let started = std::time::Instant::now();
-        write_with_retry(
-            store,
-            route,
-            route_writes,
-            &metrics.write_retries.get_or_create(&labels),
-        )
+        retry_while_unavailable(&metrics.write_retries.get_or_create(&labels), || {
+            outputs
+                .store
+                .write_features(&route.entity, &route.view, route_writes)
+        })
         .await?;
         metrics
             .write_seconds
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
+        let written_micros = now_micros();
+        let freshness = metrics.freshness_seconds.get_or_create(&labels);
+        for write in route_writes {
+            freshness.observe((written_micros - write.event_time_micros) as f64 / 1e6);
+        }
         metrics
             .rows_written
             .get_or_create(&labels)
             .inc_by(route_writes.len() as u64);
         summary.rows_written += route_writes.len() as u64;
     }
+    for pending in &deletions {
+        delete_everywhere(inputs.registry, outputs, pending).await?;
+        summary.entities_deleted += 1;
+    }
     Ok(())
 }
 
-/// Writes, retrying with backoff while the store is unavailable, so a database outage pauses
-/// ingestion instead of losing or skipping records.
-async fn write_with_retry<S: FeatureStore>(
-    store: &S,
-    route: &Route,
-    writes: &[FeatureWrite],
-    retries: &prometheus_client::metrics::counter::Counter,
+/// Deletes one entity from every version of every view of its entity, then announces it.
+async fn delete_everywhere<S: FeatureStore>(
+    registry: &Registry,
+    outputs: &Outputs<'_, S>,
+    pending: &PendingDeletion,
 ) -> Result<(), IngestError> {
+    let views = registry
+        .feature_views
+        .iter()
+        .filter(|view| view.view.entity == pending.entity.name);
+    for view in views {
+        let labels = ViewLabels {
+            view: view.view.name.to_string(),
+        };
+        retry_while_unavailable(
+            &outputs.metrics.write_retries.get_or_create(&labels),
+            || {
+                outputs.store.delete_entity(
+                    &pending.entity,
+                    view,
+                    &pending.key,
+                    pending.event_time_micros,
+                )
+            },
+        )
+        .await?;
+    }
+    if let Some(invalidations) = outputs.invalidations {
+        invalidations
+            .invalidation(
+                pending.entity.name.as_str(),
+                &pending.key.to_string(),
+                &pending.datum,
+            )
+            .await?;
+    }
+    outputs
+        .metrics
+        .entities_deleted
+        .get_or_create(&EntityLabels {
+            entity: pending.entity.name.to_string(),
+        })
+        .inc();
+    tracing::info!(entity = %pending.entity.name, key = %pending.key, event_time_micros = pending.event_time_micros, "entity deleted");
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64)
+}
+
+/// Runs a store operation, retrying with backoff while the store is unavailable, so a database
+/// outage pauses ingestion instead of losing or skipping records.
+async fn retry_while_unavailable<F, Fut>(
+    retries: &prometheus_client::metrics::counter::Counter,
+    mut operation: F,
+) -> Result<(), IngestError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), quiver_core::store::StoreError>>,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store
-            .write_features(&route.entity, &route.view, writes)
-            .await
-        {
+        match operation().await {
             Ok(()) => return Ok(()),
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
                 retries.inc();
-                tracing::warn!(view = %route.view.view.name, %error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
             }

@@ -18,6 +18,11 @@ pub(crate) struct ViewLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EntityLabels {
+    pub(crate) entity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DeadLetterLabels {
     pub(crate) view: String,
     pub(crate) reason: String,
@@ -37,6 +42,8 @@ pub struct IngestMetrics {
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) write_retries: Family<ViewLabels, Counter>,
     pub(crate) write_seconds: Family<ViewLabels, Histogram>,
+    pub(crate) freshness_seconds: Family<ViewLabels, Histogram>,
+    pub(crate) entities_deleted: Family<EntityLabels, Counter>,
     pub(crate) consumer_lag: Family<PartitionLabels, Gauge>,
 }
 
@@ -51,6 +58,11 @@ impl IngestMetrics {
             write_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_5, 2.0, 14))
             }),
+            // 5 ms to about 50 s.
+            freshness_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 1.5, 24))
+            }),
+            entities_deleted: Family::default(),
             consumer_lag: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("quiver_ingest");
@@ -78,6 +90,16 @@ impl IngestMetrics {
             "write_seconds",
             "Time to write one batch of a view to the online store",
             metrics.write_seconds.clone(),
+        );
+        registry.register(
+            "freshness_seconds",
+            "From a row's event time to the moment the store acknowledged it, by view",
+            metrics.freshness_seconds.clone(),
+        );
+        registry.register(
+            "entities_deleted",
+            "Entities removed from every view by a deletion command, by entity",
+            metrics.entities_deleted.clone(),
         );
         registry.register(
             "consumer_lag",

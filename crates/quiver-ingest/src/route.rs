@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
-use quiver_avro::project::{FEATURE_UPSERT_AVSC, Rejection, project, project_upsert};
+use quiver_avro::project::{
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, project, project_deletion, project_upsert,
+};
 use quiver_avro::wire;
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
+use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
 
 use crate::{IngestError, WireFormat};
@@ -47,7 +50,16 @@ impl Decoder {
 
     /// The decoder of upsert commands, whose reader schema is built in.
     pub(crate) fn for_upserts(wire_format: &WireFormat) -> Self {
-        let reader = Schema::parse_str(FEATURE_UPSERT_AVSC).expect("the built-in schema is valid");
+        Decoder::built_in(FEATURE_UPSERT_AVSC, wire_format)
+    }
+
+    /// The decoder of deletion commands, whose reader schema is built in.
+    pub(crate) fn for_deletions(wire_format: &WireFormat) -> Self {
+        Decoder::built_in(ENTITY_DELETED_AVSC, wire_format)
+    }
+
+    fn built_in(avsc: &str, wire_format: &WireFormat) -> Self {
+        let reader = Schema::parse_str(avsc).expect("the built-in schemas are valid");
         Decoder::new(reader, wire_format)
     }
 
@@ -173,4 +185,44 @@ pub(crate) fn upsert_write<'r>(
         .find(|route| route.view.view.name == view.name)
         .expect("the view was found among these routes");
     Ok((route, write))
+}
+
+/// An entity to delete from every view, read from the deletion topic.
+#[derive(Debug)]
+pub(crate) struct PendingDeletion {
+    pub(crate) entity: Entity,
+    pub(crate) key: EntityKey,
+    pub(crate) event_time_micros: i64,
+    /// The command as a bare Avro datum of `entity_deleted.avsc`, for the invalidation topic.
+    pub(crate) datum: Vec<u8>,
+}
+
+/// Decodes a deletion command and checks it against the registry's entities.
+pub(crate) fn deletion(
+    decoder: &Decoder,
+    registry: &Registry,
+    wire_format: &WireFormat,
+    payload: &[u8],
+    now_micros: i64,
+) -> Result<PendingDeletion, DeadLetterReason> {
+    let command = decoder.decode(wire_format, payload)?;
+    let find = |name: &str| {
+        registry
+            .entities
+            .iter()
+            .find(|entity| entity.name.as_str() == name)
+    };
+    let deletion = project_deletion(&command, find, now_micros)?;
+    let datum = apache_avro::to_avro_datum(&decoder.reader, command.clone()).map_err(|error| {
+        DeadLetterReason {
+            reason: "undecodable",
+            detail: format!("the command does not re-encode: {error}"),
+        }
+    })?;
+    Ok(PendingDeletion {
+        entity: deletion.entity.clone(),
+        key: deletion.key,
+        event_time_micros: deletion.event_time_micros,
+        datum,
+    })
 }

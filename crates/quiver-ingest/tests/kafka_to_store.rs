@@ -1,30 +1,33 @@
 //! The ingester end to end on the real Kafka and Cassandra: good events become feature values
-//! ordered by event time, bad ones go to the dead-letter topic with their reason, and offsets are
+//! ordered by event time, bad ones go to the dead-letter topic with their reason, deletions
+//! remove entities and are announced, producers may move to a newer schema, and offsets are
 //! committed once everything is stored.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
-use quiver_avro::project::FEATURE_UPSERT_AVSC;
+use quiver_avro::project::{ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC};
 use quiver_avro::wire;
 use quiver_core::apply::apply;
-use quiver_core::definition::Registry;
+use quiver_core::definition::{Definitions, Registry, SchemaRef};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
-use quiver_ingest::{IngestConfig, IngestMetrics, OnInvalid, WireFormat, run};
+use quiver_ingest::{IngestConfig, IngestMetrics, IngestSummary, OnInvalid, WireFormat, run};
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_testkit::{contract, events};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const SCHEMA_ID: u32 = 7;
 const UPSERT_SCHEMA_ID: u32 = 8;
+const DELETION_SCHEMA_ID: u32 = 9;
+const NULLABLE_TS_SCHEMA_ID: u32 = 10;
+const V2_SCHEMA_ID: u32 = 11;
 const PARTITIONS: i32 = 2;
+const WAIT: Duration = Duration::from_secs(60);
 
 fn with_field(mut event: Avro, field: &str, value: Avro) -> Avro {
     let Avro::Record(fields) = &mut event else {
@@ -40,6 +43,89 @@ fn with_field(mut event: Avro, field: &str, value: Avro) -> Avro {
 
 fn country(code: &str) -> Avro {
     Avro::Union(1, Box::new(Avro::String(code.into())))
+}
+
+fn match_event_avsc() -> String {
+    std::fs::read_to_string(events::schema_path("match_event.avsc")).expect("the bundled schema")
+}
+
+/// `match_event.avsc` with `ts` made nullable, as a careless producer might publish it.
+fn nullable_ts(avsc: &str) -> String {
+    let ts = r#"{"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}"#;
+    assert!(
+        avsc.contains(ts),
+        "the bundled schema declares ts as expected"
+    );
+    avsc.replace(
+        ts,
+        r#"{"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]"#,
+    )
+}
+
+/// A keyspace with the example `user_activity` view (no TTL, so the 2026 sample events are kept
+/// whatever today is) reading `topic`, after `adjust` has had its say on the definitions.
+async fn applied(topic: &str, adjust: impl FnOnce(&mut Definitions)) -> (ScyllaStore, Registry) {
+    let session = quiver_testkit::cql_session().await;
+    let keyspace = quiver_testkit::create_keyspace(&session, "ingest").await;
+    let store = ScyllaStore::connect(&ScyllaConfig::one_node(
+        quiver_testkit::cql_nodes(),
+        keyspace,
+    ))
+    .await
+    .expect("connects");
+    let mut definitions = contract::example_definitions();
+    definitions
+        .feature_views
+        .retain(|view| view.name.as_str() == "user_activity");
+    definitions.feature_services.clear();
+    definitions.feature_views[0].source.topic = topic.to_owned();
+    definitions.feature_views[0].ttl = None;
+    adjust(&mut definitions);
+    let registry = apply(&store, &definitions, false)
+        .await
+        .expect("applies")
+        .registry;
+    (store, registry)
+}
+
+fn config(group: &str, writer_schemas: HashMap<u32, Schema>, dead_letters: &str) -> IngestConfig {
+    IngestConfig {
+        brokers: quiver_testkit::kafka_brokers(),
+        group_id: group.to_owned(),
+        wire_format: WireFormat::Confluent { writer_schemas },
+        on_invalid: OnInvalid::DeadLetter {
+            topic: dead_letters.to_owned(),
+        },
+        upsert_topic: None,
+        deletion_topic: None,
+        invalidation_topic: None,
+        batch_size: 8,
+        batch_linger: Duration::from_millis(50),
+    }
+}
+
+/// Runs the ingester until its group has committed every record of `topics`, by which time each
+/// one is stored or dead-lettered; returns its summary and its metrics in the text format.
+async fn ingest_all(
+    config: &IngestConfig,
+    registry: &Registry,
+    store: &ScyllaStore,
+    topics: &[(String, i32)],
+) -> (IngestSummary, String) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let metrics = IngestMetrics::register(&mut metrics_registry);
+    let ingest = run(config, registry, store, &metrics, async {
+        let _ = stopped.await;
+    });
+    let check = async {
+        quiver_testkit::wait_until_committed(&config.group_id, topics, WAIT).await;
+        stop.send(()).expect("the ingester is running");
+    };
+    let (summary, ()) = tokio::join!(ingest, check);
+    let mut exposition = String::new();
+    prometheus_client::encoding::text::encode(&mut exposition, &metrics_registry).unwrap();
+    (summary.expect("ingest ends cleanly"), exposition)
 }
 
 async fn read_country(store: &ScyllaStore, registry: &Registry, user: i64) -> Option<(Value, i64)> {
@@ -59,35 +145,47 @@ async fn read_country(store: &ScyllaStore, registry: &Registry, user: i64) -> Op
         .map(|stored| (stored.value, stored.event_time_micros))
 }
 
+/// A command of a built-in schema, Confluent-framed with `schema_id`.
+fn command(avsc: &str, schema_id: u32, fields: Vec<(&str, Avro)>) -> Vec<u8> {
+    let schema = Schema::parse_str(avsc).unwrap();
+    let record = Avro::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        .resolve(&schema)
+        .unwrap();
+    wire::encode(
+        schema_id,
+        &apache_avro::to_avro_datum(&schema, record).unwrap(),
+    )
+}
+
+fn user_keys(entries: Vec<(&str, Avro)>) -> Avro {
+    Avro::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
 #[tokio::test]
 async fn events_become_features_and_bad_ones_are_dead_lettered() {
     let topic = quiver_testkit::create_topic("ingest_matches", PARTITIONS).await;
     let dead_letter_topic = quiver_testkit::create_topic("ingest_dlq", 1).await;
     let upsert_topic = quiver_testkit::create_topic("ingest_upserts", 1).await;
-    let session = quiver_testkit::cql_session().await;
-    let keyspace = quiver_testkit::create_keyspace(&session, "ingest").await;
-    let store = ScyllaStore::connect(&ScyllaConfig::one_node(
-        quiver_testkit::cql_nodes(),
-        keyspace,
-    ))
-    .await
-    .expect("connects");
-    let mut definitions = contract::example_definitions();
-    definitions
-        .feature_views
-        .retain(|view| view.name.as_str() == "user_activity");
-    definitions.feature_services.clear();
-    definitions.feature_views[0].source.topic = topic.clone();
-    // The sample events are from September 2026; without a TTL they are kept whatever today is.
-    definitions.feature_views[0].ttl = None;
-    let registry = apply(&store, &definitions, false)
-        .await
-        .expect("applies")
-        .registry;
+    let deletion_topic = quiver_testkit::create_topic("ingest_deletions", 1).await;
+    let invalidation_topic = quiver_testkit::create_topic("ingest_invalidations", 1).await;
+    // The view's schema has a nullable `ts`, so an event can reach the projection without one.
+    let (store, registry) = applied(&topic, |definitions| {
+        let SchemaRef::File { avsc, .. } = &mut definitions.feature_views[0].source.schema else {
+            panic!("the example reads a schema file")
+        };
+        *avsc = nullable_ts(avsc);
+    })
+    .await;
 
     // Users 0..5, one event per second; then a late event for user 0 from before all of them,
-    // a newer one for user 1, and three records that cannot be used.
+    // a newer one for user 1, and four records that cannot be used.
     let schema = events::match_event_schema();
+    let nullable_schema = Schema::parse_str(&nullable_ts(&match_event_avsc())).unwrap();
     let encode = |event: Avro| {
         wire::encode(
             SCHEMA_ID,
@@ -106,147 +204,136 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         );
         with_field(event, "country", country(code))
     };
-    let late = moved(0, 1_700_000_000_000, "NO");
-    records.push((0, encode(late)));
-    let newest = moved(1, 1_790_000_100_000, "DK");
-    records.push((1, encode(newest)));
+    records.push((0, encode(moved(0, 1_700_000_000_000, "NO"))));
+    records.push((1, encode(moved(1, 1_790_000_100_000, "DK"))));
     records.push((2, b"not avro at all".to_vec()));
     records.push((3, wire::encode(99, b"\x02")));
+    records.push((4, encode(moved(4, 1_000, "SE"))));
+    let without_time = with_field(events::match_event(&schema, 4), "ts", Avro::Null)
+        .resolve(&nullable_schema)
+        .unwrap();
     records.push((
         4,
-        encode(with_field(
-            events::match_event(&schema, 4),
-            "ts",
-            Avro::TimestampMillis(1_000),
-        )),
+        wire::encode(
+            NULLABLE_TS_SCHEMA_ID,
+            &apache_avro::to_avro_datum(&nullable_schema, without_time).unwrap(),
+        ),
     ));
 
-    // Upsert commands, as a batch job would send them: one for user 3, one naming no real view.
-    let upsert_schema = apache_avro::Schema::parse_str(FEATURE_UPSERT_AVSC).unwrap();
-    let upsert = |view: &str, country: &str| {
-        let command = Avro::Record(vec![
-            ("feature_view".into(), Avro::String(view.into())),
-            (
-                "keys".into(),
-                Avro::Map([("user_id".to_owned(), Avro::Long(3))].into()),
-            ),
-            (
-                "values".into(),
-                Avro::Map([("last_country".to_owned(), Avro::String(country.into()))].into()),
-            ),
-            (
-                "event_time".into(),
-                Avro::TimestampMicros(1_790_000_200_000_000),
-            ),
-        ])
-        .resolve(&upsert_schema)
-        .unwrap();
-        wire::encode(
+    // Upsert commands, as a batch job would send them: one for user 3, then one naming no real
+    // view, one without the key and one with a value of the wrong type.
+    let upsert = |view: &str, keys: Avro, value: Avro| {
+        command(
+            FEATURE_UPSERT_AVSC,
             UPSERT_SCHEMA_ID,
-            &apache_avro::to_avro_datum(&upsert_schema, command).unwrap(),
+            vec![
+                ("feature_view", Avro::String(view.into())),
+                ("keys", keys),
+                ("values", user_keys(vec![("last_country", value)])),
+                ("event_time", Avro::TimestampMicros(1_790_000_200_000_000)),
+            ],
         )
     };
-    let upserts = [upsert("user_activity", "IS"), upsert("user_activiti", "XX")];
+    let user_3 = || user_keys(vec![("user_id", Avro::Long(3))]);
+    let upserts = [
+        upsert("user_activity", user_3(), Avro::String("IS".into())),
+        upsert("user_activiti", user_3(), Avro::String("XX".into())),
+        upsert(
+            "user_activity",
+            user_keys(vec![]),
+            Avro::String("XX".into()),
+        ),
+        upsert("user_activity", user_3(), Avro::Long(5)),
+    ];
+    // User 2 deletes their account after all their events; a deletion of an unknown entity.
+    let delete = |entity: &str| {
+        command(
+            ENTITY_DELETED_AVSC,
+            DELETION_SCHEMA_ID,
+            vec![
+                ("entity", Avro::String(entity.into())),
+                ("keys", user_keys(vec![("user_id", Avro::Long(2))])),
+                ("event_time", Avro::TimestampMicros(1_790_000_300_000_000)),
+            ],
+        )
+    };
+    let deletions = [delete("user"), delete("usr")];
 
-    let producer: FutureProducer = quiver_testkit::kafka_config().create().expect("a producer");
-    for payload in &upserts {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&upsert_topic).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(error, _)| panic!("produce: {error}"));
-    }
-    for (user, payload) in &records {
-        let key = user.to_string();
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(error, _)| panic!("produce: {error}"));
-    }
+    let unkeyed = |payloads: &[Vec<u8>]| -> Vec<(Option<String>, Vec<u8>)> {
+        payloads.iter().map(|p| (None, p.clone())).collect()
+    };
+    quiver_testkit::produce(&upsert_topic, &unkeyed(&upserts)).await;
+    quiver_testkit::produce(&deletion_topic, &unkeyed(&deletions)).await;
+    let keyed: Vec<(Option<String>, Vec<u8>)> = records
+        .iter()
+        .map(|(user, payload)| (Some(user.to_string()), payload.clone()))
+        .collect();
+    quiver_testkit::produce(&topic, &keyed).await;
 
     let group = quiver_testkit::unique_name("ingest_group");
+    let writer_schemas = HashMap::from([
+        (SCHEMA_ID, schema.clone()),
+        (NULLABLE_TS_SCHEMA_ID, nullable_schema),
+        (
+            UPSERT_SCHEMA_ID,
+            Schema::parse_str(FEATURE_UPSERT_AVSC).unwrap(),
+        ),
+        (
+            DELETION_SCHEMA_ID,
+            Schema::parse_str(ENTITY_DELETED_AVSC).unwrap(),
+        ),
+    ]);
     let config = IngestConfig {
-        brokers: quiver_testkit::kafka_brokers(),
-        group_id: group.clone(),
-        wire_format: WireFormat::Confluent {
-            writer_schemas: HashMap::from([
-                (SCHEMA_ID, schema.clone()),
-                (UPSERT_SCHEMA_ID, upsert_schema.clone()),
-            ]),
-        },
         upsert_topic: Some(upsert_topic.clone()),
-        on_invalid: OnInvalid::DeadLetter {
-            topic: dead_letter_topic.clone(),
-        },
-        batch_size: 8,
-        batch_linger: Duration::from_millis(50),
+        deletion_topic: Some(deletion_topic.clone()),
+        invalidation_topic: Some(invalidation_topic.clone()),
+        ..config(&group, writer_schemas, &dead_letter_topic)
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut metrics_registry = prometheus_client::registry::Registry::default();
-    let metrics = IngestMetrics::register(&mut metrics_registry);
-    let ingest = run(&config, &registry, &store, &metrics, async {
-        let _ = stopped.await;
-    });
-    // Stop once the group has committed every record of both topics: by then each one is
-    // stored or dead-lettered, since offsets are committed only after that.
-    let check = async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let topics = [(topic.clone(), PARTITIONS), (upsert_topic.clone(), 1)];
-        while !quiver_testkit::committed_to_end(&group, &topics).await {
-            assert!(
-                Instant::now() < deadline,
-                "the records were not all committed in time"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        stop.send(()).expect("the ingester is running");
-    };
-    let (summary, ()) = tokio::join!(ingest, check);
-    let summary = summary.expect("ingest ends cleanly");
+    let topics = [
+        (topic.clone(), PARTITIONS),
+        (upsert_topic.clone(), 1),
+        (deletion_topic.clone(), 1),
+    ];
+    let (summary, exposition) = ingest_all(&config, &registry, &store, &topics).await;
 
-    assert_eq!(summary.records, records.len() as u64 + 2);
-    assert_eq!(summary.rows_written, records.len() as u64 - 3 + 1);
+    assert_eq!(summary.records, records.len() as u64 + 4 + 2);
+    assert_eq!(summary.rows_written, records.len() as u64 - 4 + 1);
+    assert_eq!(summary.entities_deleted, 1);
+    let expected_reasons = [
+        ("absurd_event_time", 1),
+        ("missing_event_time", 1),
+        ("missing_key", 1),
+        ("undecodable", 1),
+        ("unknown_schema_id", 1),
+        ("unknown_target", 2),
+        ("wrong_type", 1),
+    ];
     assert_eq!(
         summary.dead_lettered,
-        [
-            ("absurd_event_time", 1),
-            ("undecodable", 1),
-            ("unknown_schema_id", 1),
-            ("unknown_target", 1)
-        ]
-        .into_iter()
-        .collect()
+        expected_reasons.into_iter().collect()
     );
-    let mut exposition = String::new();
-    prometheus_client::encoding::text::encode(&mut exposition, &metrics_registry).unwrap();
     for line in [
         format!(
             "quiver_ingest_records_total{{topic=\"{topic}\"}} {}",
             records.len()
         ),
-        format!("quiver_ingest_records_total{{topic=\"{upsert_topic}\"}} 2"),
+        format!("quiver_ingest_records_total{{topic=\"{upsert_topic}\"}} 4"),
         format!(
             "quiver_ingest_rows_written_total{{view=\"user_activity\"}} {}",
-            records.len() - 2
+            records.len() - 3
         ),
         "quiver_ingest_dead_letters_total{view=\"user_activity\",reason=\"undecodable\"} 1"
             .to_owned(),
-        "quiver_ingest_dead_letters_total{view=\"\",reason=\"unknown_target\"} 1".to_owned(),
+        "quiver_ingest_dead_letters_total{view=\"\",reason=\"unknown_target\"} 2".to_owned(),
+        "quiver_ingest_entities_deleted_total{entity=\"user\"} 1".to_owned(),
+        "quiver_ingest_freshness_seconds_count{view=\"user_activity\"}".to_owned(),
+        "quiver_ingest_consumer_lag{".to_owned(),
     ] {
         assert!(
             exposition.contains(&line),
             "`{line}` missing from:\n{exposition}"
         );
     }
-    assert!(
-        exposition.contains("quiver_ingest_consumer_lag{"),
-        "{exposition}"
-    );
 
     assert_eq!(
         read_country(&store, &registry, 3).await,
@@ -263,25 +350,15 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         read_country(&store, &registry, 1).await,
         Some((Value::String("DK".into()), 1_790_000_100_000_000))
     );
+    assert_eq!(
+        read_country(&store, &registry, 2).await,
+        None,
+        "the deleted user has no values left"
+    );
 
     // The dead letters keep the original bytes and say why, where from, and for which view.
-    let reader: BaseConsumer = quiver_testkit::kafka_config()
-        .set("group.id", quiver_testkit::unique_name("dlq_reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("a consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&dead_letter_topic, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&assignment).unwrap();
     let mut reasons = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 4 && Instant::now() < deadline {
-        let Some(message) = reader.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.expect("reads the dead letters");
+    for message in quiver_testkit::read_topic(&dead_letter_topic, 8, WAIT) {
         let headers: HashMap<&str, String> = message
             .headers()
             .expect("headers")
@@ -294,25 +371,102 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
             })
             .collect();
         let source = &headers["quiver.source.topic"];
-        assert!(source == &topic || source == &upsert_topic, "{source}");
-        if source == &topic {
-            assert_eq!(headers["quiver.view"], "user_activity");
-        }
-        assert!(!headers["quiver.detail"].is_empty());
         let payload = message.payload().unwrap();
-        let original = records.iter().any(|(_, sent)| sent.as_slice() == payload)
-            || upserts.iter().any(|sent| sent.as_slice() == payload);
+        let original = if source == &topic {
+            assert_eq!(headers["quiver.view"], "user_activity");
+            records.iter().any(|(_, sent)| sent.as_slice() == payload)
+        } else if source == &upsert_topic {
+            upserts.iter().any(|sent| sent.as_slice() == payload)
+        } else {
+            assert_eq!(source, &deletion_topic);
+            deletions[1] == payload
+        };
         assert!(original, "the dead letter carries the original bytes");
+        assert!(!headers["quiver.detail"].is_empty());
         reasons.push(headers["quiver.reason"].clone());
     }
     reasons.sort();
+    let mut expected: Vec<&str> = expected_reasons
+        .iter()
+        .flat_map(|(reason, count)| vec![*reason; *count as usize])
+        .collect();
+    expected.sort();
+    assert_eq!(reasons, expected);
+
+    // The deletion is announced for serving caches, keyed by the entity key.
+    let announced = quiver_testkit::read_topic(&invalidation_topic, 1, WAIT);
+    assert_eq!(announced[0].key(), Some(&b"2"[..]));
+    let deleted_schema = Schema::parse_str(ENTITY_DELETED_AVSC).unwrap();
+    let announcement =
+        apache_avro::from_avro_datum(&deleted_schema, &mut announced[0].payload().unwrap(), None)
+            .expect("a bare entity_deleted datum");
+    let Avro::Record(fields) = announcement else {
+        panic!("a record")
+    };
     assert_eq!(
-        reasons,
-        [
-            "absurd_event_time",
-            "undecodable",
-            "unknown_schema_id",
-            "unknown_target"
-        ]
+        fields[0],
+        ("entity".to_owned(), Avro::String("user".into()))
     );
+}
+
+#[tokio::test]
+async fn a_producer_moving_to_a_v2_schema_mid_stream_keeps_working() {
+    let topic = quiver_testkit::create_topic("ingest_evolve", PARTITIONS).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_evolve_dlq", 1).await;
+    let (store, registry) = applied(&topic, |_| {}).await;
+
+    // v2 adds a field with a default, before `country`, so field positions shift too.
+    let v1 = events::match_event_schema();
+    let v1_text = match_event_avsc();
+    let v2_text = v1_text.replacen(
+        r#"{"name": "country""#,
+        r#"{"name": "referrer", "type": "string", "default": "none"}, {"name": "country""#,
+        1,
+    );
+    assert_ne!(v1_text, v2_text, "the schema changed");
+    let v2 = Schema::parse_str(&v2_text).expect("v2 parses");
+    let as_v2 = |event: Avro| {
+        let Avro::Record(mut fields) = event else {
+            panic!("a record")
+        };
+        let at = fields.iter().position(|(n, _)| n == "country").unwrap();
+        fields.insert(at, ("referrer".into(), Avro::String("push".into())));
+        Avro::Record(fields).resolve(&v2).expect("fits v2")
+    };
+    // Events 0..10 with v1, then 10..20 with v2, with new countries from v2 on.
+    let records: Vec<(Option<String>, Vec<u8>)> = (0..20)
+        .map(|n| {
+            let event = events::match_event(&v1, n);
+            let payload = if n < 10 {
+                wire::encode(SCHEMA_ID, &apache_avro::to_avro_datum(&v1, event).unwrap())
+            } else {
+                let event = with_field(event, "country", country("FI"));
+                wire::encode(
+                    V2_SCHEMA_ID,
+                    &apache_avro::to_avro_datum(&v2, as_v2(event)).unwrap(),
+                )
+            };
+            (Some((n % 5).to_string()), payload)
+        })
+        .collect();
+    quiver_testkit::produce(&topic, &records).await;
+
+    let group = quiver_testkit::unique_name("evolve_group");
+    let writer_schemas = HashMap::from([(SCHEMA_ID, v1.clone()), (V2_SCHEMA_ID, v2)]);
+    let config = config(&group, writer_schemas, &dead_letter_topic);
+    let (summary, _) = ingest_all(&config, &registry, &store, &[(topic.clone(), PARTITIONS)]).await;
+
+    assert_eq!(summary.dead_lettered, Default::default());
+    assert_eq!(summary.rows_written, 20);
+    for user in 0..5 {
+        let newest = 15 + user;
+        assert_eq!(
+            read_country(&store, &registry, user).await,
+            Some((
+                Value::String("FI".into()),
+                (1_790_000_000_000 + newest * 1_000) * 1_000
+            )),
+            "user {user} has the value of its newest event, written with v2"
+        );
+    }
 }

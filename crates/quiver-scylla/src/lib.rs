@@ -21,8 +21,8 @@ use quiver_core::definition::{
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{
-    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_write,
-    feature_types, remaining_ttl_secs,
+    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
+    check_write, feature_types, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -389,6 +389,14 @@ fn quoted(names: impl IntoIterator<Item = impl std::fmt::Display>) -> Vec<String
         .collect()
 }
 
+/// `"<key field>" = ?` for each key field of `entity`, in key order.
+fn key_conditions(entity: &Entity) -> Vec<String> {
+    quoted(entity.keys.iter().map(|key| &key.name))
+        .into_iter()
+        .map(|column| format!("{column} = ?"))
+        .collect()
+}
+
 impl FeatureStore for ScyllaStore {
     async fn write_features(
         &self,
@@ -440,6 +448,31 @@ impl FeatureStore for ScyllaStore {
         Ok(())
     }
 
+    async fn delete_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        event_time_micros: i64,
+    ) -> Result<(), StoreError> {
+        check_key(entity, key)?;
+        // A partition tombstone at the event time: it hides older cells, also ones written
+        // after it, and newer writes shadow it.
+        let statement = format!(
+            "DELETE FROM {} USING TIMESTAMP ? WHERE {}",
+            self.table(view),
+            key_conditions(entity).join(" AND ")
+        );
+        let prepared = self.prepared(statement).await?;
+        let mut bound: Vec<CqlValue> = vec![CqlValue::BigInt(event_time_micros)];
+        bound.extend(key.parts().iter().map(values::key_part));
+        self.session
+            .execute_unpaged(&prepared, bound)
+            .await
+            .map_err(|error| unavailable("deleting an entity", error))?;
+        Ok(())
+    }
+
     async fn read_features(
         &self,
         entity: &Entity,
@@ -455,15 +488,11 @@ impl FeatureStore for ScyllaStore {
             .into_iter()
             .map(|column| format!("{column}, WRITETIME({column})"))
             .collect();
-        let conditions: Vec<String> = quoted(entity.keys.iter().map(|key| &key.name))
-            .into_iter()
-            .map(|column| format!("{column} = ?"))
-            .collect();
         let statement = format!(
             "SELECT {} FROM {} WHERE {}",
             selected.join(", "),
             self.table(view),
-            conditions.join(" AND ")
+            key_conditions(entity).join(" AND ")
         );
         let prepared = self.prepared(statement).await?;
         let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();

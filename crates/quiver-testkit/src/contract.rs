@@ -81,6 +81,10 @@ macro_rules! online_store_contract {
             $crate::contract::values_expire_with_the_view_ttl(&$fresh_store().await).await;
         }
         #[tokio::test]
+        async fn contract_a_deletion_removes_older_values_only() {
+            $crate::contract::a_deletion_removes_older_values_only(&$fresh_store().await).await;
+        }
+        #[tokio::test]
         async fn contract_a_bad_write_is_refused_and_nothing_is_written() {
             $crate::contract::a_bad_write_is_refused_and_nothing_is_written(&$fresh_store().await)
                 .await;
@@ -363,6 +367,84 @@ pub async fn the_newest_event_wins_in_any_order(store: &(impl OnlineStore + Feat
             (Value::Int32(4), older - 5_000_000)
         ]
     );
+}
+
+pub async fn a_deletion_removes_older_values_only(store: &(impl OnlineStore + FeatureStore)) {
+    let (entity, profile) = applied_view(store, "user_profile").await;
+    let now = now_micros();
+    let (before, deleted_at, after) = (now - 3_000_000, now - 2_000_000, now - 1_000_000);
+    let country = |c: &str| [("country", Value::String(c.into()))];
+    let read = |id: i64| {
+        let (entity, profile) = (&entity, &profile);
+        async move {
+            store
+                .read_features(
+                    entity,
+                    profile,
+                    &[name("country"), name("verified")],
+                    &user(id),
+                )
+                .await
+                .expect("reads")
+                .into_iter()
+                .map(|stored| stored.map(|s| (s.value, s.event_time_micros)))
+                .collect::<Vec<_>>()
+        }
+    };
+    store
+        .write_features(
+            &entity,
+            &profile,
+            &[
+                write(
+                    1,
+                    before,
+                    &[
+                        ("country", Value::String("SE".into())),
+                        ("verified", Value::Bool(true)),
+                    ],
+                ),
+                write(2, before, &country("NO")),
+            ],
+        )
+        .await
+        .expect("writes");
+    store
+        .delete_entity(&entity, &profile, &user(1), deleted_at)
+        .await
+        .expect("deletes");
+    assert_eq!(
+        read(1).await,
+        [None, None],
+        "every feature of the entity is gone"
+    );
+    assert_eq!(
+        read(2).await,
+        [Some((Value::String("NO".into()), before)), None],
+        "other entities keep their values"
+    );
+
+    // A replayed event from before the deletion stays deleted; a newer one is stored.
+    store
+        .write_features(&entity, &profile, &[write(1, before, &country("SE"))])
+        .await
+        .expect("writes");
+    assert_eq!(read(1).await, [None, None]);
+    store
+        .write_features(&entity, &profile, &[write(1, after, &country("FI"))])
+        .await
+        .expect("writes");
+    assert_eq!(
+        read(1).await,
+        [Some((Value::String("FI".into()), after)), None]
+    );
+
+    let wrong_key = EntityKey::new(vec![KeyPart::String("1".into())]).expect("one part");
+    let refused = store
+        .delete_entity(&entity, &profile, &wrong_key, after)
+        .await
+        .expect_err("a key of the wrong type is refused");
+    assert_eq!(refused.kind, StoreErrorKind::Invalid);
 }
 
 pub async fn values_expire_with_the_view_ttl(store: &(impl OnlineStore + FeatureStore)) {

@@ -25,6 +25,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -105,6 +108,78 @@ pub async fn committed_to_end(group: &str, topics: &[(String, i32)]) -> bool {
     })
     .await
     .expect("the check runs")
+}
+
+/// Waits until `group` has committed every partition of `topics` to its end, panicking after
+/// `timeout`.
+pub async fn wait_until_committed(group: &str, topics: &[(String, i32)], timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !committed_to_end(group, topics).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} did not commit {topics:?} to the end within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Produces `records` (key, value) to `topic`, all in flight at once, and waits until Kafka
+/// has every one.
+pub async fn produce(topic: &str, records: &[(Option<String>, Vec<u8>)]) {
+    let producer: FutureProducer = kafka_config()
+        .set("linger.ms", "5")
+        .create()
+        .expect("a producer");
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        let mut record = FutureRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((error, _)) => panic!("producing to {topic}: {error}"),
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .expect("the producer stays open")
+            .unwrap_or_else(|error| panic!("producing to {topic}: {}", error.0));
+    }
+}
+
+/// Reads `count` records of a one-partition `topic` from its beginning, panicking if they do not
+/// arrive within `timeout`.
+pub fn read_topic(topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let reader: BaseConsumer = kafka_config()
+        .set("group.id", unique_name("reader"))
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("a partition");
+    reader.assign(&assignment).expect("assigns");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut messages = Vec::with_capacity(count);
+    while messages.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {count} records from {topic} within {timeout:?}",
+            messages.len()
+        );
+        if let Some(message) = reader.poll(Duration::from_millis(200)) {
+            messages.push(message.expect("reads").detach());
+        }
+    }
+    messages
 }
 
 /// The CQL contact points.

@@ -135,6 +135,16 @@ struct IngestArgs {
     /// Confluent format, give its writer schema with --schema-id too.
     #[arg(long, env = "QUIVER_UPSERT_TOPIC")]
     upsert_topic: Option<String>,
+    /// A topic of deletion commands (schemas/entity_deleted.avsc: entity, keys, event_time),
+    /// such as deleted user accounts: the entity's values older than the command are removed
+    /// from every view. With the Confluent format, give its writer schema with --schema-id too.
+    #[arg(long, env = "QUIVER_DELETION_TOPIC")]
+    deletion_topic: Option<String>,
+    /// Where each done deletion is announced, as a bare Avro datum of
+    /// schemas/entity_deleted.avsc keyed by the entity key, so serving nodes drop it from
+    /// their caches.
+    #[arg(long, env = "QUIVER_INVALIDATION_TOPIC", requires = "deletion_topic")]
+    invalidation_topic: Option<String>,
     /// Address of the Prometheus endpoint, served at /metrics.
     #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: std::net::SocketAddr,
@@ -315,6 +325,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 },
                 upsert_topic: kafka.upsert_topic.clone(),
+                deletion_topic: kafka.deletion_topic.clone(),
+                invalidation_topic: kafka.invalidation_topic.clone(),
                 batch_size: kafka.batch_size.max(1),
                 batch_linger: Duration::from_millis(kafka.batch_linger_ms),
             };
@@ -346,8 +358,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .await?;
             metrics_server.abort();
             eprintln!(
-                "ingested {} records: {} rows written, dead-lettered {:?}",
-                summary.records, summary.rows_written, summary.dead_lettered
+                "ingested {} records: {} rows written, {} entities deleted, dead-lettered {:?}",
+                summary.records,
+                summary.rows_written,
+                summary.entities_deleted,
+                summary.dead_lettered
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,7 @@
-//! The dead-letter topic: records that cannot be used, kept whole, with headers saying why.
+//! What the ingester sends to Kafka: dead letters, and invalidations of deleted entities.
+//!
+//! Both are awaited until Kafka has them (`acks=all`, idempotent producer), because the offsets
+//! of the records behind them are committed right after.
 
 use std::time::Duration;
 
@@ -9,35 +12,55 @@ use rdkafka::{ClientConfig, Message};
 use crate::IngestError;
 use crate::route::DeadLetterReason;
 
-pub(crate) struct DeadLetters {
+/// A producer bound to one topic.
+pub(crate) struct Publisher {
     producer: FutureProducer,
     topic: String,
 }
 
-impl std::fmt::Debug for DeadLetters {
+impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters")
+        f.debug_struct("Publisher")
             .field("topic", &self.topic)
             .finish()
     }
 }
 
-impl DeadLetters {
+impl Publisher {
     pub(crate) fn new(brokers: &str, topic: &str) -> Result<Self, IngestError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .create()?;
-        Ok(DeadLetters {
+        Ok(Publisher {
             producer,
             topic: topic.to_owned(),
         })
     }
 
-    /// Sends the original bytes and key, and waits until Kafka has them: the record's offset is
-    /// committed right after.
-    pub(crate) async fn send(
+    async fn send(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), IngestError> {
+        let mut record = FutureRecord::to(&self.topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| IngestError::Kafka(error))
+    }
+
+    /// Sends a record that cannot be used, with its original bytes and key, and headers saying
+    /// why, where it came from, and for which view (empty when no view could be told).
+    pub(crate) async fn dead_letter(
         &self,
         message: &OwnedMessage,
         view: &str,
@@ -52,16 +75,12 @@ impl DeadLetters {
             .insert(header("quiver.source.partition", &partition))
             .insert(header("quiver.source.offset", &offset))
             .insert(header("quiver.view", view));
-        let mut record = FutureRecord::to(&self.topic)
-            .payload(message.payload().unwrap_or_default())
-            .headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(error, _)| IngestError::Kafka(error))?;
+        self.send(
+            message.key(),
+            message.payload().unwrap_or_default(),
+            headers,
+        )
+        .await?;
         tracing::warn!(
             reason = reason.reason,
             detail = %reason.detail,
@@ -72,6 +91,19 @@ impl DeadLetters {
             "record dead-lettered"
         );
         Ok(())
+    }
+
+    /// Announces that an entity's values are deleted, so serving nodes drop them from their
+    /// caches: the deletion command as a bare Avro datum of `entity_deleted.avsc`, keyed by
+    /// the entity key, with a `quiver.entity` header.
+    pub(crate) async fn invalidation(
+        &self,
+        entity: &str,
+        key: &str,
+        command: &[u8],
+    ) -> Result<(), IngestError> {
+        let headers = OwnedHeaders::new().insert(header("quiver.entity", entity));
+        self.send(Some(key.as_bytes()), command, headers).await
     }
 }
 
