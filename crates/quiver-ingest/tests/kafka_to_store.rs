@@ -17,7 +17,8 @@ use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
 use quiver_ingest::{IngestConfig, IngestMetrics, IngestSummary, OnInvalid, WireFormat, run};
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
-use quiver_testkit::{contract, events};
+use quiver_testkit::contract;
+use quiver_testkit::events::{self, with_field};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 
@@ -28,18 +29,6 @@ const NULLABLE_TS_SCHEMA_ID: u32 = 10;
 const V2_SCHEMA_ID: u32 = 11;
 const PARTITIONS: i32 = 2;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn with_field(mut event: Avro, field: &str, value: Avro) -> Avro {
-    let Avro::Record(fields) = &mut event else {
-        panic!("a record")
-    };
-    fields
-        .iter_mut()
-        .find(|(name, _)| name == field)
-        .expect("a field")
-        .1 = value;
-    event
-}
 
 fn country(code: &str) -> Avro {
     Avro::Union(1, Box::new(Avro::String(code.into())))
@@ -469,4 +458,79 @@ async fn a_producer_moving_to_a_v2_schema_mid_stream_keeps_working() {
             "user {user} has the value of its newest event, written with v2"
         );
     }
+}
+
+/// The newest country of each user by event time, with that time in microseconds: what the
+/// store must hold after ingesting `stream`, computed without the ingester.
+fn ground_truth(stream: &[events::StreamEvent]) -> HashMap<i64, (Value, i64)> {
+    let mut newest: HashMap<i64, (Value, i64)> = HashMap::new();
+    for event in stream {
+        let micros = event.event_time_millis * 1_000;
+        let entry = newest
+            .entry(event.user)
+            .or_insert((Value::String(event.country.into()), micros));
+        if micros > entry.1 {
+            *entry = (Value::String(event.country.into()), micros);
+        }
+    }
+    newest
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_shuffled_and_replayed_events_match_the_ground_truth() {
+    const USERS: i64 = 1_000;
+    const TOPIC_PARTITIONS: i32 = 4;
+    let topic = quiver_testkit::create_topic("ingest_truth", TOPIC_PARTITIONS).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_truth_dlq", 1).await;
+    let (store, registry) = applied(&topic, |_| {}).await;
+
+    let schema = events::match_event_schema();
+    let stream = events::shuffled_stream(&schema, 100_000, USERS, 42);
+    let records: Vec<(Option<String>, Vec<u8>)> = stream
+        .iter()
+        .map(|event| {
+            let datum = apache_avro::to_avro_datum(&schema, event.event.clone()).unwrap();
+            (
+                Some(event.user.to_string()),
+                wire::encode(SCHEMA_ID, &datum),
+            )
+        })
+        .collect();
+    quiver_testkit::produce(&topic, &records).await;
+
+    let group = quiver_testkit::unique_name("truth_group");
+    let config = IngestConfig {
+        batch_size: 500,
+        batch_linger: Duration::from_millis(20),
+        ..config(
+            &group,
+            HashMap::from([(SCHEMA_ID, schema.clone())]),
+            &dead_letter_topic,
+        )
+    };
+    let (summary, _) = ingest_all(
+        &config,
+        &registry,
+        &store,
+        &[(topic.clone(), TOPIC_PARTITIONS)],
+    )
+    .await;
+    assert_eq!(summary.records, stream.len() as u64);
+    assert_eq!(summary.dead_lettered, Default::default());
+
+    let truth = ground_truth(&stream);
+    assert_eq!(truth.len(), USERS as usize, "every user has events");
+    let mut wrong = Vec::new();
+    for (user, expected) in &truth {
+        let stored = read_country(&store, &registry, *user).await;
+        if stored.as_ref() != Some(expected) {
+            wrong.push((*user, stored, expected.clone()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {USERS} users differ from the ground truth, such as {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
 }

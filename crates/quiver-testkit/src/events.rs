@@ -58,3 +58,81 @@ pub fn match_event(schema: &Schema, n: i64) -> Value {
         .resolve(schema)
         .expect("the sample event fits the schema")
 }
+
+/// `event` with its field `field` set to `value`.
+pub fn with_field(mut event: Value, field: &str, value: Value) -> Value {
+    let Value::Record(fields) = &mut event else {
+        panic!("an event is a record")
+    };
+    fields
+        .iter_mut()
+        .find(|(name, _)| name == field)
+        .unwrap_or_else(|| panic!("the event has no field `{field}`"))
+        .1 = value;
+    event
+}
+
+/// One event of [`shuffled_stream`], with what it says in plain values.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub user: i64,
+    pub event_time_millis: i64,
+    pub country: &'static str,
+    /// The event, resolved against the schema it was built with.
+    pub event: Value,
+}
+
+/// `count` events spread over `users` users, in an order unrelated to their event times (a
+/// shuffled permutation of one event per millisecond, so no two share a time), with a replayed
+/// copy of an earlier event after every 50th. The same `seed` gives the same stream.
+pub fn shuffled_stream(schema: &Schema, count: usize, users: i64, seed: u64) -> Vec<StreamEvent> {
+    const COUNTRIES: [&str; 6] = ["SE", "NO", "DK", "FI", "IS", "DE"];
+    let mut random = SplitMix64(seed);
+    let mut times: Vec<i64> = (0..count as i64).collect();
+    for i in (1..times.len()).rev() {
+        times.swap(i, random.below(i as u64 + 1) as usize);
+    }
+    let mut stream: Vec<StreamEvent> = Vec::with_capacity(count + count / 50);
+    for (n, offset) in times.into_iter().enumerate() {
+        let user = random.below(users as u64) as i64;
+        let country = COUNTRIES[random.below(COUNTRIES.len() as u64) as usize];
+        let event_time_millis = 1_790_000_000_000 + offset;
+        let event = match_event(schema, n as i64);
+        let event = with_field(event, "user_id", Value::Long(user));
+        let event = with_field(event, "ts", Value::TimestampMillis(event_time_millis));
+        let event = with_field(
+            event,
+            "country",
+            Value::Union(1, Box::new(Value::String(country.into()))),
+        );
+        stream.push(StreamEvent {
+            user,
+            event_time_millis,
+            country,
+            event,
+        });
+        if n % 50 == 49 {
+            let replayed = stream[random.below(stream.len() as u64) as usize].clone();
+            stream.push(replayed);
+        }
+    }
+    stream
+}
+
+/// A small deterministic generator (SplitMix64), so streams are the same on every run.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}

@@ -1,119 +1,150 @@
 //! `quiver ingest` as an SRE runs it: against the real Kafka and Cassandra, stopped by SIGTERM.
 
-use std::process::{Command, Stdio};
+use std::collections::HashMap;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quiver_avro::wire;
 use quiver_testkit::events;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
-#[tokio::test]
-async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
-    let session = quiver_testkit::cql_session().await;
-    let keyspace = quiver_testkit::create_keyspace(&session, "cli_ingest").await;
-    let topic = quiver_testkit::create_topic("cli_ingest", 1).await;
-    let dead_letters = quiver_testkit::create_topic("cli_ingest_dlq", 1).await;
+/// A keyspace with the examples applied, user_activity reading `topic` and keeping values
+/// forever, and a way to run `quiver` against it.
+struct Deployment {
+    keyspace: String,
+    topic: String,
+    folder: std::path::PathBuf,
+    repo: std::path::PathBuf,
+}
 
-    // The examples, with user_activity reading this test's topic and keeping values forever.
-    let folder = std::env::temp_dir().join(format!("quiver-cli-ingest-{keyspace}"));
-    std::fs::create_dir_all(&folder).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::copy(
-        repo.join("examples/features/entities.yaml"),
-        folder.join("entities.yaml"),
-    )
-    .unwrap();
-    let views = std::fs::read_to_string(repo.join("examples/features/user_features.yaml"))
-        .unwrap()
-        .replace("../../schemas", &repo.join("schemas").display().to_string())
-        .replace("topic: match-events", &format!("topic: {topic}"))
-        .replace("    ttl: 7d\n", "");
-    std::fs::write(folder.join("user_features.yaml"), views).unwrap();
-
-    let nodes = quiver_testkit::cql_nodes().join(",");
-    let quiver = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
-        command
-            .env("QUIVER_CQL_NODES", &nodes)
-            .env("QUIVER_KEYSPACE", &keyspace)
-            .env("QUIVER_CONSISTENCY", "one");
-        command
-    };
-    let applied = quiver()
-        .args(["apply", "--dir", &folder.display().to_string()])
-        .output()
+impl Deployment {
+    async fn new(prefix: &str, partitions: i32) -> Self {
+        let session = quiver_testkit::cql_session().await;
+        let keyspace = quiver_testkit::create_keyspace(&session, prefix).await;
+        let topic = quiver_testkit::create_topic(prefix, partitions).await;
+        let folder = std::env::temp_dir().join(format!("quiver-cli-ingest-{keyspace}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        std::fs::copy(
+            repo.join("examples/features/entities.yaml"),
+            folder.join("entities.yaml"),
+        )
         .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-
-    let schema = events::match_event_schema();
-    let producer: FutureProducer = quiver_testkit::kafka_config().create().unwrap();
-    for n in 0..10 {
-        let payload = wire::encode(
-            7,
-            &apache_avro::to_avro_datum(&schema, events::match_event(&schema, n)).unwrap(),
-        );
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&topic).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
+        let views = std::fs::read_to_string(repo.join("examples/features/user_features.yaml"))
+            .unwrap()
+            .replace("../../schemas", &repo.join("schemas").display().to_string())
+            .replace("topic: match-events", &format!("topic: {topic}"))
+            .replace("    ttl: 7d\n", "");
+        std::fs::write(folder.join("user_features.yaml"), views).unwrap();
+        let deployment = Deployment {
+            keyspace,
+            topic,
+            folder,
+            repo,
+        };
+        let applied = deployment
+            .quiver()
+            .args(["apply", "--dir", &deployment.folder.display().to_string()])
+            .output()
             .unwrap();
+        assert!(
+            applied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        deployment
     }
 
-    let schema_path = repo.join("schemas/match_event.avsc");
-    let group = quiver_testkit::unique_name("cli_group");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut ingest = KillOnDrop(Some(
-        quiver()
-            .args([
-                "ingest",
-                "--schema-id",
-                &format!("7={}", schema_path.display()),
-            ])
-            .args(["--dead-letter-topic", &dead_letters, "--group-id", &group])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ingest starts"),
-    ));
+    fn quiver(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        command
+            .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
+            .env("QUIVER_KEYSPACE", &self.keyspace)
+            .env("QUIVER_CONSISTENCY", "one");
+        command
+    }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows = session
+    /// Starts `quiver ingest` in `group`, serving metrics on `metrics_port` and logging to
+    /// `log`, a file, so a chatty run never blocks on a full pipe.
+    fn ingest(&self, group: &str, metrics_port: u16, log: &std::path::Path) -> KillOnDrop {
+        let schema_path = self.repo.join("schemas/match_event.avsc");
+        let dead_letters = format!("{}_dlq", self.topic);
+        KillOnDrop(Some(
+            self.quiver()
+                .args([
+                    "ingest",
+                    "--schema-id",
+                    &format!("7={}", schema_path.display()),
+                ])
+                .args(["--dead-letter-topic", &dead_letters, "--group-id", group])
+                .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+                .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .expect("ingest starts"),
+        ))
+    }
+
+    async fn rows(&self, session: &scylla::client::session::Session) -> usize {
+        session
             .query_unpaged(
-                format!("SELECT user_id FROM {keyspace}.user_activity_v1"),
+                format!("SELECT user_id FROM {}.user_activity_v1", self.keyspace),
                 (),
             )
             .await
             .unwrap()
             .into_rows_result()
             .unwrap()
-            .rows_num();
+            .rows_num()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Confluent-framed match events with schema id 7.
+fn framed(schema: &apache_avro::Schema, event: apache_avro::types::Value) -> Vec<u8> {
+    wire::encode(7, &apache_avro::to_avro_datum(schema, event).unwrap())
+}
+
+#[tokio::test]
+async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
+    let deployment = Deployment::new("cli_ingest", 1).await;
+    let session = quiver_testkit::cql_session().await;
+    let schema = events::match_event_schema();
+    let records: Vec<(Option<String>, Vec<u8>)> = (0..10)
+        .map(|n| (None, framed(&schema, events::match_event(&schema, n))))
+        .collect();
+    quiver_testkit::produce(&deployment.topic, &records).await;
+
+    let group = quiver_testkit::unique_name("cli_group");
+    let metrics_port = free_port();
+    let log = deployment.folder.join("ingest.log");
+    let mut ingest = deployment.ingest(&group, metrics_port, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = deployment.rows(&session).await;
         // All five users are stored and all ten records committed.
-        if rows == 5 && quiver_testkit::committed_to_end(&group, &[(topic.clone(), 1)]).await {
+        if rows == 5
+            && quiver_testkit::committed_to_end(&group, &[(deployment.topic.clone(), 1)]).await
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "only {rows} of 5 users ingested in time"
         );
-        if ingest.child().try_wait().unwrap().is_some() {
-            let output = ingest.take().wait_with_output().unwrap();
-            panic!(
-                "ingest exited early: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        ingest.assert_running(&log);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -129,14 +160,120 @@ async fn ingest_stores_events_and_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let output = ingest.take().wait_with_output().expect("ingest exits");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let status = ingest.take().wait().expect("ingest exits");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("ingested 10 records: 10 rows written"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[tokio::test]
+async fn after_sigkill_mid_stream_a_restart_loses_nothing() {
+    const PARTITIONS: i32 = 4;
+    const USERS: i64 = 500;
+    let deployment = Deployment::new("cli_crash", PARTITIONS).await;
+    let session = quiver_testkit::cql_session().await;
+    let schema = events::match_event_schema();
+    let stream = events::shuffled_stream(&schema, 30_000, USERS, 7);
+    let records: Vec<(Option<String>, Vec<u8>)> = stream
+        .iter()
+        .map(|event| {
+            (
+                Some(event.user.to_string()),
+                framed(&schema, event.event.clone()),
+            )
+        })
+        .collect();
+    quiver_testkit::produce(&deployment.topic, &records).await;
+
+    let group = quiver_testkit::unique_name("crash_group");
+    let topics = [(deployment.topic.clone(), PARTITIONS)];
+    let log = deployment.folder.join("ingest.log");
+    let metrics_port = free_port();
+    let mut first = deployment.ingest(&group, metrics_port, &log);
+    // Kill it without warning once it is well into the stream.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let written_at_kill = loop {
+        first.assert_running(&log);
+        let written = rows_written(metrics_port);
+        if written >= 3_000 {
+            first.child().kill().expect("SIGKILL");
+            first.take().wait().unwrap();
+            break written;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest made no progress: {written} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !quiver_testkit::committed_to_end(&group, &topics).await,
+        "the first run was killed mid-stream, after {written_at_kill} rows"
+    );
+
+    let restart_log = deployment.folder.join("restart.log");
+    let mut second = deployment.ingest(&group, free_port(), &restart_log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !quiver_testkit::committed_to_end(&group, &topics).await {
+        second.assert_running(&restart_log);
+        assert!(
+            Instant::now() < deadline,
+            "the restart did not finish in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(second);
+
+    // Every user's stored country is that of their newest event, computed here directly.
+    let mut newest: HashMap<i64, (&str, i64)> = HashMap::new();
+    for event in &stream {
+        let entry = newest
+            .entry(event.user)
+            .or_insert((event.country, event.event_time_millis));
+        if event.event_time_millis > entry.1 {
+            *entry = (event.country, event.event_time_millis);
+        }
+    }
+    assert_eq!(deployment.rows(&session).await, newest.len());
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT user_id, last_country, WRITETIME(last_country) FROM {}.user_activity_v1",
+                deployment.keyspace
+            ),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut wrong = 0;
+    for row in rows.rows::<(i64, String, i64)>().unwrap() {
+        let (user, country, written) = row.unwrap();
+        let (expected, millis) = newest[&user];
+        if (country.as_str(), written) != (expected, millis * 1_000) {
+            wrong += 1;
+        }
+    }
+    assert_eq!(wrong, 0, "users whose value is not their newest event's");
+}
+
+/// `quiver_ingest_rows_written_total` of the ingester serving metrics on `port`; 0 before it
+/// answers.
+fn rows_written(port: u16) -> u64 {
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return 0;
+    }
+    http_get(port, "/metrics")
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("quiver_ingest_rows_written_total{view=\"user_activity\"} ")
+        })
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -157,6 +294,17 @@ fn http_get(port: u16, path: &str) -> String {
 struct KillOnDrop(Option<std::process::Child>);
 
 impl KillOnDrop {
+    /// Panics with the log if the process has exited.
+    fn assert_running(&mut self, log: &std::path::Path) {
+        if let Some(status) = self.child().try_wait().unwrap() {
+            self.0 = None;
+            panic!(
+                "ingest exited early ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+
     fn child(&mut self) -> &mut std::process::Child {
         self.0.as_mut().expect("still running")
     }
