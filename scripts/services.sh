@@ -4,6 +4,8 @@
 #
 #   scripts/services.sh up       fetch the jars (cached), start both, wait until each really answers
 #   scripts/services.sh down     stop exactly the processes `up` started (pid files), delete their data
+#   scripts/services.sh stop NAME   stop one server (kafka or cassandra), keeping its data
+#   scripts/services.sh start NAME  start a stopped server again on its kept data, wait until ready
 #   scripts/services.sh status   say which are running and ready
 #   scripts/services.sh logs     print the tail of each server's log
 #
@@ -87,11 +89,15 @@ already_running() {
   log "$1 already running (pid $pid)"
 }
 
-# Every start is a fresh one-node cluster, so its data directory starts empty.
-fresh_data_dir() {
-  rm -rf "$state_dir/$1-data"
-  mkdir -p "$state_dir/$1-data"
-  echo "$state_dir/$1-data"
+# `up` starts a fresh one-node cluster with an empty data directory; `start` (mode keep) goes on
+# with the data a `stop` left.
+data_dir() {
+  local name=$1 mode=$2
+  [ "$mode" = keep ] && [ -d "$state_dir/$name-data" ] && { echo "$state_dir/$name-data"; return; }
+  [ "$mode" = keep ] && die "$name has no kept data; run \`$0 up\`"
+  rm -rf "$state_dir/$name-data"
+  mkdir -p "$state_dir/$name-data"
+  echo "$state_dir/$name-data"
 }
 
 probe() { python3 "$here/services/probe.py" "$@"; }
@@ -117,9 +123,9 @@ wait_ready() {
 
 start_kafka() {
   already_running kafka "$kafka_main" && return 0
-  local jars=$1 java data config
+  local jars=$1 mode=$2 java data config
   java=$(find_java)
-  data=$(fresh_data_dir kafka)
+  data=$(data_dir kafka "$mode")
   config="$state_dir/kafka.properties"
   cat >"$config" <<EOF
 process.roles=broker,controller
@@ -149,11 +155,13 @@ appender.stdout.name=STDOUT
 appender.stdout.layout.type=PatternLayout
 appender.stdout.layout.pattern=[%d] %p %m (%c)%n
 EOF
-  log "formatting kafka storage in $data"
-  "$java" -Xmx256m -cp "$jars/*" kafka.tools.StorageTool format \
-    -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
-    -c "$config" >"$state_dir/kafka-format.log" 2>&1 \
-    || { cat "$state_dir/kafka-format.log" >&2; die "kafka storage format failed"; }
+  if [ "$mode" = fresh ]; then
+    log "formatting kafka storage in $data"
+    "$java" -Xmx256m -cp "$jars/*" kafka.tools.StorageTool format \
+      -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+      -c "$config" >"$state_dir/kafka-format.log" 2>&1 \
+      || { cat "$state_dir/kafka-format.log" >&2; die "kafka storage format failed"; }
+  fi
   log "starting kafka on 127.0.0.1:$kafka_port"
   setsid nohup "$java" -Xms512m -Xmx512m -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$state_dir/kafka-log4j2.properties" \
@@ -164,9 +172,9 @@ EOF
 
 start_cassandra() {
   already_running cassandra "$cassandra_main" && return 0
-  local jars=$1 java data config
+  local jars=$1 mode=$2 java data config
   java=$(find_java)
-  data=$(fresh_data_dir cassandra)
+  data=$(data_dir cassandra "$mode")
   config="$state_dir/cassandra.yaml"
   cat >"$config" <<EOF
 cluster_name: quiver-test
@@ -247,8 +255,9 @@ EOF
   wait_ready cassandra cql "127.0.0.1:$cql_port" "$cassandra_main"
 }
 
+# Stops a server this script started; its data is deleted unless the third argument is `keep`.
 stop_server() {
-  local name=$1 main=$2 pid
+  local name=$1 main=$2 keep=${3:-} pid
   if pid=$(running_pid "$name" "$main"); then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
@@ -265,7 +274,15 @@ stop_server() {
     log "$name not running"
   fi
   rm -f "$(pid_file "$name")"
-  rm -rf "$state_dir/$name-data"
+  [ "$keep" = keep ] || rm -rf "$state_dir/$name-data"
+}
+
+main_class() {
+  case "$1" in
+    kafka) echo "$kafka_main" ;;
+    cassandra) echo "$cassandra_main" ;;
+    *) die "unknown server \`$1\`; name kafka or cassandra" ;;
+  esac
 }
 
 status() {
@@ -300,10 +317,10 @@ case "${1:-}" in
     # time; then both servers start side by side, since Cassandra's start-up is the longer one.
     kafka_jars=$(fetch_jars kafka)
     cassandra_jars=$(fetch_jars cassandra)
-    start_cassandra "$cassandra_jars" &
+    start_cassandra "$cassandra_jars" fresh &
     cassandra_job=$!
     kafka_status=0
-    start_kafka "$kafka_jars" || kafka_status=$?
+    start_kafka "$kafka_jars" fresh || kafka_status=$?
     cassandra_status=0
     wait "$cassandra_job" || cassandra_status=$?
     [ "$kafka_status" -eq 0 ] && [ "$cassandra_status" -eq 0 ] || die "services did not all start"
@@ -313,10 +330,18 @@ case "${1:-}" in
     stop_server kafka "$kafka_main"
     stop_server cassandra "$cassandra_main"
     ;;
+  stop)
+    main=$(main_class "${2:-}")
+    stop_server "$2" "$main" keep
+    ;;
+  start)
+    main_class "${2:-}" >/dev/null
+    "start_$2" "$(fetch_jars "$2")" keep
+    ;;
   status) status ;;
   logs) logs ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
