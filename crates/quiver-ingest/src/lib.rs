@@ -112,8 +112,20 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// The longest wait between retries of a write while the store is unavailable.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Ingests until `shutdown` resolves, then finishes the batch in hand, commits and leaves the
+/// Batches decoded ahead of the one being written: one, so decoding the next batch overlaps
+/// the writes of this one, while a slow or unavailable store stops consumption after it.
+const BATCHES_AHEAD: usize = 1;
+
+/// How much librdkafka may prefetch, in KiB, beyond the batches in hand: the bound on the
+/// ingester's memory while the store is slow.
+const PREFETCH_KIB: &str = "16384";
+
+/// Ingests until `shutdown` resolves, then writes the batches in hand, commits and leaves the
 /// group.
+///
+/// Two stages run side by side, joined by a bounded queue: one reads and decodes batches, the
+/// other writes them and commits their offsets, in order. When the store is slow or down the
+/// queue fills, the first stage stops reading, and Kafka keeps the rest.
 pub async fn run<S: FeatureStore>(
     config: &IngestConfig,
     registry: &Registry,
@@ -127,29 +139,30 @@ pub async fn run<S: FeatureStore>(
             "the registry has no feature views; run `quiver apply` first".into(),
         ));
     }
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", PREFETCH_KIB)
+            .create()?,
+    );
     let all_routes: Vec<Arc<Route>> = routes.values().flatten().cloned().collect();
     let mut topics: Vec<&str> = routes.keys().map(String::as_str).collect();
     topics.extend(config.upsert_topic.as_deref());
     topics.extend(config.deletion_topic.as_deref());
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
-    let publisher = |topic: &Option<String>| {
-        topic
-            .as_deref()
-            .map(|topic| Publisher::new(&config.brokers, topic))
-            .transpose()
-    };
     let dead_letters = match &config.on_invalid {
         OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.brokers, topic)?),
         OnInvalid::Stop => None,
     };
-    let invalidations = publisher(&config.invalidation_topic)?;
+    let invalidations = config
+        .invalidation_topic
+        .as_deref()
+        .map(|topic| Publisher::new(&config.brokers, topic))
+        .transpose()?;
 
     let inputs = Inputs {
         registry,
@@ -164,21 +177,63 @@ pub async fn run<S: FeatureStore>(
         store,
         metrics,
     };
-    let mut summary = IngestSummary::default();
-    let mut lag_times = LagTimes::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let batch = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            batch = next_batch(&consumer, config) => batch,
-        };
-        process(&batch, &inputs, config, &outputs, &mut summary).await?;
-        commit(&consumer, &batch, metrics, &mut lag_times)?;
-    }
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(BATCHES_AHEAD);
+    let positions = Positions::default();
+
+    let read = async {
+        // Owned by this stage, so the queue closes when it ends and the writing stage drains.
+        let decoded_tx = decoded_tx;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut records = 0;
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok::<u64, IngestError>(records),
+                batch = next_batch(&consumer, config) => batch,
+            };
+            records += batch.len() as u64;
+            let decoded = decode(batch, &inputs, config, metrics)?;
+            if decoded_tx.send(decoded).await.is_err() {
+                // The writing stage failed; its error is the one to report.
+                break Ok(records);
+            }
+        }
+    };
+    let write = async {
+        let mut summary = IngestSummary::default();
+        let mut last_offsets = TopicPartitionList::new();
+        while let Some(decoded) = decoded_rx.recv().await {
+            store_batch(&decoded, &inputs, &outputs, &mut summary).await?;
+            last_offsets = offsets(&decoded.next_offsets)?;
+            positions.advance(&decoded.next_offsets);
+            // Asynchronous: the writes are durable already, and a commit that fails is covered
+            // by the next one or, at the end, by the synchronous commit below.
+            if let Err(error) = consumer.commit(&last_offsets, CommitMode::Async) {
+                tracing::warn!(%error, "commit failed; a later commit covers it");
+            }
+        }
+        if last_offsets.count() > 0
+            && let Err(error) = consumer.commit(&last_offsets, CommitMode::Sync)
+        {
+            // A rebalance took the partitions: their records are written, and the new owner
+            // replays them from the last commit; the event-time writes make that harmless.
+            tracing::warn!(%error, "final commit failed; the next owner replays from the last one");
+        }
+        Ok::<_, IngestError>(summary)
+    };
+    let both = async { tokio::join!(read, write) };
+    let (read, write) = tokio::select! {
+        both = both => both,
+        never = measure_lag(&consumer, &positions, metrics) => match never {},
+    };
+    // The gauge ends at what this run leaves behind.
+    measure_lag_once(&consumer, &positions, metrics).await;
+    let mut summary = write?;
+    summary.records = read?;
     tracing::info!(
         records = summary.records,
         rows = summary.rows_written,
+        entities_deleted = summary.entities_deleted,
         "ingest stopped"
     );
     Ok(summary)
@@ -230,27 +285,46 @@ struct Outputs<'a, S> {
     metrics: &'a IngestMetrics,
 }
 
-/// Writes, deletes and dead-letters what one batch carries; everything is durable when this
-/// returns `Ok`, so the batch's offsets may be committed.
-async fn process<S: FeatureStore>(
-    batch: &[OwnedMessage],
+/// One batch, decoded and projected, waiting to be stored.
+struct Decoded {
+    writes: Vec<(Arc<Route>, Vec<FeatureWrite>)>,
+    deletions: Vec<PendingDeletion>,
+    /// Records to dead-letter, with the view they failed for (empty when none could be told).
+    rejected: Vec<(OwnedMessage, String, DeadLetterReason)>,
+    /// Per partition, the offset after the batch's last record there: what to commit.
+    next_offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// Decodes and projects every record of a batch for each view that reads its topic. With
+/// [`OnInvalid::Stop`], the first record that cannot be used ends ingestion instead.
+fn decode(
+    batch: Vec<OwnedMessage>,
     inputs: &Inputs<'_>,
     config: &IngestConfig,
-    outputs: &Outputs<'_, S>,
-    summary: &mut IngestSummary,
-) -> Result<(), IngestError> {
-    let metrics = outputs.metrics;
-    let started_micros = now_micros();
-    let mut writes: Vec<(Arc<Route>, Vec<FeatureWrite>)> = Vec::new();
-    let mut deletions: Vec<PendingDeletion> = Vec::new();
-    let mut rejected: Vec<(&OwnedMessage, &str, DeadLetterReason)> = Vec::new();
-    let mut add =
-        |route: &Arc<Route>, write| match writes.iter_mut().find(|(r, _)| Arc::ptr_eq(r, route)) {
-            Some((_, list)) => list.push(write),
-            None => writes.push((route.clone(), vec![write])),
-        };
+    metrics: &IngestMetrics,
+) -> Result<Decoded, IngestError> {
+    let now_micros = now_micros();
+    let mut decoded = Decoded {
+        writes: Vec::new(),
+        deletions: Vec::new(),
+        rejected: Vec::new(),
+        next_offsets: BTreeMap::new(),
+    };
+    let mut add = |route: &Arc<Route>, write| match decoded
+        .writes
+        .iter_mut()
+        .find(|(r, _)| Arc::ptr_eq(r, route))
+    {
+        Some((_, list)) => list.push(write),
+        None => decoded.writes.push((route.clone(), vec![write])),
+    };
+    let mut rejected = Vec::new();
     for message in batch {
-        summary.records += 1;
+        let next = decoded
+            .next_offsets
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_default();
+        *next = (*next).max(message.offset() + 1);
         metrics
             .records
             .get_or_create(&TopicLabels {
@@ -259,16 +333,17 @@ async fn process<S: FeatureStore>(
             .inc();
         let payload = message.payload().unwrap_or_default();
         let topic = Some(message.topic());
+        let mut reasons: Vec<(String, DeadLetterReason)> = Vec::new();
         if config.upsert_topic.as_deref() == topic {
             match upsert_write(
                 &inputs.upserts,
                 inputs.all_routes,
                 &config.wire_format,
                 payload,
-                started_micros,
+                now_micros,
             ) {
                 Ok((route, write)) => add(route, write),
-                Err(reason) => rejected.push((message, "", reason)),
+                Err(reason) => reasons.push((String::new(), reason)),
             }
         } else if config.deletion_topic.as_deref() == topic {
             match deletion(
@@ -276,45 +351,61 @@ async fn process<S: FeatureStore>(
                 inputs.registry,
                 &config.wire_format,
                 payload,
-                started_micros,
+                now_micros,
             ) {
-                Ok(pending) => deletions.push(pending),
-                Err(reason) => rejected.push((message, "", reason)),
+                Ok(pending) => decoded.deletions.push(pending),
+                Err(reason) => reasons.push((String::new(), reason)),
             }
         } else {
             for route in inputs.routes.get(message.topic()).into_iter().flatten() {
-                match route.write_for(&config.wire_format, payload, started_micros) {
+                match route.write_for(&config.wire_format, payload, now_micros) {
                     Ok(write) => add(route, write),
-                    Err(reason) => rejected.push((message, route.view.view.name.as_str(), reason)),
+                    Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
                 }
             }
         }
+        if let Some((_, reason)) = reasons.first()
+            && config.on_invalid == OnInvalid::Stop
+        {
+            return Err(IngestError::InvalidRecord {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                reason: reason.reason,
+                detail: reason.detail.clone(),
+            });
+        }
+        for (view, reason) in reasons {
+            rejected.push((message.clone(), view, reason));
+        }
     }
-    if let Some((message, _, reason)) = rejected.first()
-        && outputs.dead_letters.is_none()
-    {
-        return Err(IngestError::InvalidRecord {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            reason: reason.reason,
-            detail: reason.detail.clone(),
-        });
-    }
+    decoded.rejected = rejected;
+    Ok(decoded)
+}
+
+/// Dead-letters, writes and deletes what one batch carries; everything is durable when this
+/// returns `Ok`, so the batch's offsets may be committed.
+async fn store_batch<S: FeatureStore>(
+    decoded: &Decoded,
+    inputs: &Inputs<'_>,
+    outputs: &Outputs<'_, S>,
+    summary: &mut IngestSummary,
+) -> Result<(), IngestError> {
+    let metrics = outputs.metrics;
     if let Some(dead_letters) = outputs.dead_letters {
-        for (message, view, reason) in &rejected {
+        for (message, view, reason) in &decoded.rejected {
             dead_letters.dead_letter(message, view, reason).await?;
             metrics
                 .dead_letters
                 .get_or_create(&DeadLetterLabels {
-                    view: (*view).to_owned(),
+                    view: view.clone(),
                     reason: reason.reason.to_owned(),
                 })
                 .inc();
             *summary.dead_lettered.entry(reason.reason).or_default() += 1;
         }
     }
-    for (route, route_writes) in &writes {
+    for (route, route_writes) in &decoded.writes {
         let labels = ViewLabels {
             view: route.view.view.name.to_string(),
         };
@@ -340,7 +431,7 @@ async fn process<S: FeatureStore>(
             .inc_by(route_writes.len() as u64);
         summary.rows_written += route_writes.len() as u64;
     }
-    for pending in &deletions {
+    for pending in &decoded.deletions {
         delete_everywhere(inputs.registry, outputs, pending).await?;
         summary.entities_deleted += 1;
     }
@@ -425,52 +516,79 @@ where
     }
 }
 
-/// How often a partition's lag is measured; each measurement asks the broker for watermarks.
+/// How often the lag of each partition is measured; each measurement asks the broker for the
+/// partition's end offset.
 const LAG_REFRESH: Duration = Duration::from_secs(5);
 
-/// When each partition's lag was last measured.
-type LagTimes = HashMap<(String, i32), std::time::Instant>;
+/// The offset each partition is committed up to, shared by the writing stage and the lag gauge.
+#[derive(Debug, Default)]
+struct Positions(std::sync::Mutex<BTreeMap<(String, i32), i64>>);
 
-/// Commits, per partition, the offset after the last record of the batch, and refreshes the lag
-/// gauge of partitions not measured within [`LAG_REFRESH`].
-fn commit(
-    consumer: &StreamConsumer,
-    batch: &[OwnedMessage],
+impl Positions {
+    fn advance(&self, next_offsets: &BTreeMap<(String, i32), i64>) {
+        let mut positions = self.0.lock().expect("not poisoned");
+        for (partition, offset) in next_offsets {
+            positions.insert(partition.clone(), *offset);
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, i32), i64> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Sets the lag gauge of every partition this ingester has committed, every [`LAG_REFRESH`].
+/// Never returns.
+async fn measure_lag(
+    consumer: &Arc<StreamConsumer>,
+    positions: &Positions,
     metrics: &IngestMetrics,
-    lag_times: &mut LagTimes,
-) -> Result<(), IngestError> {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for message in batch {
-        let entry = next
-            .entry((message.topic(), message.partition()))
-            .or_default();
-        *entry = (*entry).max(message.offset() + 1);
+) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval(LAG_REFRESH);
+    loop {
+        ticks.tick().await;
+        measure_lag_once(consumer, positions, metrics).await;
     }
+}
+
+/// Sets the lag gauge of every partition this ingester has committed: the broker round trips
+/// run on the blocking pool, off the ingest path.
+async fn measure_lag_once(
+    consumer: &Arc<StreamConsumer>,
+    positions: &Positions,
+    metrics: &IngestMetrics,
+) {
+    let snapshot = positions.snapshot();
+    let consumer = Arc::clone(consumer);
+    let measured = tokio::task::spawn_blocking(move || {
+        snapshot
+            .into_iter()
+            .filter_map(|((topic, partition), position)| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                    .ok()?;
+                Some((topic, partition, (high - position).max(0)))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (topic, partition, lag) in measured {
+        metrics
+            .consumer_lag
+            .get_or_create(&PartitionLabels {
+                topic,
+                partition: i64::from(partition),
+            })
+            .set(lag);
+    }
+}
+
+/// The offsets to commit for a batch.
+fn offsets(next_offsets: &BTreeMap<(String, i32), i64>) -> Result<TopicPartitionList, IngestError> {
     let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        let measured = lag_times.get(&(topic.to_owned(), partition));
-        if measured.is_none_or(|at| at.elapsed() >= LAG_REFRESH)
-            && let Ok((_, high)) =
-                consumer.fetch_watermarks(topic, partition, Duration::from_secs(1))
-        {
-            lag_times.insert((topic.to_owned(), partition), std::time::Instant::now());
-            metrics
-                .consumer_lag
-                .get_or_create(&PartitionLabels {
-                    topic: topic.to_owned(),
-                    partition: i64::from(partition),
-                })
-                .set((high - offset).max(0));
-        }
+    for ((topic, partition), offset) in next_offsets {
+        offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
     }
-    match consumer.commit(&offsets, CommitMode::Sync) {
-        Ok(()) => Ok(()),
-        // A rebalance took the partitions: their records are written, and the new owner replays
-        // them from the last commit; the event-time writes make that harmless.
-        Err(error) => {
-            tracing::warn!(%error, "commit failed; the next owner of these partitions replays them");
-            Ok(())
-        }
-    }
+    Ok(offsets)
 }

@@ -417,3 +417,80 @@ async fn a_hundred_thousand_shuffled_and_replayed_events_match_the_ground_truth(
         &wrong[..wrong.len().min(3)]
     );
 }
+
+#[tokio::test]
+async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
+    const TOPIC_PARTITIONS: i32 = 4;
+    let topic = quiver_testkit::create_topic("ingest_rebalance", TOPIC_PARTITIONS).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_rebalance_dlq", 1).await;
+    let (store, registry) = applied(&topic, |_| {}).await;
+    let schema = events::match_event_schema();
+    let stream = events::shuffled_stream(&schema, 30_000, 500, 3);
+    quiver_testkit::produce(&topic, &framed(&schema, &stream)).await;
+
+    let group = quiver_testkit::unique_name("rebalance_group");
+    let config = IngestConfig {
+        batch_size: 200,
+        ..config(
+            &group,
+            HashMap::from([(SCHEMA_ID, schema.clone())]),
+            &dead_letter_topic,
+        )
+    };
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let metrics = quiver_ingest::IngestMetrics::register(&mut metrics_registry);
+    let (stop_first, first_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_second, second_stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = quiver_ingest::run(&config, &registry, &store, &metrics, async {
+        let _ = first_stopped.await;
+    });
+    let second = async {
+        // Join once the first member is well into the stream, forcing a rebalance mid-batch.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let mut exposition = String::new();
+            prometheus_client::encoding::text::encode(&mut exposition, &metrics_registry).unwrap();
+            let written: u64 = exposition
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("quiver_ingest_rows_written_total{view=\"user_activity\"} ")
+                })
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(0);
+            if written >= 2_000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let joined = quiver_ingest::run(&config, &registry, &store, &metrics, async {
+            let _ = second_stopped.await;
+        });
+        let check = async {
+            quiver_testkit::wait_until_committed(
+                &group,
+                &[(topic.clone(), TOPIC_PARTITIONS)],
+                WAIT,
+            )
+            .await;
+            stop_first.send(()).expect("the first member runs");
+            stop_second.send(()).expect("the second member runs");
+        };
+        tokio::join!(joined, check).0
+    };
+    let (first, second) = tokio::join!(first, second);
+    let (first, second) = (first.expect("first ends"), second.expect("second ends"));
+    assert!(second.records > 0, "the second member got partitions");
+    assert!(
+        first.records + second.records >= stream.len() as u64,
+        "every record was read at least once"
+    );
+
+    let wrong = differences(&store, &registry, &ground_truth(&stream)).await;
+    assert!(
+        wrong.is_empty(),
+        "{} users differ: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}

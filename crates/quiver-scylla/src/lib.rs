@@ -389,6 +389,17 @@ fn quoted(names: impl IntoIterator<Item = impl std::fmt::Display>) -> Vec<String
         .collect()
 }
 
+/// The insert of one row's `features`, stamped with the event time and the rest of the TTL.
+fn insert_statement(table: &str, entity: &Entity, features: &[&Name]) -> String {
+    let mut columns = quoted(entity.keys.iter().map(|key| &key.name));
+    columns.extend(quoted(features));
+    let markers = vec!["?"; columns.len()].join(", ");
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({markers}) USING TIMESTAMP ? AND TTL ?",
+        columns.join(", ")
+    )
+}
+
 /// `"<key field>" = ?` for each key field of `entity`, in key order.
 fn key_conditions(entity: &Entity) -> Vec<String> {
     quoted(entity.keys.iter().map(|key| &key.name))
@@ -411,7 +422,9 @@ impl FeatureStore for ScyllaStore {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |now| now.as_micros() as i64);
         let table = self.table(view);
-        let key_columns = quoted(entity.keys.iter().map(|key| &key.name));
+        // Writes of one call nearly always carry the same features: each distinct column set is
+        // looked up (or prepared) once per call, not once per row.
+        let mut prepared: HashMap<Vec<&Name>, PreparedStatement> = HashMap::new();
         let mut statements = Vec::with_capacity(writes.len());
         for write in writes.iter().filter(|write| !write.values.is_empty()) {
             let ttl_secs = match view.view.ttl {
@@ -421,13 +434,17 @@ impl FeatureStore for ScyllaStore {
                     None => continue,
                 },
             };
-            let mut columns = key_columns.clone();
-            columns.extend(quoted(write.values.iter().map(|(name, _)| name)));
-            let markers = vec!["?"; columns.len()].join(", ");
-            let statement = format!(
-                "INSERT INTO {table} ({}) VALUES ({markers}) USING TIMESTAMP ? AND TTL ?",
-                columns.join(", ")
-            );
+            let features: Vec<&Name> = write.values.iter().map(|(name, _)| name).collect();
+            let statement = match prepared.get(&features) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let statement = self
+                        .prepared(insert_statement(&table, entity, &features))
+                        .await?;
+                    prepared.insert(features, statement.clone());
+                    statement
+                }
+            };
             let mut bound: Vec<CqlValue> = write.key.parts().iter().map(values::key_part).collect();
             bound.extend(write.values.iter().map(|(_, value)| values::to_cql(value)));
             bound.push(CqlValue::BigInt(write.event_time_micros));
@@ -436,9 +453,8 @@ impl FeatureStore for ScyllaStore {
         }
         futures::stream::iter(statements)
             .map(|(statement, bound)| async move {
-                let prepared = self.prepared(statement).await?;
                 self.session
-                    .execute_unpaged(&prepared, bound)
+                    .execute_unpaged(&statement, bound)
                     .await
                     .map_err(|error| unavailable("writing features", error))
             })
