@@ -43,14 +43,14 @@ const SCHEMA_ID: u32 = 7;
 const PARTITIONS: i32 = 4;
 const USERS: i64 = 1_000;
 const IN_FLIGHT: usize = 64;
-const BATCH_ROWS: usize = 500;
+const BATCH_ROWS: usize = 2_000;
 const STEADY_RATE: u64 = 5_000;
 const STEADY_SECONDS: u64 = 20;
 const ROUNDS: usize = 4;
 const PATHS: [&str; 5] = [
     "consume only (rdkafka)",
     "driver, concurrent single inserts",
-    "driver, per-partition unlogged batches",
+    "driver, per-partition unlogged batches only",
     "adapter (ScyllaStore::write_features)",
     "end to end (quiver_ingest::run)",
 ];

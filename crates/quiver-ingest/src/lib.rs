@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apache_avro::Schema;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -77,12 +79,24 @@ pub struct IngestConfig {
 
 /// Counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IngestSummary {
     pub records: u64,
     pub rows_written: u64,
     pub entities_deleted: u64,
     /// Dead-lettered records by reason.
     pub dead_lettered: BTreeMap<&'static str, u64>,
+}
+
+impl IngestSummary {
+    fn add(&mut self, other: IngestSummary) {
+        self.records += other.records;
+        self.rows_written += other.rows_written;
+        self.entities_deleted += other.entities_deleted;
+        for (reason, count) in other.dead_lettered {
+            *self.dead_lettered.entry(reason).or_default() += count;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,9 +126,13 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// The longest wait between retries of a write while the store is unavailable.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Batches decoded ahead of the one being written: one, so decoding the next batch overlaps
-/// the writes of this one, while a slow or unavailable store stops consumption after it.
+/// Batches decoded ahead of those being stored: one, so decoding overlaps the writes, while a
+/// slow or unavailable store stops consumption soon after.
 const BATCHES_AHEAD: usize = 1;
+
+/// Batches being stored at once: two, so the writes of one batch overlap the last writes of the
+/// one before instead of waiting for them to drain.
+const BATCHES_STORING: usize = 2;
 
 /// How much librdkafka may prefetch, in KiB, beyond the batches in hand: the bound on the
 /// ingester's memory while the store is slow.
@@ -202,14 +220,32 @@ pub async fn run<S: FeatureStore>(
     let write = async {
         let mut summary = IngestSummary::default();
         let mut last_offsets = TopicPartitionList::new();
-        while let Some(decoded) = decoded_rx.recv().await {
-            store_batch(&decoded, &inputs, &outputs, &mut summary).await?;
-            last_offsets = offsets(&decoded.next_offsets)?;
-            positions.advance(&decoded.next_offsets);
-            // Asynchronous: the writes are durable already, and a commit that fails is covered
-            // by the next one or, at the end, by the synchronous commit below.
-            if let Err(error) = consumer.commit(&last_offsets, CommitMode::Async) {
-                tracing::warn!(%error, "commit failed; a later commit covers it");
+        // Batches being stored, oldest first: the next one's writes start while the last rows
+        // of this one are still in flight, and offsets are committed strictly in batch order.
+        let mut storing = FuturesOrdered::new();
+        let mut queue_open = true;
+        loop {
+            tokio::select! {
+                decoded = decoded_rx.recv(), if queue_open && storing.len() < BATCHES_STORING => {
+                    match decoded {
+                        Some(decoded) => storing.push_back(async {
+                            let stored = store_batch(&decoded, &inputs, &outputs).await;
+                            (decoded.next_offsets, stored)
+                        }),
+                        None => queue_open = false,
+                    }
+                }
+                Some((next_offsets, stored)) = storing.next() => {
+                    summary.add(stored?);
+                    last_offsets = offsets(&next_offsets)?;
+                    positions.advance(&next_offsets);
+                    // Asynchronous: the writes are durable already, and a commit that fails is
+                    // covered by the next one or, at the end, by the synchronous one below.
+                    if let Err(error) = consumer.commit(&last_offsets, CommitMode::Async) {
+                        tracing::warn!(%error, "commit failed; a later commit covers it");
+                    }
+                }
+                else => break,
             }
         }
         if last_offsets.count() > 0
@@ -389,9 +425,9 @@ async fn store_batch<S: FeatureStore>(
     decoded: &Decoded,
     inputs: &Inputs<'_>,
     outputs: &Outputs<'_, S>,
-    summary: &mut IngestSummary,
-) -> Result<(), IngestError> {
+) -> Result<IngestSummary, IngestError> {
     let metrics = outputs.metrics;
+    let mut summary = IngestSummary::default();
     if let Some(dead_letters) = outputs.dead_letters {
         for (message, view, reason) in &decoded.rejected {
             dead_letters.dead_letter(message, view, reason).await?;
@@ -435,7 +471,7 @@ async fn store_batch<S: FeatureStore>(
         delete_everywhere(inputs.registry, outputs, pending).await?;
         summary.entities_deleted += 1;
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// Deletes one entity from every version of every view of its entity, then announces it.

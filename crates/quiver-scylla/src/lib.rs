@@ -29,6 +29,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 
@@ -77,6 +78,10 @@ pub struct ScyllaStore {
 
 /// Writes of one call in flight at once: enough to hide round trips, few enough to be polite.
 const MAX_WRITES_IN_FLIGHT: usize = 64;
+
+/// The most rows of one partition sent as one unlogged batch; batches stay small, as ScyllaDB
+/// and Cassandra warn about large ones.
+const MAX_BATCH_ROWS: usize = 16;
 
 const REGISTRY_ROW: &str = "current";
 
@@ -425,7 +430,8 @@ impl FeatureStore for ScyllaStore {
         // Writes of one call nearly always carry the same features: each distinct column set is
         // looked up (or prepared) once per call, not once per row.
         let mut prepared: HashMap<Vec<&Name>, PreparedStatement> = HashMap::new();
-        let mut statements = Vec::with_capacity(writes.len());
+        let mut by_partition: HashMap<&EntityKey, Vec<(PreparedStatement, Vec<CqlValue>)>> =
+            HashMap::new();
         for write in writes.iter().filter(|write| !write.values.is_empty()) {
             let ttl_secs = match view.view.ttl {
                 None => 0,
@@ -449,14 +455,40 @@ impl FeatureStore for ScyllaStore {
             bound.extend(write.values.iter().map(|(_, value)| values::to_cql(value)));
             bound.push(CqlValue::BigInt(write.event_time_micros));
             bound.push(CqlValue::Int(ttl_secs));
-            statements.push((statement, bound));
+            match by_partition.get_mut(&write.key) {
+                Some(rows) => rows.push((statement, bound)),
+                None => {
+                    by_partition.insert(&write.key, vec![(statement, bound)]);
+                }
+            }
         }
-        futures::stream::iter(statements)
-            .map(|(statement, bound)| async move {
-                self.session
-                    .execute_unpaged(&statement, bound)
-                    .await
-                    .map_err(|error| unavailable("writing features", error))
+        // One request per partition (an unlogged batch when it has several rows, which is what
+        // `benches/ingest.rs` found fastest), many partitions in flight.
+        let requests = by_partition.into_values().flat_map(|rows| {
+            let mut rows = rows.into_iter();
+            std::iter::from_fn(move || {
+                let chunk: Vec<_> = rows.by_ref().take(MAX_BATCH_ROWS).collect();
+                (!chunk.is_empty()).then_some(chunk)
+            })
+        });
+        futures::stream::iter(requests)
+            .map(|mut rows| async move {
+                let result = if rows.len() == 1 {
+                    let (statement, bound) = rows.remove(0);
+                    self.session
+                        .execute_unpaged(&statement, bound)
+                        .await
+                        .map(|_| ())
+                } else {
+                    let mut batch = Batch::new(BatchType::Unlogged);
+                    let mut values = Vec::with_capacity(rows.len());
+                    for (statement, bound) in rows {
+                        batch.append_statement(statement);
+                        values.push(bound);
+                    }
+                    self.session.batch(&batch, values).await.map(|_| ())
+                };
+                result.map_err(|error| unavailable("writing features", error))
             })
             .buffer_unordered(MAX_WRITES_IN_FLIGHT)
             .try_collect::<Vec<_>>()

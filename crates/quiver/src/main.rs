@@ -149,7 +149,7 @@ struct IngestArgs {
     #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: std::net::SocketAddr,
     /// Most records per batch; each batch is written, then its offsets are committed.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2_000)]
     batch_size: usize,
     /// Milliseconds to wait for a batch to fill.
     #[arg(long, default_value_t = 20)]
