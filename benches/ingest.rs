@@ -181,6 +181,11 @@ async fn apply_view(store: &ScyllaStore, topic: &str) -> Registry {
         .registry
 }
 
+/// A registry that never changes, as the ingester watches it.
+fn fixed(registry: &Registry) -> tokio::sync::watch::Receiver<std::sync::Arc<Registry>> {
+    tokio::sync::watch::channel(std::sync::Arc::new(registry.clone())).1
+}
+
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -294,7 +299,7 @@ async fn ingest_until_committed(registry: &Registry, store: &Probe<'_>, topic: &
     let config = ingest_config(&group);
     let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingest = quiver_ingest::run(&config, registry, store, &metrics, async {
+    let ingest = quiver_ingest::run(&config, fixed(registry), store, &metrics, async {
         let _ = stopped.await;
     });
     let check = async {
@@ -388,7 +393,7 @@ async fn steady_freshness(registry: &Registry, store: &ScyllaStore) -> (f64, f64
     let config = ingest_config(&group);
     let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingest = quiver_ingest::run(&config, &registry, &probe, &metrics, async {
+    let ingest = quiver_ingest::run(&config, fixed(&registry), &probe, &metrics, async {
         let _ = stopped.await;
     });
     let schema = events::match_event_schema();

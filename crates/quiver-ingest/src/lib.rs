@@ -29,6 +29,7 @@ use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
 use crate::publish::Publisher;
@@ -144,15 +145,19 @@ const PREFETCH_KIB: &str = "16384";
 /// Two stages run side by side, joined by a bounded queue: one reads and decodes batches, the
 /// other writes them and commits their offsets, in order. When the store is slow or down the
 /// queue fills, the first stage stops reading, and Kafka keeps the rest.
+///
+/// `registry` is watched: a new revision (a `quiver apply`, seen by a
+/// `quiver_registry::RegistryWatcher`) takes effect from the next batch, subscribing to the
+/// topics of new views.
 pub async fn run<S: FeatureStore>(
     config: &IngestConfig,
-    registry: &Registry,
+    mut registry: watch::Receiver<Arc<Registry>>,
     store: &S,
     metrics: &IngestMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<IngestSummary, IngestError> {
-    let routes = routes(registry, &config.wire_format)?;
-    if routes.is_empty() {
+    let mut inputs = Inputs::new(registry.borrow_and_update().clone(), config)?;
+    if inputs.routes.is_empty() {
         return Err(IngestError::Config(
             "the registry has no feature views; run `quiver apply` first".into(),
         ));
@@ -166,11 +171,8 @@ pub async fn run<S: FeatureStore>(
             .set("queued.max.messages.kbytes", PREFETCH_KIB)
             .create()?,
     );
-    let all_routes: Vec<Arc<Route>> = routes.values().flatten().cloned().collect();
-    let mut topics: Vec<&str> = routes.keys().map(String::as_str).collect();
-    topics.extend(config.upsert_topic.as_deref());
-    topics.extend(config.deletion_topic.as_deref());
-    consumer.subscribe(&topics)?;
+    let mut topics = inputs.topics(config);
+    subscribe(&consumer, &topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
     let dead_letters = match &config.on_invalid {
         OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.brokers, topic)?),
@@ -182,13 +184,6 @@ pub async fn run<S: FeatureStore>(
         .map(|topic| Publisher::new(&config.brokers, topic))
         .transpose()?;
 
-    let inputs = Inputs {
-        registry,
-        routes: &routes,
-        all_routes: &all_routes,
-        upserts: Decoder::for_upserts(&config.wire_format),
-        deletions: Decoder::for_deletions(&config.wire_format),
-    };
     let outputs = Outputs {
         dead_letters: dead_letters.as_ref(),
         invalidations: invalidations.as_ref(),
@@ -209,6 +204,23 @@ pub async fn run<S: FeatureStore>(
                 () = &mut shutdown => break Ok::<u64, IngestError>(records),
                 batch = next_batch(&consumer, config) => batch,
             };
+            if registry.has_changed().unwrap_or(false) {
+                let changed = registry.borrow_and_update().clone();
+                match Inputs::new(changed, config) {
+                    Ok(new_inputs) => {
+                        inputs = new_inputs;
+                        let new_topics = inputs.topics(config);
+                        if new_topics != topics {
+                            subscribe(&consumer, &new_topics)?;
+                            tracing::info!(topics = ?new_topics, "subscription changed with the registry");
+                            topics = new_topics;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot ingest the new registry; keeping the last one");
+                    }
+                }
+            }
             records += batch.len() as u64;
             let decoded = decode(batch, &inputs, config, metrics)?;
             if decoded_tx.send(decoded).await.is_err() {
@@ -229,7 +241,7 @@ pub async fn run<S: FeatureStore>(
                 decoded = decoded_rx.recv(), if queue_open && storing.len() < BATCHES_STORING => {
                     match decoded {
                         Some(decoded) => storing.push_back(async {
-                            let stored = store_batch(&decoded, &inputs, &outputs).await;
+                            let stored = store_batch(&decoded, &outputs).await;
                             (decoded.next_offsets, stored)
                         }),
                         None => queue_open = false,
@@ -304,13 +316,41 @@ async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<Own
     batch
 }
 
-/// Where records of each topic go.
-struct Inputs<'a> {
-    registry: &'a Registry,
-    routes: &'a HashMap<String, Vec<Arc<Route>>>,
-    all_routes: &'a [Arc<Route>],
+/// Where records of each topic go, as of one registry revision.
+struct Inputs {
+    registry: Arc<Registry>,
+    routes: HashMap<String, Vec<Arc<Route>>>,
+    all_routes: Vec<Arc<Route>>,
     upserts: Decoder,
     deletions: Decoder,
+}
+
+impl Inputs {
+    fn new(registry: Arc<Registry>, config: &IngestConfig) -> Result<Self, IngestError> {
+        let routes = routes(&registry, &config.wire_format)?;
+        Ok(Inputs {
+            all_routes: routes.values().flatten().cloned().collect(),
+            routes,
+            registry,
+            upserts: Decoder::for_upserts(&config.wire_format),
+            deletions: Decoder::for_deletions(&config.wire_format),
+        })
+    }
+
+    /// Every topic to read, sorted.
+    fn topics(&self, config: &IngestConfig) -> Vec<String> {
+        let mut topics: Vec<String> = self.routes.keys().cloned().collect();
+        topics.extend(config.upsert_topic.clone());
+        topics.extend(config.deletion_topic.clone());
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}
+
+fn subscribe(consumer: &StreamConsumer, topics: &[String]) -> Result<(), IngestError> {
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    Ok(consumer.subscribe(&topics)?)
 }
 
 /// Where the results of a batch go.
@@ -335,7 +375,7 @@ struct Decoded {
 /// [`OnInvalid::Stop`], the first record that cannot be used ends ingestion instead.
 fn decode(
     batch: Vec<OwnedMessage>,
-    inputs: &Inputs<'_>,
+    inputs: &Inputs,
     config: &IngestConfig,
     metrics: &IngestMetrics,
 ) -> Result<Decoded, IngestError> {
@@ -373,7 +413,7 @@ fn decode(
         if config.upsert_topic.as_deref() == topic {
             match upsert_write(
                 &inputs.upserts,
-                inputs.all_routes,
+                &inputs.all_routes,
                 &config.wire_format,
                 payload,
                 now_micros,
@@ -384,7 +424,7 @@ fn decode(
         } else if config.deletion_topic.as_deref() == topic {
             match deletion(
                 &inputs.deletions,
-                inputs.registry,
+                &inputs.registry,
                 &config.wire_format,
                 payload,
                 now_micros,
@@ -423,7 +463,6 @@ fn decode(
 /// returns `Ok`, so the batch's offsets may be committed.
 async fn store_batch<S: FeatureStore>(
     decoded: &Decoded,
-    inputs: &Inputs<'_>,
     outputs: &Outputs<'_, S>,
 ) -> Result<IngestSummary, IngestError> {
     let metrics = outputs.metrics;
@@ -468,7 +507,7 @@ async fn store_batch<S: FeatureStore>(
         summary.rows_written += route_writes.len() as u64;
     }
     for pending in &decoded.deletions {
-        delete_everywhere(inputs.registry, outputs, pending).await?;
+        delete_everywhere(outputs, pending).await?;
         summary.entities_deleted += 1;
     }
     Ok(summary)
@@ -476,15 +515,10 @@ async fn store_batch<S: FeatureStore>(
 
 /// Deletes one entity from every version of every view of its entity, then announces it.
 async fn delete_everywhere<S: FeatureStore>(
-    registry: &Registry,
     outputs: &Outputs<'_, S>,
     pending: &PendingDeletion,
 ) -> Result<(), IngestError> {
-    let views = registry
-        .feature_views
-        .iter()
-        .filter(|view| view.view.entity == pending.entity.name);
-    for view in views {
+    for view in &pending.views {
         let labels = ViewLabels {
             view: view.view.name.to_string(),
         };

@@ -191,6 +191,8 @@ pub(crate) fn upsert_write<'r>(
 #[derive(Debug)]
 pub(crate) struct PendingDeletion {
     pub(crate) entity: Entity,
+    /// Every version of every view of the entity.
+    pub(crate) views: Vec<VersionedView>,
     pub(crate) key: EntityKey,
     pub(crate) event_time_micros: i64,
     /// The command as a bare Avro datum of `entity_deleted.avsc`, for the invalidation topic.
@@ -219,8 +221,15 @@ pub(crate) fn deletion(
             detail: format!("the command does not re-encode: {error}"),
         }
     })?;
+    let views = registry
+        .feature_views
+        .iter()
+        .filter(|view| view.view.entity == deletion.entity.name)
+        .cloned()
+        .collect();
     Ok(PendingDeletion {
         entity: deletion.entity.clone(),
+        views,
         key: deletion.key,
         event_time_micros: deletion.event_time_micros,
         datum,

@@ -10,7 +10,10 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::project::{ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC};
 use quiver_avro::wire;
+use quiver_core::apply::apply;
 use quiver_core::definition::SchemaRef;
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
 use quiver_ingest::IngestConfig;
 mod common;
@@ -18,6 +21,7 @@ mod common;
 use common::{
     SCHEMA_ID, WAIT, applied, config, differences, framed, ground_truth, ingest_all, read_country,
 };
+use quiver_testkit::contract;
 use quiver_testkit::events::{self, with_field};
 use rdkafka::Message;
 use rdkafka::message::Headers;
@@ -441,7 +445,7 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
     let metrics = quiver_ingest::IngestMetrics::register(&mut metrics_registry);
     let (stop_first, first_stopped) = tokio::sync::oneshot::channel::<()>();
     let (stop_second, second_stopped) = tokio::sync::oneshot::channel::<()>();
-    let first = quiver_ingest::run(&config, &registry, &store, &metrics, async {
+    let first = quiver_ingest::run(&config, common::fixed(&registry), &store, &metrics, async {
         let _ = first_stopped.await;
     });
     let second = async {
@@ -463,9 +467,10 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
             assert!(std::time::Instant::now() < deadline, "no progress");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let joined = quiver_ingest::run(&config, &registry, &store, &metrics, async {
-            let _ = second_stopped.await;
-        });
+        let joined =
+            quiver_ingest::run(&config, common::fixed(&registry), &store, &metrics, async {
+                let _ = second_stopped.await;
+            });
         let check = async {
             quiver_testkit::wait_until_committed(
                 &group,
@@ -493,4 +498,108 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
         wrong.len(),
         &wrong[..wrong.len().min(3)]
     );
+}
+
+#[tokio::test]
+async fn a_view_applied_while_ingesting_is_picked_up_without_a_restart() {
+    const PROFILE_SCHEMA_ID: u32 = 12;
+    let topic = quiver_testkit::create_topic("ingest_live", 1).await;
+    let profile_topic = quiver_testkit::create_topic("ingest_live_profiles", 1).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_live_dlq", 1).await;
+    let (store, registry) = applied(&topic, |_| {}).await;
+
+    let profile_schema = Schema::parse_str(
+        &std::fs::read_to_string(events::schema_path("user_profile_updated.avsc")).unwrap(),
+    )
+    .unwrap();
+    let group = quiver_testkit::unique_name("live_group");
+    let config = config(
+        &group,
+        HashMap::from([
+            (SCHEMA_ID, events::match_event_schema()),
+            (PROFILE_SCHEMA_ID, profile_schema.clone()),
+        ]),
+        &dead_letter_topic,
+    );
+    let (publish, watched) = tokio::sync::watch::channel(std::sync::Arc::new(registry.clone()));
+    let metrics = quiver_ingest::IngestMetrics::register(&mut Default::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ingest = quiver_ingest::run(&config, watched, &store, &metrics, async {
+        let _ = stopped.await;
+    });
+    let change = async {
+        // Apply the examples' user_profile view too, reading a topic the ingester never heard
+        // of, and publish the new registry as the registry watcher would.
+        let mut definitions = contract::example_definitions();
+        definitions.feature_services.clear();
+        for view in &mut definitions.feature_views {
+            view.ttl = None;
+            view.source.topic = if view.name.as_str() == "user_activity" {
+                topic.clone()
+            } else {
+                profile_topic.clone()
+            };
+        }
+        let newer = apply(&store, &definitions, false)
+            .await
+            .expect("applies")
+            .registry;
+        publish.send(std::sync::Arc::new(newer)).unwrap();
+        // A batch must pass for the ingester to look at the registry between batches.
+        let event = events::match_event(&events::match_event_schema(), 0);
+        let datum = apache_avro::to_avro_datum(&events::match_event_schema(), event).unwrap();
+        quiver_testkit::produce(&topic, &[(None, wire::encode(SCHEMA_ID, &datum))]).await;
+
+        let null = || Avro::Union(0, Box::new(Avro::Null));
+        let profile = Avro::Record(vec![
+            ("user_id".into(), Avro::Long(9)),
+            (
+                "updated_at".into(),
+                Avro::TimestampMillis(1_790_000_000_000),
+            ),
+            ("country".into(), country("NZ")),
+            ("birth_year".into(), null()),
+            ("languages".into(), Avro::Array(vec![])),
+            ("interests".into(), Avro::Array(vec![])),
+            ("photo_count".into(), Avro::Int(0)),
+            ("verified".into(), Avro::Boolean(false)),
+            ("bio_embedding".into(), null()),
+        ])
+        .resolve(&profile_schema)
+        .expect("fits the profile schema");
+        let datum = apache_avro::to_avro_datum(&profile_schema, profile).unwrap();
+        quiver_testkit::produce(
+            &profile_topic,
+            &[(None, wire::encode(PROFILE_SCHEMA_ID, &datum))],
+        )
+        .await;
+        quiver_testkit::wait_until_committed(
+            &group,
+            &[(topic.clone(), 1), (profile_topic.clone(), 1)],
+            WAIT,
+        )
+        .await;
+        stop.send(()).expect("the ingester runs");
+    };
+    let (summary, ()) = tokio::join!(ingest, change);
+    assert_eq!(summary.expect("ingests").rows_written, 2);
+    let registry = quiver_core::store::OnlineStore::load_registry(&store)
+        .await
+        .unwrap()
+        .expect("applied");
+    let profile = registry
+        .latest_view(&"user_profile".parse().unwrap())
+        .unwrap();
+    let stored = store
+        .read_features(
+            &registry.entities[0],
+            profile,
+            &["country".parse().unwrap()],
+            &EntityKey::new(vec![KeyPart::Int64(9)]).unwrap(),
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .map(|stored| stored.value);
+    assert_eq!(stored, Some(Value::String("NZ".into())));
 }

@@ -71,7 +71,7 @@ async fn ingestion_survives_the_database_going_away_for_thirty_seconds() {
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let metrics = IngestMetrics::register(&mut metrics_registry);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingest = run(&config, &registry, &store, &metrics, async {
+    let ingest = run(&config, common::fixed(&registry), &store, &metrics, async {
         let _ = stopped.await;
     });
     let outage = async {

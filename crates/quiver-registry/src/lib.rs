@@ -68,6 +68,12 @@ impl RegistryWatcher {
         self.current.borrow().clone()
     }
 
+    /// A receiver of every registry this watcher loads, for a task of its own; it sees no more
+    /// changes once the watcher is dropped.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Registry>> {
+        self.current.clone()
+    }
+
     /// Waits until a different revision has been loaded, and returns it.
     pub async fn changed(&mut self) -> Arc<Registry> {
         // The sender lives in the refresh task, which only ends when this watcher is dropped.

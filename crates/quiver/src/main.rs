@@ -67,14 +67,14 @@ enum Command {
     /// view's schema), writes the feature values with their event time as the write timestamp,
     /// sends unusable records to the dead-letter topic, and commits offsets only after all of
     /// that is durable. While the store is unavailable it retries with backoff and reads nothing
-    /// new. On SIGTERM it finishes the batch, commits and leaves the group. Restart it to pick up
-    /// newly applied views.
+    /// new. On SIGTERM it finishes the batches in hand, commits and leaves the group. Newly
+    /// applied views are picked up within --registry-refresh-secs, without a restart.
     ///
     /// Exit codes: 0 stopped by a signal; 1 error (including an unusable record with
     /// --stop-on-invalid); 2 bad command line.
     Ingest {
         #[command(flatten)]
-        kafka: IngestArgs,
+        kafka: Box<IngestArgs>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -148,6 +148,10 @@ struct IngestArgs {
     /// Address of the Prometheus endpoint, served at /metrics.
     #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: std::net::SocketAddr,
+    /// Seconds between reloads of the registry: a `quiver apply` reaches a running ingester
+    /// within this, and views with new topics are subscribed to.
+    #[arg(long, default_value_t = 5)]
+    registry_refresh_secs: u64,
     /// Most records per batch; each batch is written, then its offsets are committed.
     #[arg(long, default_value_t = 2_000)]
     batch_size: usize,
@@ -330,11 +334,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 batch_size: kafka.batch_size.max(1),
                 batch_linger: Duration::from_millis(kafka.batch_linger_ms),
             };
-            let store = store.connect().await?;
-            let registry = quiver_core::store::OnlineStore::load_registry(&store)
-                .await
-                .context("cannot read the registry")?
-                .unwrap_or_default();
+            let store = std::sync::Arc::new(store.connect().await?);
+            let watcher = quiver_registry::RegistryWatcher::start(
+                store.clone(),
+                Duration::from_secs(kafka.registry_refresh_secs.max(1)),
+            )
+            .await
+            .context("cannot read the registry")?;
             let mut metrics_registry = prometheus_client::registry::Registry::default();
             let metrics = quiver_ingest::IngestMetrics::register(&mut metrics_registry);
             let listener = tokio::net::TcpListener::bind(kafka.metrics_addr)
@@ -353,9 +359,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            let summary =
-                quiver_ingest::run(&config, &registry, &store, &metrics, wait_for_stop(stopped))
-                    .await?;
+            let summary = quiver_ingest::run(
+                &config,
+                watcher.subscribe(),
+                &*store,
+                &metrics,
+                wait_for_stop(stopped),
+            )
+            .await?;
             metrics_server.abort();
             eprintln!(
                 "ingested {} records: {} rows written, {} entities deleted, dead-lettered {:?}",

@@ -80,7 +80,7 @@ pub(crate) async fn ingest_all(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let metrics = IngestMetrics::register(&mut metrics_registry);
-    let ingest = run(config, registry, store, &metrics, async {
+    let ingest = run(config, fixed(registry), store, &metrics, async {
         let _ = stopped.await;
     });
     let check = async {
@@ -161,4 +161,9 @@ pub(crate) fn framed(
             )
         })
         .collect()
+}
+
+/// A registry that never changes, as the ingester watches it.
+pub(crate) fn fixed(registry: &Registry) -> tokio::sync::watch::Receiver<std::sync::Arc<Registry>> {
+    tokio::sync::watch::channel(std::sync::Arc::new(registry.clone())).1
 }
