@@ -284,6 +284,7 @@ fn ingest_config(group: &str) -> IngestConfig {
         group_id: group.to_owned(),
         wire_format: WireFormat::Confluent {
             writer_schemas: HashMap::from([(SCHEMA_ID, events::match_event_schema())]),
+            schema_registry: None,
         },
         on_invalid: OnInvalid::Stop,
         upsert_topic: None,

@@ -8,6 +8,7 @@
 
 use apache_avro::Schema;
 use apache_avro::schema::{RecordSchema, UnionSchema};
+use quiver_core::definition::{Derivation, Entity, FeatureView};
 use quiver_core::value::{ScalarType, ValueType};
 use thiserror::Error;
 
@@ -98,6 +99,45 @@ fn non_null_variants(union: &UnionSchema) -> Vec<&Schema> {
         .iter()
         .filter(|variant| !matches!(variant, Schema::Null))
         .collect()
+}
+
+/// Checks a view against a reader schema known only at ingest time (a Schema Registry
+/// subject): each key field, the event time and each field-fed feature must resolve to a field of
+/// a fitting type. Returns one line per problem.
+pub fn view_mismatches(entity: &Entity, view: &FeatureView, schema: &Schema) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check =
+        |path: &str, what: String, fits: &dyn Fn(&Schema) -> bool| match resolve_path(schema, path)
+        {
+            Ok(field) if fits(field.schema) => {}
+            Ok(field) => problems.push(format!(
+                "{what}: field `{path}` is Avro {}",
+                avro_type_name(field.schema)
+            )),
+            Err(error) => problems.push(format!("{what}: {error}")),
+        };
+    for (path, key) in view.source.key_fields.iter().zip(&entity.keys) {
+        let key_type = ValueType::Scalar(key.key_type);
+        check(path, format!("key `{}` ({key_type})", key.name), &|avro| {
+            accepts(key_type, avro)
+        });
+    }
+    check(
+        &view.source.event_time,
+        "the event time".into(),
+        &is_event_time,
+    );
+    for feature in &view.features {
+        if let Derivation::Field(path) = &feature.derivation {
+            let value_type = feature.value_type;
+            check(
+                path,
+                format!("feature `{}` ({value_type})", feature.name),
+                &|avro| accepts(value_type, avro),
+            );
+        }
+    }
+    problems
 }
 
 /// Whether values of Avro type `avro` can be stored in a feature declared as `feature`.

@@ -13,8 +13,10 @@
 mod metrics;
 mod publish;
 mod route;
+pub mod schema_registry;
 
 pub use metrics::IngestMetrics;
+pub use schema_registry::{SchemaRegistry, SchemaRegistryError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -34,15 +36,18 @@ use tokio::sync::watch;
 use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
 use crate::publish::Publisher;
 use crate::route::{
-    DeadLetterReason, Decoder, PendingDeletion, Route, deletion, routes, upsert_write,
+    DeadLetterReason, Decoder, Framing, PendingDeletion, Route, deletion, routes, upsert_write,
 };
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
 pub enum WireFormat {
-    /// Confluent wire format; writer schemas by id. A record with another id is dead-lettered.
+    /// Confluent wire format: writer schemas by the id in each record's header, from
+    /// `writer_schemas`, else from `schema_registry`. A record with an id neither knows is
+    /// dead-lettered.
     Confluent {
         writer_schemas: HashMap<u32, Schema>,
+        schema_registry: Option<SchemaRegistry>,
     },
     /// Bare Avro datums written with the view's own schema.
     Plain,
@@ -117,6 +122,8 @@ pub enum IngestError {
         reason: &'static str,
         detail: String,
     },
+    #[error(transparent)]
+    SchemaRegistry(#[from] SchemaRegistryError),
     #[error("the online store refused a write: {0}")]
     Store(quiver_core::store::StoreError),
 }
@@ -156,7 +163,15 @@ pub async fn run<S: FeatureStore>(
     metrics: &IngestMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<IngestSummary, IngestError> {
-    let mut inputs = Inputs::new(registry.borrow_and_update().clone(), config)?;
+    let framing = Framing::new(&config.wire_format);
+    let schema_registry = match &config.wire_format {
+        WireFormat::Confluent {
+            schema_registry, ..
+        } => schema_registry.as_ref(),
+        WireFormat::Plain => None,
+    };
+    let first = registry.borrow_and_update().clone();
+    let mut inputs = Inputs::new(first, schema_registry).await?;
     if inputs.routes.is_empty() {
         return Err(IngestError::Config(
             "the registry has no feature views; run `quiver apply` first".into(),
@@ -206,7 +221,7 @@ pub async fn run<S: FeatureStore>(
             };
             if registry.has_changed().unwrap_or(false) {
                 let changed = registry.borrow_and_update().clone();
-                match Inputs::new(changed, config) {
+                match Inputs::new(changed, schema_registry).await {
                     Ok(new_inputs) => {
                         inputs = new_inputs;
                         let new_topics = inputs.topics(config);
@@ -222,7 +237,15 @@ pub async fn run<S: FeatureStore>(
                 }
             }
             records += batch.len() as u64;
-            let decoded = decode(batch, &inputs, config, metrics)?;
+            if let Framing::Confluent(writer_schemas) = &framing {
+                let ids = batch.iter().filter_map(|message| {
+                    quiver_avro::wire::decode(message.payload()?)
+                        .ok()
+                        .map(|framed| framed.schema_id)
+                });
+                writer_schemas.fetch_missing(ids).await?;
+            }
+            let decoded = decode(batch, &inputs, &framing, config, metrics)?;
             if decoded_tx.send(decoded).await.is_err() {
                 // The writing stage failed; its error is the one to report.
                 break Ok(records);
@@ -326,14 +349,25 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn new(registry: Arc<Registry>, config: &IngestConfig) -> Result<Self, IngestError> {
-        let routes = routes(&registry, &config.wire_format)?;
+    /// The inputs of `registry`, with the latest schema of each subject its views read.
+    async fn new(
+        registry: Arc<Registry>,
+        schema_registry: Option<&SchemaRegistry>,
+    ) -> Result<Self, IngestError> {
+        let mut subjects = HashMap::new();
+        for subject in route::subjects(&registry) {
+            if let Some(schema_registry) = schema_registry {
+                let schema = schema_registry.latest_schema(&subject).await?;
+                subjects.insert(subject, schema);
+            }
+        }
+        let routes = routes(&registry, &subjects)?;
         Ok(Inputs {
             all_routes: routes.values().flatten().cloned().collect(),
             routes,
             registry,
-            upserts: Decoder::for_upserts(&config.wire_format),
-            deletions: Decoder::for_deletions(&config.wire_format),
+            upserts: Decoder::for_upserts(),
+            deletions: Decoder::for_deletions(),
         })
     }
 
@@ -376,6 +410,7 @@ struct Decoded {
 fn decode(
     batch: Vec<OwnedMessage>,
     inputs: &Inputs,
+    framing: &Framing,
     config: &IngestConfig,
     metrics: &IngestMetrics,
 ) -> Result<Decoded, IngestError> {
@@ -414,7 +449,7 @@ fn decode(
             match upsert_write(
                 &inputs.upserts,
                 &inputs.all_routes,
-                &config.wire_format,
+                framing,
                 payload,
                 now_micros,
             ) {
@@ -425,7 +460,7 @@ fn decode(
             match deletion(
                 &inputs.deletions,
                 &inputs.registry,
-                &config.wire_format,
+                framing,
                 payload,
                 now_micros,
             ) {
@@ -434,7 +469,7 @@ fn decode(
             }
         } else {
             for route in inputs.routes.get(message.topic()).into_iter().flatten() {
-                match route.write_for(&config.wire_format, payload, now_micros) {
+                match route.write_for(framing, payload, now_micros) {
                     Ok(write) => add(route, write),
                     Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
                 }

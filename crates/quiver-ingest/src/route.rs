@@ -1,18 +1,19 @@
 //! From one Kafka record to the feature writes of every view that reads its topic.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::project::{
     ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, project, project_deletion, project_upsert,
 };
-use quiver_avro::wire;
+use quiver_avro::{mapping, wire};
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
 
+use crate::schema_registry::WriterSchemas;
 use crate::{IngestError, WireFormat};
 
 /// One view fed by a topic, with the reader schema its features were checked against.
@@ -23,75 +24,89 @@ pub(crate) struct Route {
     decoder: Decoder,
 }
 
+/// How record values are framed, with the writer schemas of the Confluent format.
+#[derive(Debug)]
+pub(crate) enum Framing {
+    Plain,
+    Confluent(WriterSchemas),
+}
+
+impl Framing {
+    pub(crate) fn new(wire_format: &WireFormat) -> Self {
+        match wire_format {
+            WireFormat::Plain => Framing::Plain,
+            WireFormat::Confluent {
+                writer_schemas,
+                schema_registry,
+            } => Framing::Confluent(WriterSchemas::new(writer_schemas, schema_registry.clone())),
+        }
+    }
+}
+
 /// Decodes record values into Avro values of one reader schema.
 #[derive(Debug)]
 pub(crate) struct Decoder {
     reader: Schema,
-    /// Writer schema ids whose schema is the reader schema, found once at start: comparing
-    /// schemas per record would cost more than the decode.
-    ids_of_reader: HashSet<u32>,
+    /// Per writer schema id, whether that schema is the reader schema, found once per id:
+    /// resolution costs about 3x a plain decode (benches/avro_decode.rs), and comparing schemas
+    /// per record would cost more than the decode.
+    same_as_reader: Mutex<HashMap<u32, bool>>,
 }
 
 impl Decoder {
-    pub(crate) fn new(reader: Schema, wire_format: &WireFormat) -> Self {
-        let ids_of_reader = match wire_format {
-            WireFormat::Plain => HashSet::new(),
-            WireFormat::Confluent { writer_schemas } => writer_schemas
-                .iter()
-                .filter(|(_, writer)| **writer == reader)
-                .map(|(id, _)| *id)
-                .collect(),
-        };
+    pub(crate) fn new(reader: Schema) -> Self {
         Decoder {
             reader,
-            ids_of_reader,
+            same_as_reader: Mutex::new(HashMap::new()),
         }
     }
 
     /// The decoder of upsert commands, whose reader schema is built in.
-    pub(crate) fn for_upserts(wire_format: &WireFormat) -> Self {
-        Decoder::built_in(FEATURE_UPSERT_AVSC, wire_format)
+    pub(crate) fn for_upserts() -> Self {
+        Decoder::built_in(FEATURE_UPSERT_AVSC)
     }
 
     /// The decoder of deletion commands, whose reader schema is built in.
-    pub(crate) fn for_deletions(wire_format: &WireFormat) -> Self {
-        Decoder::built_in(ENTITY_DELETED_AVSC, wire_format)
+    pub(crate) fn for_deletions() -> Self {
+        Decoder::built_in(ENTITY_DELETED_AVSC)
     }
 
-    fn built_in(avsc: &str, wire_format: &WireFormat) -> Self {
-        let reader = Schema::parse_str(avsc).expect("the built-in schemas are valid");
-        Decoder::new(reader, wire_format)
+    fn built_in(avsc: &str) -> Self {
+        Decoder::new(Schema::parse_str(avsc).expect("the built-in schemas are valid"))
     }
 
     pub(crate) fn decode(
         &self,
-        wire_format: &WireFormat,
+        framing: &Framing,
         payload: &[u8],
     ) -> Result<Avro, DeadLetterReason> {
         let undecodable = |detail: String| DeadLetterReason {
             reason: "undecodable",
             detail,
         };
-        match wire_format {
-            WireFormat::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
-            WireFormat::Confluent { writer_schemas } => {
+        match framing {
+            Framing::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
+            Framing::Confluent(writer_schemas) => {
                 let framed =
                     wire::decode(payload).map_err(|error| undecodable(error.to_string()))?;
-                let writer =
-                    writer_schemas
-                        .get(&framed.schema_id)
-                        .ok_or_else(|| DeadLetterReason {
-                            reason: "unknown_schema_id",
-                            detail: format!(
-                                "schema id {} is not among the configured writer schemas",
-                                framed.schema_id
-                            ),
-                        })?;
-                // Resolution costs about 3x a plain decode (benches/avro_decode.rs), so it is
-                // skipped when the writer wrote with the reader's schema.
-                let reader =
-                    (!self.ids_of_reader.contains(&framed.schema_id)).then_some(&self.reader);
-                apache_avro::from_avro_datum(writer, &mut &*framed.datum, reader)
+                let id = framed.schema_id;
+                let writer = writer_schemas.get(id).ok_or_else(|| DeadLetterReason {
+                    reason: "unknown_schema_id",
+                    detail: format!(
+                        "schema id {id} is neither configured nor in the schema registry"
+                    ),
+                })?;
+                let same = *self
+                    .same_as_reader
+                    .lock()
+                    .expect("not poisoned")
+                    .entry(id)
+                    .or_insert_with(|| *writer == self.reader);
+                apache_avro::from_avro_datum(
+                    &writer,
+                    &mut &*framed.datum,
+                    (!same).then_some(&self.reader),
+                )
             }
         }
         .map_err(|error| undecodable(format!("not an Avro datum of the expected schema: {error}")))
@@ -115,51 +130,80 @@ impl From<Rejection> for DeadLetterReason {
     }
 }
 
-/// The latest version of every view, by source topic.
+/// The latest version of every view, by source topic. Views that read a Schema Registry
+/// subject take their reader schema from `subjects`.
 pub(crate) fn routes(
     registry: &Registry,
-    wire_format: &WireFormat,
+    subjects: &HashMap<String, Schema>,
 ) -> Result<HashMap<String, Vec<Arc<Route>>>, IngestError> {
     let mut routes: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
     for latest in registry.latest_views() {
         let view = latest.clone();
         let name = &view.view.name;
-        let SchemaRef::File { avsc, .. } = &view.view.source.schema else {
-            return Err(IngestError::Config(format!(
-                "feature view `{name}` reads a Schema Registry subject; this ingester reads .avsc \
-                 schemas from the registry only"
-            )));
-        };
-        let reader = Schema::parse_str(avsc).map_err(|error| {
-            IngestError::Config(format!(
-                "the stored schema of view `{name}` is invalid: {error}"
-            ))
-        })?;
         let entity = registry
             .entity(&view.view.entity)
             .ok_or_else(|| IngestError::Config(format!("view `{name}` names a missing entity")))?
             .clone();
+        let reader = match &view.view.source.schema {
+            SchemaRef::File { avsc, .. } => Schema::parse_str(avsc).map_err(|error| {
+                IngestError::Config(format!(
+                    "the stored schema of view `{name}` is invalid: {error}"
+                ))
+            })?,
+            SchemaRef::Subject(subject) => {
+                let schema = subjects.get(subject).ok_or_else(|| {
+                    IngestError::Config(format!(
+                        "feature view `{name}` reads Schema Registry subject `{subject}`; give \
+                         the registry's URL (--schema-registry-url)"
+                    ))
+                })?;
+                let problems = mapping::view_mismatches(&entity, &view.view, schema);
+                if !problems.is_empty() {
+                    return Err(IngestError::Config(format!(
+                        "feature view `{name}` does not fit the latest schema of subject \
+                         `{subject}`: {}",
+                        problems.join("; ")
+                    )));
+                }
+                schema.clone()
+            }
+        };
         routes
             .entry(view.view.source.topic.clone())
             .or_default()
             .push(Arc::new(Route {
                 entity,
                 view,
-                decoder: Decoder::new(reader, wire_format),
+                decoder: Decoder::new(reader),
             }));
     }
     Ok(routes)
+}
+
+/// The Schema Registry subjects the latest views read, each once.
+pub(crate) fn subjects(registry: &Registry) -> Vec<String> {
+    let mut subjects: Vec<String> = registry
+        .latest_views()
+        .into_iter()
+        .filter_map(|view| match &view.view.source.schema {
+            SchemaRef::Subject(subject) => Some(subject.clone()),
+            SchemaRef::File { .. } => None,
+        })
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    subjects
 }
 
 impl Route {
     /// Decodes `payload` and projects it onto this route's view.
     pub(crate) fn write_for(
         &self,
-        wire_format: &WireFormat,
+        framing: &Framing,
         payload: &[u8],
         now_micros: i64,
     ) -> Result<FeatureWrite, DeadLetterReason> {
-        let event = self.decoder.decode(wire_format, payload)?;
+        let event = self.decoder.decode(framing, payload)?;
         Ok(project(&self.entity, &self.view.view, &event, now_micros)?)
     }
 }
@@ -168,11 +212,11 @@ impl Route {
 pub(crate) fn upsert_write<'r>(
     decoder: &Decoder,
     routes: &'r [Arc<Route>],
-    wire_format: &WireFormat,
+    framing: &Framing,
     payload: &[u8],
     now_micros: i64,
 ) -> Result<(&'r Arc<Route>, FeatureWrite), DeadLetterReason> {
-    let command = decoder.decode(wire_format, payload)?;
+    let command = decoder.decode(framing, payload)?;
     let find = |name: &str| {
         routes
             .iter()
@@ -203,11 +247,11 @@ pub(crate) struct PendingDeletion {
 pub(crate) fn deletion(
     decoder: &Decoder,
     registry: &Registry,
-    wire_format: &WireFormat,
+    framing: &Framing,
     payload: &[u8],
     now_micros: i64,
 ) -> Result<PendingDeletion, DeadLetterReason> {
-    let command = decoder.decode(wire_format, payload)?;
+    let command = decoder.decode(framing, payload)?;
     let find = |name: &str| {
         registry
             .entities

@@ -114,8 +114,14 @@ struct IngestArgs {
     /// (`confluent`), or bare Avro datums written with each view's own schema (`plain`).
     #[arg(long, value_enum, default_value = "confluent")]
     wire_format: WireFormatArg,
-    /// A writer schema for the Confluent format: `ID=PATH.avsc`. Repeat for each schema id
-    /// producers use; a record with an id not given here is dead-lettered as unknown_schema_id.
+    /// A Confluent-compatible Schema Registry (http://host:port): writer schemas of ids not
+    /// given by --schema-id are fetched from it, and views that name a `subject` read its
+    /// latest schema.
+    #[arg(long, env = "QUIVER_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+    /// A writer schema for the Confluent format: `ID=PATH.avsc`, such as the files in
+    /// schemas/. Repeat for each schema id producers use; a record with an id neither given here
+    /// nor in the schema registry is dead-lettered as unknown_schema_id.
     #[arg(long = "schema-id", value_name = "ID=PATH", value_parser = parse_schema_id)]
     schema_ids: Vec<(u32, PathBuf)>,
     /// Topic for records that cannot be used (undecodable, unknown schema id, missing key,
@@ -316,9 +322,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 brokers: kafka.brokers.clone(),
                 group_id: kafka.group_id.clone(),
                 wire_format: match kafka.wire_format {
-                    WireFormatArg::Confluent => {
-                        quiver_ingest::WireFormat::Confluent { writer_schemas }
-                    }
+                    WireFormatArg::Confluent => quiver_ingest::WireFormat::Confluent {
+                        writer_schemas,
+                        schema_registry: kafka
+                            .schema_registry_url
+                            .as_deref()
+                            .map(quiver_ingest::SchemaRegistry::new)
+                            .transpose()?,
+                    },
                     WireFormatArg::Plain => quiver_ingest::WireFormat::Plain,
                 },
                 on_invalid: if kafka.stop_on_invalid {

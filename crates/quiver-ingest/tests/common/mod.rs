@@ -57,7 +57,10 @@ pub(crate) fn config(
     IngestConfig {
         brokers: quiver_testkit::kafka_brokers(),
         group_id: group.to_owned(),
-        wire_format: WireFormat::Confluent { writer_schemas },
+        wire_format: WireFormat::Confluent {
+            writer_schemas,
+            schema_registry: None,
+        },
         on_invalid: OnInvalid::DeadLetter {
             topic: dead_letters.to_owned(),
         },
