@@ -36,7 +36,7 @@ pub enum SchemaRegistryError {
 #[derive(Clone)]
 pub struct SchemaRegistry {
     base: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Arc<Client<HttpConnector, Empty<Bytes>>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -65,7 +65,7 @@ impl SchemaRegistry {
         }
         Ok(SchemaRegistry {
             base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Arc::new(Client::builder(TokioExecutor::new()).build_http()),
         })
     }
 

@@ -429,8 +429,10 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
     let dead_letter_topic = quiver_testkit::create_topic("ingest_rebalance_dlq", 1).await;
     let (store, registry) = applied(&topic, |_| {}).await;
     let schema = events::match_event_schema();
-    let stream = events::shuffled_stream(&schema, 30_000, 500, 3);
-    quiver_testkit::produce(&topic, &framed(&schema, &stream)).await;
+    let stream = events::shuffled_stream(&schema, 40_000, 500, 3);
+    let records = framed(&schema, &stream);
+    let (early, late) = records.split_at(records.len() / 2);
+    quiver_testkit::produce(&topic, early).await;
 
     let group = quiver_testkit::unique_name("rebalance_group");
     let config = IngestConfig {
@@ -472,6 +474,10 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
                 let _ = second_stopped.await;
             });
         let check = async {
+            // The rest arrives once the group has had time to rebalance, so both members
+            // have records to read.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            quiver_testkit::produce(&topic, late).await;
             quiver_testkit::wait_until_committed(
                 &group,
                 &[(topic.clone(), TOPIC_PARTITIONS)],
