@@ -168,14 +168,7 @@ async fn main() {
 /// Applies the example `user_activity` view reading `topic`, with no TTL so the sample events
 /// from 2026 are written whatever today is.
 async fn apply_view(store: &ScyllaStore, topic: &str) -> Registry {
-    let mut definitions = contract::example_definitions();
-    definitions
-        .feature_views
-        .retain(|view| view.name.as_str() == "user_activity");
-    definitions.feature_services.clear();
-    definitions.feature_views[0].source.topic = topic.to_owned();
-    definitions.feature_views[0].ttl = None;
-    apply(store, &definitions, false)
+    apply(store, &contract::user_activity_on(topic), false)
         .await
         .expect("applies")
         .registry

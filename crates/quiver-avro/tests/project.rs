@@ -217,19 +217,27 @@ fn upsert(
                 .collect(),
         )
     };
-    let command = Avro::Record(vec![
-        ("feature_view".into(), Avro::String(view.into())),
-        ("keys".into(), map(keys)),
-        ("values".into(), map(values)),
-        (
-            "event_time".into(),
-            Avro::TimestampMicros(event_time_micros),
-        ),
-    ])
-    .resolve(&schema)
-    .expect("the command fits the schema");
-    let datum = apache_avro::to_avro_datum(&schema, command).unwrap();
-    apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap()
+    round_trip(
+        &schema,
+        vec![
+            ("feature_view".into(), Avro::String(view.into())),
+            ("keys".into(), map(keys)),
+            ("values".into(), map(values)),
+            (
+                "event_time".into(),
+                Avro::TimestampMicros(event_time_micros),
+            ),
+        ],
+    )
+}
+
+/// A command with `fields`, encoded and decoded with `schema` as the ingester would read it.
+fn round_trip(schema: &Schema, fields: Vec<(String, Avro)>) -> Avro {
+    let command = Avro::Record(fields)
+        .resolve(schema)
+        .expect("the command fits the schema");
+    let datum = apache_avro::to_avro_datum(schema, command).unwrap();
+    apache_avro::from_avro_datum(schema, &mut datum.as_slice(), None).unwrap()
 }
 
 #[test]
@@ -318,21 +326,20 @@ fn an_upsert_command_writes_the_values_it_carries() {
 /// A deletion command, encoded and decoded with the bundled schema.
 fn deletion(entity: &str, keys: Vec<(&str, Avro)>, event_time_micros: i64) -> Avro {
     let schema = Schema::parse_str(ENTITY_DELETED_AVSC).unwrap();
-    let command = Avro::Record(vec![
-        ("entity".into(), Avro::String(entity.into())),
-        (
-            "keys".into(),
-            Avro::Map(keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
-        ),
-        (
-            "event_time".into(),
-            Avro::TimestampMicros(event_time_micros),
-        ),
-    ])
-    .resolve(&schema)
-    .expect("the command fits the schema");
-    let datum = apache_avro::to_avro_datum(&schema, command).unwrap();
-    apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap()
+    round_trip(
+        &schema,
+        vec![
+            ("entity".into(), Avro::String(entity.into())),
+            (
+                "keys".into(),
+                Avro::Map(keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+            ),
+            (
+                "event_time".into(),
+                Avro::TimestampMicros(event_time_micros),
+            ),
+        ],
+    )
 }
 
 #[test]

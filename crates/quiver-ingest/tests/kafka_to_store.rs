@@ -454,15 +454,8 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
         // Join once the first member is well into the stream, forcing a rebalance mid-batch.
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            let mut exposition = String::new();
-            prometheus_client::encoding::text::encode(&mut exposition, &metrics_registry).unwrap();
-            let written: u64 = exposition
-                .lines()
-                .find_map(|line| {
-                    line.strip_prefix("quiver_ingest_rows_written_total{view=\"user_activity\"} ")
-                })
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0);
+            let written =
+                common::view_counter(&metrics_registry, "quiver_ingest_rows_written_total");
             if written >= 2_000 {
                 break;
             }

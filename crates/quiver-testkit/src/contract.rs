@@ -20,6 +20,19 @@ pub fn example_definitions() -> Definitions {
     quiver_definitions::load_dir(&dir).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
+/// The examples' `user_activity` view alone, reading `topic`, with no TTL so that the sample
+/// events (from 2026) are kept whatever today is.
+pub fn user_activity_on(topic: &str) -> Definitions {
+    let mut definitions = example_definitions();
+    definitions
+        .feature_views
+        .retain(|view| view.name.as_str() == "user_activity");
+    definitions.feature_services.clear();
+    definitions.feature_views[0].source.topic = topic.to_owned();
+    definitions.feature_views[0].ttl = None;
+    definitions
+}
+
 /// The examples with `user_profile:photo_count` widened from int32 to int64: a breaking change.
 pub fn examples_with_breaking_change() -> Definitions {
     let mut definitions = example_definitions();

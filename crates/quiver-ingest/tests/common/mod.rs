@@ -34,13 +34,7 @@ pub(crate) async fn applied(
     ))
     .await
     .expect("connects");
-    let mut definitions = contract::example_definitions();
-    definitions
-        .feature_views
-        .retain(|view| view.name.as_str() == "user_activity");
-    definitions.feature_services.clear();
-    definitions.feature_views[0].source.topic = topic.to_owned();
-    definitions.feature_views[0].ttl = None;
+    let mut definitions = contract::user_activity_on(topic);
     adjust(&mut definitions);
     let registry = apply(&store, &definitions, false)
         .await
@@ -169,4 +163,17 @@ pub(crate) fn framed(
 /// A registry that never changes, as the ingester watches it.
 pub(crate) fn fixed(registry: &Registry) -> tokio::sync::watch::Receiver<std::sync::Arc<Registry>> {
     tokio::sync::watch::channel(std::sync::Arc::new(registry.clone())).1
+}
+
+/// The value of the `user_activity` sample of counter `name` (such as
+/// `quiver_ingest_rows_written_total`) in `registry`; 0 before it has one.
+pub(crate) fn view_counter(registry: &prometheus_client::registry::Registry, name: &str) -> u64 {
+    let mut exposition = String::new();
+    prometheus_client::encoding::text::encode(&mut exposition, registry).unwrap();
+    let prefix = format!("{name}{{view=\"user_activity\"}} ");
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
 }
