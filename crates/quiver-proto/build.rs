@@ -16,7 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
 
-    tonic_prost_build::configure().compile_with_config(config, &protos, &[proto_root])?;
+    // The descriptor set serves gRPC server reflection, so grpcurl needs no proto files.
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("quiver_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_with_config(config, &protos, &[proto_root])?;
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())
 }

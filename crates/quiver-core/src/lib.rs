@@ -11,11 +11,13 @@
 //! - [`plan`]: what applying a set of definitions would change, and whether it is safe.
 //! - [`store`]: the online store port, which adapters implement.
 //! - [`apply`]: applying definitions through that port, safely against concurrent applies.
+//! - [`read`]: what a read request resolves to against the registry, and each value's status.
 
 pub mod apply;
 pub mod definition;
 pub mod key;
 pub mod name;
 pub mod plan;
+pub mod read;
 pub mod store;
 pub mod value;

@@ -11,4 +11,7 @@ pub mod v1 {
         clippy::doc_lazy_continuation
     )]
     tonic::include_proto!("quiver.v1");
+
+    /// The encoded descriptors of these protos, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("quiver_descriptor");
 }

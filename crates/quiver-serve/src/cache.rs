@@ -1,0 +1,117 @@
+//! The in-process cache of stored rows: one entry per view version and entity, weighted by its
+//! size in bytes, expiring after a configured time (sooner for entities found absent).
+//!
+//! Loads go through [`RowCache::get_or_load`], which coalesces concurrent misses on one key into
+//! one load, so a burst of requests for a cold entity makes one database read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use quiver_core::key::EntityKey;
+use quiver_core::store::{StoreError, StoredValue};
+use quiver_core::value::Value;
+
+/// The stored features of one entity in one view version, in `stored_features` order.
+pub(crate) type Row = Arc<Vec<Option<StoredValue>>>;
+
+/// What the cache is keyed by: the view version's table name and the entity key.
+pub(crate) type RowKey = (Arc<str>, EntityKey);
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The most bytes of cached rows, approximately.
+    pub capacity_bytes: u64,
+    /// How long a row is served from the cache before it is read again: the bound on staleness.
+    pub ttl: Duration,
+    /// How long an entity found absent is remembered as absent.
+    pub negative_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RowCache {
+    rows: Cache<RowKey, Row>,
+}
+
+/// Absent rows live for the negative TTL, others for the cache's TTL.
+struct RowExpiry {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<RowKey, Row> for RowExpiry {
+    fn expire_after_create(&self, _key: &RowKey, row: &Row, _created: Instant) -> Option<Duration> {
+        Some(if row.iter().all(Option::is_none) {
+            self.negative_ttl
+        } else {
+            self.ttl
+        })
+    }
+}
+
+impl RowCache {
+    pub(crate) fn new(config: &CacheConfig) -> Self {
+        let rows = Cache::builder()
+            .max_capacity(config.capacity_bytes)
+            .weigher(|key: &RowKey, row: &Row| u32::try_from(weight(key, row)).unwrap_or(u32::MAX))
+            .expire_after(RowExpiry {
+                ttl: config.ttl,
+                negative_ttl: config.negative_ttl,
+            })
+            .build();
+        RowCache { rows }
+    }
+
+    /// The cached row, or the one `load` gives, which is cached; concurrent callers for one key
+    /// share one load. A failed load is not cached.
+    pub(crate) async fn get_or_load<F>(
+        &self,
+        key: RowKey,
+        load: F,
+    ) -> Result<(Row, bool), StoreError>
+    where
+        F: Future<Output = Result<Row, StoreError>>,
+    {
+        let mut loaded = false;
+        let row = self
+            .rows
+            .try_get_with(key, async {
+                loaded = true;
+                load.await
+            })
+            .await
+            .map_err(|error: Arc<StoreError>| (*error).clone())?;
+        Ok((row, !loaded))
+    }
+
+    /// Drops the cached rows of `keys`, such as every view version of a deleted entity.
+    pub(crate) async fn invalidate(&self, keys: impl IntoIterator<Item = RowKey>) {
+        for key in keys {
+            self.rows.invalidate(&key).await;
+        }
+    }
+}
+
+/// Approximate bytes a cached row holds.
+fn weight(key: &RowKey, row: &Row) -> usize {
+    let values: usize = row
+        .iter()
+        .map(|stored| {
+            16 + stored.as_ref().map_or(0, |stored| match &stored.value {
+                Value::String(text) => text.len(),
+                Value::Bytes(bytes) => bytes.len(),
+                Value::StringList(items) => items.iter().map(|item| item.len() + 24).sum(),
+                Value::BytesList(items) => items.iter().map(|item| item.len() + 24).sum(),
+                Value::Float32List(items) => items.len() * 4,
+                Value::Int32List(items) => items.len() * 4,
+                Value::BoolList(items) => items.len(),
+                Value::Int64List(items) | Value::TimestampList(items) => items.len() * 8,
+                Value::Float64List(items) => items.len() * 8,
+                _ => 8,
+            })
+        })
+        .sum();
+    64 + key.0.len() + values
+}

@@ -1,0 +1,120 @@
+//! Between the wire types of `quiver.v1` and the domain's keys and values.
+
+use quiver_core::definition::{Entity, VersionedView};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::value::{ScalarType, Value};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::key_column::Values as KeyValues;
+use quiver_proto::v1::value::Kind;
+use std::collections::HashMap;
+use tonic::Status;
+
+/// The number of entity rows a request carries, checking that every key column has it.
+pub(crate) fn row_count(entities: &HashMap<String, pb::KeyColumn>) -> Result<usize, Status> {
+    let mut count = None;
+    for (name, column) in entities {
+        let length = match &column.values {
+            Some(KeyValues::Int64Values(list)) => list.values.len(),
+            Some(KeyValues::Int32Values(list)) => list.values.len(),
+            Some(KeyValues::StringValues(list)) => list.values.len(),
+            Some(KeyValues::BytesValues(list)) => list.values.len(),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "entity key column `{name}` has no values"
+                )));
+            }
+        };
+        match count {
+            None => count = Some(length),
+            Some(rows) if rows != length => {
+                return Err(Status::invalid_argument(format!(
+                    "entity key columns differ in length: `{name}` has {length} rows, others {rows}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    count.ok_or_else(|| Status::invalid_argument("no entity rows given; set `entities`"))
+}
+
+/// The key of each row for `entity`, from the key columns named by its key fields.
+pub(crate) fn keys(
+    entity: &Entity,
+    view: &VersionedView,
+    entities: &HashMap<String, pb::KeyColumn>,
+    rows: usize,
+) -> Result<Vec<EntityKey>, Status> {
+    let mut parts: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(entity.keys.len()); rows];
+    for field in &entity.keys {
+        let column = entities.get(field.name.as_str()).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "feature view `{}` is read by key `{}` of entity `{}`, but no such key column \
+                 was given",
+                view.view.name, field.name, entity.name
+            ))
+        })?;
+        let wrong_type = |given: &str| {
+            Status::invalid_argument(format!(
+                "key `{}` of entity `{}` is {}, but the request gives {given} values",
+                field.name, entity.name, field.key_type
+            ))
+        };
+        let column: Vec<KeyPart> = match (&column.values, field.key_type) {
+            (Some(KeyValues::Int64Values(list)), ScalarType::Int64) => {
+                list.values.iter().map(|v| KeyPart::Int64(*v)).collect()
+            }
+            (Some(KeyValues::Int32Values(list)), ScalarType::Int32) => {
+                list.values.iter().map(|v| KeyPart::Int32(*v)).collect()
+            }
+            (Some(KeyValues::StringValues(list)), ScalarType::String) => list
+                .values
+                .iter()
+                .map(|v| KeyPart::String(v.clone()))
+                .collect(),
+            (Some(KeyValues::BytesValues(list)), ScalarType::Bytes) => list
+                .values
+                .iter()
+                .map(|v| KeyPart::Bytes(v.clone()))
+                .collect(),
+            (Some(KeyValues::Int64Values(_)), _) => return Err(wrong_type("int64")),
+            (Some(KeyValues::Int32Values(_)), _) => return Err(wrong_type("int32")),
+            (Some(KeyValues::StringValues(_)), _) => return Err(wrong_type("string")),
+            (Some(KeyValues::BytesValues(_)), _) => return Err(wrong_type("bytes")),
+            (None, _) => return Err(wrong_type("no")),
+        };
+        for (row, part) in parts.iter_mut().zip(column) {
+            row.push(part);
+        }
+    }
+    parts
+        .into_iter()
+        .map(|row| {
+            EntityKey::new(row).ok_or_else(|| {
+                Status::invalid_argument(format!("entity `{}` has no key fields", entity.name))
+            })
+        })
+        .collect()
+}
+
+/// The wire form of a value.
+pub(crate) fn value(value: &Value) -> pb::Value {
+    let kind = match value {
+        Value::Bool(v) => Kind::BoolValue(*v),
+        Value::Int32(v) => Kind::Int32Value(*v),
+        Value::Int64(v) => Kind::Int64Value(*v),
+        Value::Float32(v) => Kind::Float32Value(*v),
+        Value::Float64(v) => Kind::Float64Value(*v),
+        Value::String(v) => Kind::StringValue(v.clone()),
+        Value::Bytes(v) => Kind::BytesValue(v.clone()),
+        Value::Timestamp(v) => Kind::TimestampMicrosValue(*v),
+        Value::BoolList(v) => Kind::BoolListValue(pb::BoolList { values: v.clone() }),
+        Value::Int32List(v) => Kind::Int32ListValue(pb::Int32List { values: v.clone() }),
+        Value::Int64List(v) => Kind::Int64ListValue(pb::Int64List { values: v.clone() }),
+        Value::Float32List(v) => Kind::Float32ListValue(pb::Float32List { values: v.clone() }),
+        Value::Float64List(v) => Kind::Float64ListValue(pb::Float64List { values: v.clone() }),
+        Value::StringList(v) => Kind::StringListValue(pb::StringList { values: v.clone() }),
+        Value::BytesList(v) => Kind::BytesListValue(pb::BytesList { values: v.clone() }),
+        Value::TimestampList(v) => Kind::TimestampListValue(pb::Int64List { values: v.clone() }),
+    };
+    pb::Value { kind: Some(kind) }
+}

@@ -1,0 +1,154 @@
+//! Online serving: `quiver.v1.FeatureService` over the online store, with an in-process cache.
+//!
+//! [`FeatureServer::run`] serves, on one listener, the feature service, the gRPC health checking
+//! protocol (`grpc.health.v1.Health`) and server reflection, so `grpcurl` works without proto
+//! files. Each call resolves its features against the registry (a `watch` receiver, so a
+//! `quiver apply` takes effect without a restart), reads each distinct entity of each view once,
+//! from the cache or concurrently from the store, and answers in request order.
+//!
+//! Limits are explicit: rows per call and request bytes (INVALID_ARGUMENT beyond), calls in
+//! flight (RESOURCE_EXHAUSTED beyond, never an unbounded queue), the client's deadline
+//! (DEADLINE_EXCEEDED, never a late reply) and a timeout on each store read (UNAVAILABLE).
+
+mod cache;
+mod convert;
+mod metrics;
+mod service;
+
+pub use cache::CacheConfig;
+pub use metrics::ServeMetrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quiver_core::definition::{Registry, view_table_name};
+use quiver_core::key::EntityKey;
+use quiver_core::store::FeatureStore;
+use quiver_proto::v1::feature_service_server::FeatureServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::cache::RowCache;
+use crate::service::Service;
+
+/// Limits and cache settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Most entity rows in one call.
+    pub max_entities: usize,
+    /// Largest request, in bytes.
+    pub max_request_bytes: usize,
+    /// Most calls answered at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// The longest one store read may take before the call fails with UNAVAILABLE.
+    pub read_timeout: Duration,
+    /// The cache; `None` reads the store on every call.
+    pub cache: Option<CacheConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_entities: 1_000,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_in_flight: 1_024,
+            read_timeout: Duration::from_millis(500),
+            cache: Some(CacheConfig {
+                capacity_bytes: 256 * 1024 * 1024,
+                ttl: Duration::from_secs(5),
+                negative_ttl: Duration::from_secs(1),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A feature server, ready to run.
+pub struct FeatureServer<S> {
+    service: Arc<Service<S>>,
+}
+
+impl<S> std::fmt::Debug for FeatureServer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureServer")
+            .field("config", &self.service.config)
+            .finish()
+    }
+}
+
+impl<S: FeatureStore + 'static> FeatureServer<S> {
+    pub fn new(
+        config: ServeConfig,
+        registry: watch::Receiver<Arc<Registry>>,
+        store: Arc<S>,
+        metrics: ServeMetrics,
+    ) -> Self {
+        let service = Service {
+            store,
+            registry,
+            cache: config.cache.as_ref().map(RowCache::new),
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            metrics,
+        };
+        FeatureServer {
+            service: Arc::new(service),
+        }
+    }
+
+    /// Drops the cached rows of an entity in every view of it, such as after a deletion.
+    pub async fn invalidate(&self, entity: &str, key: &EntityKey) {
+        let Some(cache) = &self.service.cache else {
+            return;
+        };
+        let registry = self.service.registry.borrow().clone();
+        let keys = registry
+            .feature_views
+            .iter()
+            .filter(|view| view.view.entity.as_str() == entity)
+            .map(|view| {
+                let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
+                (table, key.clone())
+            });
+        cache.invalidate(keys).await;
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes the calls in flight.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<FeatureServiceServer<Service<S>>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(quiver_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // Twice the limit: requests up to it are decoded so that the refusal can say how large
+        // they were (INVALID_ARGUMENT); beyond it the transport refuses them (OUT_OF_RANGE).
+        let features = FeatureServiceServer::from_arc(self.service.clone())
+            .max_decoding_message_size(self.service.config.max_request_bytes.saturating_mul(2));
+        tracing::info!(address = ?listener.local_addr().ok(), "serving");
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(features)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! The server's Prometheus metrics, registered once per process.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodLabels {
+    pub(crate) method: &'static str,
+    /// The gRPC status code name, such as `ok` or `not_found`.
+    pub(crate) code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LookupLabels {
+    /// `hit` or `miss`.
+    pub(crate) result: &'static str,
+}
+
+/// Counters, gauges and histograms of one server process.
+#[derive(Debug, Clone)]
+pub struct ServeMetrics {
+    pub(crate) request_seconds: Family<MethodLabels, Histogram>,
+    pub(crate) cache_lookups: Family<LookupLabels, Counter>,
+    pub(crate) store_reads: Counter,
+    pub(crate) store_read_seconds: Histogram,
+    pub(crate) in_flight: Gauge,
+}
+
+impl ServeMetrics {
+    /// Creates the metrics and registers them, all prefixed `quiver_serve_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        // 50 µs to about 1.6 s.
+        let latency = || Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let metrics = ServeMetrics {
+            request_seconds: Family::new_with_constructor(latency),
+            cache_lookups: Family::default(),
+            store_reads: Counter::default(),
+            store_read_seconds: latency(),
+            in_flight: Gauge::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("quiver_serve");
+        registry.register(
+            "request_seconds",
+            "Time to answer a gRPC call, by method and status code",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Cached rows looked up, by result (hit or miss); the hit ratio is hit / (hit + miss)",
+            metrics.cache_lookups.clone(),
+        );
+        registry.register(
+            "store_reads",
+            "Rows read from the online store",
+            metrics.store_reads.clone(),
+        );
+        registry.register(
+            "store_read_seconds",
+            "Time to read one entity's row of one view from the online store",
+            metrics.store_read_seconds.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "gRPC calls being answered now",
+            metrics.in_flight.clone(),
+        );
+        metrics
+    }
+}

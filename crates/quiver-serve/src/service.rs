@@ -1,0 +1,348 @@
+//! `quiver.v1.FeatureService`: resolve the request against the registry, read each distinct
+//! entity of each view once (from the cache or the store), and answer in request order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::try_join_all;
+use quiver_core::definition::{Entity, Registry, VersionedView, view_table_name};
+use quiver_core::key::EntityKey;
+use quiver_core::read::{
+    ReadError, Status as ReadStatus, plan_features, plan_service, status, stored_features,
+};
+use quiver_core::store::{FeatureStore, StoreError, StoreErrorKind};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::get_online_features_request::Features;
+use tokio::sync::{Semaphore, watch};
+use tonic::{Request, Response, Status};
+
+use crate::ServeConfig;
+use crate::cache::{Row, RowCache};
+use crate::convert;
+use crate::metrics::{LookupLabels, MethodLabels, ServeMetrics};
+
+pub(crate) struct Service<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) registry: watch::Receiver<Arc<Registry>>,
+    pub(crate) cache: Option<RowCache>,
+    pub(crate) config: ServeConfig,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) metrics: ServeMetrics,
+}
+
+fn read_error(error: ReadError) -> Status {
+    match error {
+        ReadError::NoFeatures | ReadError::BadReference(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        _ => Status::not_found(error.to_string()),
+    }
+}
+
+fn store_error(error: StoreError) -> Status {
+    match error.kind {
+        StoreErrorKind::Unavailable | StoreErrorKind::Conflict => {
+            Status::unavailable(error.to_string())
+        }
+        StoreErrorKind::Invalid => Status::invalid_argument(error.to_string()),
+        StoreErrorKind::Corrupt => Status::internal(error.to_string()),
+    }
+}
+
+/// How long the client gave the call, from its `grpc-timeout` header, if it set one.
+fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+    parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` value: an integer and a unit (`100m` is 100 ms).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (amount, unit) = text.split_at(text.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3_600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64)
+}
+
+impl<S: FeatureStore + 'static> Service<S> {
+    /// Runs one call under the server's limits: shed when too many are in flight, cut at the
+    /// client's deadline, and timed.
+    async fn limited<T>(
+        &self,
+        method: &'static str,
+        deadline: Option<Duration>,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = match self.permits.clone().try_acquire_owned() {
+            Err(_) => Err(Status::resource_exhausted(format!(
+                "the server is answering {} calls already; retry with backoff",
+                self.config.max_in_flight
+            ))),
+            Ok(_permit) => {
+                self.metrics.in_flight.inc();
+                let result =
+                    // A tenth early, so the answer reaches the client before its own timer
+                    // fires and before the transport cancels the call.
+                    match deadline {
+                        Some(deadline) => tokio::time::timeout(deadline - deadline / 10, work)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Status::deadline_exceeded(format!(
+                                    "not answered within the client's deadline of {deadline:?}"
+                                )))
+                            }),
+                        None => work.await,
+                    };
+                self.metrics.in_flight.dec();
+                result
+            }
+        };
+        let code = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(status) => format!("{:?}", status.code()).to_lowercase(),
+        };
+        self.metrics
+            .request_seconds
+            .get_or_create(&MethodLabels { method, code })
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(status) = &result {
+            tracing::debug!(method, code = ?status.code(), message = status.message(), "call refused");
+        }
+        result.map(Response::new)
+    }
+
+    async fn online_features(
+        &self,
+        request: pb::GetOnlineFeaturesRequest,
+    ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
+        let registry = self.registry.borrow().clone();
+        let plan = match &request.features {
+            Some(Features::FeatureService(name)) => plan_service(&registry, name),
+            Some(Features::FeatureList(list)) => plan_features(&registry, &list.features),
+            None => Err(ReadError::NoFeatures),
+        }
+        .map_err(read_error)?;
+        let rows = convert::row_count(&request.entities)?;
+        if rows > self.config.max_entities {
+            return Err(Status::invalid_argument(format!(
+                "{rows} entity rows requested; this server answers at most {} per call",
+                self.config.max_entities
+            )));
+        }
+
+        // Per view, the key of each row and the distinct keys to read.
+        let mut per_view: Vec<(Vec<usize>, Vec<EntityKey>)> = Vec::with_capacity(plan.views.len());
+        for (entity, view) in &plan.views {
+            let keys = convert::keys(entity, view, &request.entities, rows)?;
+            let mut distinct: HashMap<&EntityKey, usize> = HashMap::new();
+            let mut unique = Vec::new();
+            let positions = keys
+                .iter()
+                .map(|key| {
+                    *distinct.entry(key).or_insert_with(|| {
+                        unique.push(key.clone());
+                        unique.len() - 1
+                    })
+                })
+                .collect();
+            per_view.push((positions, unique));
+        }
+        // Every distinct entity of every view, read concurrently.
+        let reads = plan
+            .views
+            .iter()
+            .zip(&per_view)
+            .flat_map(|((entity, view), (_, unique))| {
+                unique.iter().map(move |key| self.row(entity, view, key))
+            });
+        let mut loaded = try_join_all(reads).await?.into_iter();
+        let view_rows: Vec<Vec<Row>> = per_view
+            .iter()
+            .map(|(_, unique)| loaded.by_ref().take(unique.len()).collect())
+            .collect();
+
+        let now = now_micros();
+        let features = plan
+            .columns
+            .iter()
+            .map(|column| {
+                let (_, view) = plan.views[column.view];
+                let (positions, _) = &per_view[column.view];
+                let mut out = pb::FeatureColumn {
+                    name: column.name.clone(),
+                    values: Vec::with_capacity(rows),
+                    statuses: Vec::with_capacity(rows),
+                    event_time_micros: Vec::with_capacity(rows),
+                };
+                for position in positions {
+                    let row = &view_rows[column.view][*position];
+                    let stored = column.slot.and_then(|slot| row[slot].as_ref());
+                    let (value, state, event_time) = match stored {
+                        None => (pb::Value::default(), ReadStatus::NotFound, 0),
+                        Some(stored) => {
+                            match status(view.view.ttl, stored.event_time_micros, now) {
+                                ReadStatus::Ok => (
+                                    convert::value(&stored.value),
+                                    ReadStatus::Ok,
+                                    stored.event_time_micros,
+                                ),
+                                other => (pb::Value::default(), other, 0),
+                            }
+                        }
+                    };
+                    out.values.push(value);
+                    out.statuses.push(match state {
+                        ReadStatus::Ok => pb::FeatureStatus::Ok,
+                        ReadStatus::NotFound => pb::FeatureStatus::NotFound,
+                        ReadStatus::Expired => pb::FeatureStatus::Expired,
+                    } as i32);
+                    out.event_time_micros.push(event_time);
+                }
+                out
+            })
+            .collect();
+        Ok(pb::GetOnlineFeaturesResponse { features })
+    }
+
+    /// The stored row of one entity in one view version, from the cache when it has it.
+    async fn row(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Row, Status> {
+        let load = async {
+            let started = Instant::now();
+            self.metrics.store_reads.inc();
+            let read = tokio::time::timeout(
+                self.config.read_timeout,
+                self.store
+                    .read_features(entity, view, &stored_features(view), key),
+            )
+            .await;
+            self.metrics
+                .store_read_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match read {
+                Ok(row) => row.map(Arc::new),
+                Err(_) => Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!(
+                        "the online store did not answer within {:?}",
+                        self.config.read_timeout
+                    ),
+                )),
+            }
+        };
+        let Some(cache) = &self.cache else {
+            return load.await.map_err(store_error);
+        };
+        let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
+        let (row, hit) = cache
+            .get_or_load((table, key.clone()), load)
+            .await
+            .map_err(store_error)?;
+        self.metrics
+            .cache_lookups
+            .get_or_create(&LookupLabels {
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+        Ok(row)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: FeatureStore + 'static> pb::feature_service_server::FeatureService for Service<S> {
+    async fn get_online_features(
+        &self,
+        request: Request<pb::GetOnlineFeaturesRequest>,
+    ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        let deadline = deadline(&request);
+        let size = prost::Message::encoded_len(request.get_ref());
+        if size > self.config.max_request_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the request is {size} bytes; this server accepts at most {} bytes per call",
+                self.config.max_request_bytes
+            )));
+        }
+        self.limited(
+            "GetOnlineFeatures",
+            deadline,
+            self.online_features(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn list_feature_views(
+        &self,
+        request: Request<pb::ListFeatureViewsRequest>,
+    ) -> Result<Response<pb::ListFeatureViewsResponse>, Status> {
+        let deadline = deadline(&request);
+        let registry = self.registry.borrow().clone();
+        self.limited("ListFeatureViews", deadline, async {
+            let feature_views = registry
+                .latest_views()
+                .into_iter()
+                .map(|view| pb::FeatureViewInfo {
+                    name: view.view.name.to_string(),
+                    version: view.version,
+                    entity: view.view.entity.to_string(),
+                    key_fields: registry
+                        .entity(&view.view.entity)
+                        .map(|entity| entity.keys.iter().map(|key| key.name.to_string()).collect())
+                        .unwrap_or_default(),
+                    ttl_seconds: view.view.ttl.map_or(0, |ttl| ttl.0),
+                    features: view
+                        .view
+                        .features
+                        .iter()
+                        .map(|feature| pb::FeatureInfo {
+                            name: feature.name.to_string(),
+                            r#type: feature.value_type.to_string(),
+                            description: feature.description.clone(),
+                        })
+                        .collect(),
+                    description: view.view.description.clone(),
+                })
+                .collect();
+            Ok(pb::ListFeatureViewsResponse { feature_views })
+        })
+        .await
+    }
+
+    async fn list_feature_services(
+        &self,
+        request: Request<pb::ListFeatureServicesRequest>,
+    ) -> Result<Response<pb::ListFeatureServicesResponse>, Status> {
+        let deadline = deadline(&request);
+        let registry = self.registry.borrow().clone();
+        self.limited("ListFeatureServices", deadline, async {
+            let mut feature_services: Vec<pb::FeatureServiceInfo> = registry
+                .feature_services
+                .iter()
+                .map(|service| pb::FeatureServiceInfo {
+                    name: service.name.to_string(),
+                    features: service.features.iter().map(ToString::to_string).collect(),
+                    description: service.description.clone(),
+                })
+                .collect();
+            feature_services.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(pb::ListFeatureServicesResponse { feature_services })
+        })
+        .await
+    }
+}

@@ -1,0 +1,592 @@
+//! `quiver.v1.FeatureService` over the real Cassandra: what is served equals what was written,
+//! in request order, with the right statuses; bad requests get their documented codes; cold
+//! keys are read once however many clients ask; the TTL and deletions reach the cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use quiver_core::apply::apply;
+use quiver_core::definition::{Entity, Registry, VersionedView};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::name::Name;
+use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoredValue};
+use quiver_core::value::Value;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::feature_service_client::FeatureServiceClient;
+use quiver_proto::v1::get_online_features_request::Features;
+use quiver_proto::v1::key_column::Values;
+use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_serve::{FeatureServer, ServeConfig, ServeMetrics};
+use quiver_testkit::contract;
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+fn user(id: i64) -> EntityKey {
+    EntityKey::new(vec![KeyPart::Int64(id)]).unwrap()
+}
+
+/// The real store, slowed down by `delay` per read when a test needs a slow database.
+struct Store {
+    inner: ScyllaStore,
+    delay: Duration,
+}
+
+impl FeatureStore for Store {
+    async fn write_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writes: &[FeatureWrite],
+    ) -> Result<(), StoreError> {
+        self.inner.write_features(entity, view, writes).await
+    }
+
+    async fn delete_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        event_time_micros: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .delete_entity(entity, view, key, event_time_micros)
+            .await
+    }
+
+    async fn read_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        features: &[Name],
+        key: &EntityKey,
+    ) -> Result<Vec<Option<StoredValue>>, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.read_features(entity, view, features, key).await
+    }
+}
+
+/// A server over a fresh keyspace with the examples applied.
+struct Served {
+    store: Arc<Store>,
+    registry: Registry,
+    server: Arc<FeatureServer<Store>>,
+    client: FeatureServiceClient<Channel>,
+    address: std::net::SocketAddr,
+    metrics: prometheus_client::registry::Registry,
+}
+
+impl Served {
+    async fn start(config: ServeConfig, delay: Duration) -> Served {
+        let session = quiver_testkit::cql_session().await;
+        let keyspace = quiver_testkit::create_keyspace(&session, "serve").await;
+        let inner = ScyllaStore::connect(&ScyllaConfig::one_node(
+            quiver_testkit::cql_nodes(),
+            keyspace,
+        ))
+        .await
+        .expect("connects");
+        let registry = apply(&inner, &contract::example_definitions(), false)
+            .await
+            .expect("applies")
+            .registry;
+        let store = Arc::new(Store { inner, delay });
+        let mut metrics = prometheus_client::registry::Registry::default();
+        let server = Arc::new(FeatureServer::new(
+            config,
+            tokio::sync::watch::channel(Arc::new(registry.clone())).1,
+            store.clone(),
+            ServeMetrics::register(&mut metrics),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let serving = server.clone();
+        tokio::spawn(async move { serving.run(listener, std::future::pending()).await });
+        let client = FeatureServiceClient::connect(format!("http://{address}"))
+            .await
+            .expect("the server answers");
+        Served {
+            store,
+            registry,
+            server,
+            client,
+            address,
+            metrics,
+        }
+    }
+
+    fn view(&self, name: &str) -> &VersionedView {
+        self.registry.latest_view(&name.parse().unwrap()).unwrap()
+    }
+
+    async fn write(&self, view: &str, id: i64, event_time_micros: i64, values: &[(&str, Value)]) {
+        let write = FeatureWrite {
+            key: user(id),
+            event_time_micros,
+            values: values
+                .iter()
+                .map(|(name, value)| (name.parse().unwrap(), value.clone()))
+                .collect(),
+        };
+        self.store
+            .write_features(&self.registry.entities[0], self.view(view), &[write])
+            .await
+            .expect("writes");
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.metrics).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn request(features: &[&str], users: &[i64]) -> pb::GetOnlineFeaturesRequest {
+    pb::GetOnlineFeaturesRequest {
+        features: Some(Features::FeatureList(pb::FeatureList {
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+        })),
+        entities: HashMap::from([(
+            "user_id".to_owned(),
+            pb::KeyColumn {
+                values: Some(Values::Int64Values(pb::Int64List {
+                    values: users.to_vec(),
+                })),
+            },
+        )]),
+    }
+}
+
+fn string(text: &str) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::StringValue(text.into())),
+    }
+}
+
+const OK: i32 = pb::FeatureStatus::Ok as i32;
+const NOT_FOUND: i32 = pb::FeatureStatus::NotFound as i32;
+const EXPIRED: i32 = pb::FeatureStatus::Expired as i32;
+
+#[tokio::test]
+async fn served_values_equal_written_ones_in_request_order_with_statuses() {
+    let mut served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    let at = now_micros() - 1_000_000;
+    let embedding: Vec<f32> = (0..32).map(|i| i as f32).collect();
+    served
+        .write(
+            "user_profile",
+            1,
+            at,
+            &[
+                ("country", Value::String("SE".into())),
+                ("bio_embedding", Value::Float32List(embedding.clone())),
+            ],
+        )
+        .await;
+    served
+        .write(
+            "user_profile",
+            2,
+            at - 5,
+            &[("country", Value::String("NO".into()))],
+        )
+        .await;
+
+    // Duplicates, and user 3 who has nothing.
+    let reply = served
+        .client
+        .get_online_features(request(
+            &["user_profile:country", "user_profile:bio_embedding"],
+            &[2, 1, 3, 2, 1],
+        ))
+        .await
+        .expect("answers")
+        .into_inner();
+    let country = &reply.features[0];
+    assert_eq!(country.name, "user_profile:country");
+    assert_eq!(
+        country.values,
+        [
+            string("NO"),
+            string("SE"),
+            pb::Value::default(),
+            string("NO"),
+            string("SE")
+        ]
+    );
+    assert_eq!(country.statuses, [OK, OK, NOT_FOUND, OK, OK]);
+    assert_eq!(country.event_time_micros, [at - 5, at, 0, at - 5, at]);
+    let bio = &reply.features[1];
+    assert_eq!(bio.statuses, [NOT_FOUND, OK, NOT_FOUND, NOT_FOUND, OK]);
+    assert_eq!(
+        bio.values[1],
+        pb::Value {
+            kind: Some(pb::value::Kind::Float32ListValue(pb::Float32List {
+                values: embedding
+            }))
+        }
+    );
+    assert_eq!(
+        served.counter("quiver_serve_store_reads_total"),
+        3,
+        "each distinct user is read once"
+    );
+
+    // A feature service answers in its declared order, across two views.
+    let reply = served
+        .client
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            features: Some(Features::FeatureService("ranker_v1".into())),
+            ..request(&[], &[1])
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    let names: Vec<&str> = reply.features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "user_activity:actions_1h",
+            "user_activity:chat_seconds_24h",
+            "user_activity:last_country",
+            "user_profile:country",
+            "user_profile:verified",
+            "user_profile:bio_embedding"
+        ]
+    );
+    assert_eq!(reply.features[3].values, [string("SE")]);
+}
+
+#[tokio::test]
+async fn a_value_past_its_ttl_is_expired_and_a_deletion_reaches_the_cache() {
+    let mut served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    // user_activity keeps values for 7 days: this one has two seconds left.
+    let seven_days = 7 * 86_400 * 1_000_000;
+    served
+        .write(
+            "user_activity",
+            7,
+            now_micros() - seven_days + 2_000_000,
+            &[("last_country", Value::String("FI".into()))],
+        )
+        .await;
+    let ask = || request(&["user_activity:last_country"], &[7]);
+    let first = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.features[0].statuses, [OK]);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let later = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        later.features[0].statuses,
+        [EXPIRED],
+        "served from the cache, past the TTL"
+    );
+
+    served
+        .write(
+            "user_profile",
+            8,
+            now_micros(),
+            &[("country", Value::String("DK".into()))],
+        )
+        .await;
+    let ask = || request(&["user_profile:country"], &[8]);
+    let before = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.features[0].statuses, [OK]);
+    served
+        .store
+        .delete_entity(
+            &served.registry.entities[0],
+            served.view("user_profile"),
+            &user(8),
+            now_micros(),
+        )
+        .await
+        .unwrap();
+    let cached = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cached.features[0].statuses,
+        [OK],
+        "the cache still holds the row"
+    );
+    served.server.invalidate("user", &user(8)).await;
+    let after = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.features[0].statuses, [NOT_FOUND]);
+}
+
+#[tokio::test]
+async fn many_clients_asking_for_the_same_cold_keys_make_one_read_per_key() {
+    // A slow store, so the clients' misses overlap.
+    let served = Served::start(ServeConfig::default(), Duration::from_millis(200)).await;
+    for id in 0..10 {
+        served
+            .write(
+                "user_profile",
+                id,
+                now_micros(),
+                &[("country", Value::String("SE".into()))],
+            )
+            .await;
+    }
+    let users: Vec<i64> = (0..10).collect();
+    let calls = (0..50).map(|_| {
+        let mut client = served.client.clone();
+        let ask = request(&["user_profile:country"], &users);
+        async move { client.get_online_features(ask).await }
+    });
+    for reply in futures::future::join_all(calls).await {
+        assert_eq!(
+            reply.expect("answers").into_inner().features[0].statuses,
+            [OK; 10]
+        );
+    }
+    assert_eq!(served.counter("quiver_serve_store_reads_total"), 10);
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_documented_codes() {
+    let config = ServeConfig {
+        max_entities: 100,
+        max_request_bytes: 16 * 1024,
+        ..ServeConfig::default()
+    };
+    let mut served = Served::start(config, Duration::ZERO).await;
+    let mut expect = async |request: pb::GetOnlineFeaturesRequest, code: Code, words: &str| {
+        let status = served
+            .client
+            .get_online_features(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(words), "{}", status.message());
+    };
+    expect(
+        request(&[], &[1]),
+        Code::InvalidArgument,
+        "no features requested",
+    )
+    .await;
+    expect(
+        request(&["country"], &[1]),
+        Code::InvalidArgument,
+        "`country` is not a feature reference",
+    )
+    .await;
+    expect(
+        request(&["user_prof:country"], &[1]),
+        Code::NotFound,
+        "feature view `user_prof`",
+    )
+    .await;
+    expect(
+        request(&["user_profile:colour"], &[1]),
+        Code::NotFound,
+        "has no feature `colour`",
+    )
+    .await;
+    expect(
+        request(&["user_profile@9:country"], &[1]),
+        Code::NotFound,
+        "has no version 9",
+    )
+    .await;
+    expect(
+        pb::GetOnlineFeaturesRequest {
+            features: Some(Features::FeatureService("ranker_v9".into())),
+            ..request(&[], &[1])
+        },
+        Code::NotFound,
+        "feature service `ranker_v9`",
+    )
+    .await;
+    let mut wrong_type = request(&["user_profile:country"], &[]);
+    wrong_type.entities.insert(
+        "user_id".into(),
+        pb::KeyColumn {
+            values: Some(Values::StringValues(pb::StringList {
+                values: vec!["1".into()],
+            })),
+        },
+    );
+    expect(
+        wrong_type,
+        Code::InvalidArgument,
+        "key `user_id` of entity `user` is int64, but the request gives string",
+    )
+    .await;
+    let mut no_key = request(&["user_profile:country"], &[1]);
+    no_key.entities = HashMap::from([(
+        "account_id".into(),
+        no_key.entities.remove("user_id").unwrap(),
+    )]);
+    expect(no_key, Code::InvalidArgument, "no such key column").await;
+    let too_many: Vec<i64> = (0..101).collect();
+    expect(
+        request(&["user_profile:country"], &too_many),
+        Code::InvalidArgument,
+        "101 entity rows requested",
+    )
+    .await;
+    let long_name = "x".repeat(20 * 1024);
+    expect(
+        request(&[long_name.as_str()], &[1]),
+        Code::InvalidArgument,
+        "bytes",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_never_a_hang() {
+    let config = ServeConfig {
+        max_in_flight: 1,
+        read_timeout: Duration::from_millis(300),
+        cache: None,
+        ..ServeConfig::default()
+    };
+    let served = Served::start(config, Duration::from_millis(1_000)).await;
+    let ask = || request(&["user_profile:country"], &[1]);
+
+    let mut client = served.client.clone();
+    let mut with_deadline = tonic::Request::new(ask());
+    with_deadline.set_timeout(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let status = client.get_online_features(with_deadline).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+
+    let started = std::time::Instant::now();
+    let (mut one, mut two) = (served.client.clone(), served.client.clone());
+    let (first, second) = tokio::join!(one.get_online_features(ask()), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        two.get_online_features(ask()).await
+    });
+    let first = first.unwrap_err();
+    assert_eq!(first.code(), Code::Unavailable, "{}", first.message());
+    assert!(
+        first.message().contains("did not answer within"),
+        "{}",
+        first.message()
+    );
+    let second = second.unwrap_err();
+    assert_eq!(
+        second.code(),
+        Code::ResourceExhausted,
+        "{}",
+        second.message()
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn health_discovery_and_reflection_answer() {
+    let mut served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    let channel = Channel::from_shared(format!("http://{}", served.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "quiver.v1.FeatureService".into(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let views = served
+        .client
+        .list_feature_views(pb::ListFeatureViewsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .feature_views;
+    let profile = views
+        .iter()
+        .find(|view| view.name == "user_profile")
+        .unwrap();
+    assert_eq!(profile.key_fields, ["user_id"]);
+    assert!(
+        profile
+            .features
+            .iter()
+            .any(|f| f.name == "bio_embedding" && f.r#type == "embedding<32>")
+    );
+    let services = served
+        .client
+        .list_feature_services(pb::ListFeatureServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .feature_services;
+    assert_eq!(services[0].name, "ranker_v1");
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"quiver.v1.FeatureService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}
