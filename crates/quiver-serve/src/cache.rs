@@ -87,7 +87,7 @@ impl RowCache {
     }
 
     /// Drops the cached rows of `keys`, such as every view version of a deleted entity.
-    pub(crate) async fn invalidate(&self, keys: impl IntoIterator<Item = RowKey>) {
+    pub(crate) async fn invalidate(&self, keys: Vec<RowKey>) {
         for key in keys {
             self.rows.invalidate(&key).await;
         }

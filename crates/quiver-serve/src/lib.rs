@@ -12,6 +12,7 @@
 
 mod cache;
 mod convert;
+pub mod invalidation;
 mod metrics;
 mod service;
 
@@ -104,6 +105,11 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         }
     }
 
+    /// The registry as this server sees it now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.service.registry.borrow().clone()
+    }
+
     /// Drops the cached rows of an entity in every view of it, such as after a deletion.
     pub async fn invalidate(&self, entity: &str, key: &EntityKey) {
         let Some(cache) = &self.service.cache else {
@@ -117,7 +123,8 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .map(|view| {
                 let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
                 (table, key.clone())
-            });
+            })
+            .collect::<Vec<_>>();
         cache.invalidate(keys).await;
     }
 

@@ -1,5 +1,7 @@
 //! The `quiver` command line: one binary whose subcommands run each part of the feature store.
 
+mod serving;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,9 +23,9 @@ use scylla::statement::Consistency;
     version,
     about,
     long_about,
-    after_help = "More subcommands (serve, get, quickstart, bench) are being built; see \
-                  README.md for what works today. Logs go to stderr; set RUST_LOG (such as \
-                  RUST_LOG=debug) to change how much."
+    after_help = "More subcommands (quickstart, bench) are being built; see README.md for \
+                  what works today. Logs go to stderr; set RUST_LOG (such as RUST_LOG=debug) \
+                  to change how much."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -78,6 +80,26 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Serve feature values over gRPC (quiver.v1.FeatureService), until SIGTERM or Ctrl-C.
+    ///
+    /// Answers GetOnlineFeatures for a feature service or `view:feature` references and a batch
+    /// of entity keys, from an in-process cache backed by the online store; also the gRPC health
+    /// checking protocol and server reflection (grpcurl needs no proto files), and Prometheus
+    /// metrics. Limits: --max-entities and --max-request-bytes (INVALID_ARGUMENT),
+    /// --max-in-flight (RESOURCE_EXHAUSTED), the client's deadline (DEADLINE_EXCEEDED) and
+    /// --read-timeout-ms per store read (UNAVAILABLE). Newly applied views are served within
+    /// --registry-refresh-secs, without a restart.
+    Serve {
+        #[command(flatten)]
+        serve: Box<serving::ServeArgs>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Ask a running server for features and print them, one line per entity and feature, with
+    /// each value's status and age.
+    ///
+    /// Example: quiver get --service ranker_v1 --entity user_id=42 --entity user_id=7
+    Get(serving::GetArgs),
     /// Register the definitions in the online store and create the tables of new view versions.
     ///
     /// Prints the plan, creates or extends the tables, then publishes the new registry with a
@@ -354,28 +376,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .context("cannot read the registry")?;
             let mut metrics_registry = prometheus_client::registry::Registry::default();
             let metrics = quiver_ingest::IngestMetrics::register(&mut metrics_registry);
-            let listener = tokio::net::TcpListener::bind(kafka.metrics_addr)
-                .await
-                .with_context(|| format!("cannot listen on {} for metrics", kafka.metrics_addr))?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let wait_for_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            let metrics_server = tokio::spawn(quiver_metrics::serve(
-                listener,
-                std::sync::Arc::new(metrics_registry),
-                wait_for_stop(stopped.clone()),
-            ));
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            });
+            let stopper = Stopper::on_signal();
+            let metrics_server = stopper
+                .serve_metrics(kafka.metrics_addr, metrics_registry)
+                .await?;
             let summary = quiver_ingest::run(
                 &config,
                 watcher.subscribe(),
                 &*store,
                 &metrics,
-                wait_for_stop(stopped),
+                stopper.stopped(),
             )
             .await?;
             metrics_server.abort();
@@ -386,6 +396,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 summary.entities_deleted,
                 summary.dead_lettered
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { serve, store } => {
+            serving::serve(*serve, store).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get(args) => {
+            serving::get(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply {
@@ -421,6 +439,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+/// Tells a long-running command when SIGTERM or Ctrl-C came.
+#[derive(Debug, Clone)]
+struct Stopper {
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stopper {
+    fn on_signal() -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        Stopper { stopped }
+    }
+
+    /// Resolves once a signal came.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Serves `registry` at `address` under /metrics until a signal came.
+    async fn serve_metrics(
+        &self,
+        address: std::net::SocketAddr,
+        registry: prometheus_client::registry::Registry,
+    ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} for metrics"))?;
+        Ok(tokio::spawn(quiver_metrics::serve(
+            listener,
+            std::sync::Arc::new(registry),
+            self.stopped(),
+        )))
+    }
+}
+
 async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

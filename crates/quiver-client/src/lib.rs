@@ -1,0 +1,201 @@
+//! A client of `quiver.v1.FeatureService`: ask for a feature service or `view:feature`
+//! references for a batch of entities, get typed values with their status and event time back.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), quiver_client::ClientError> {
+//! use quiver_client::{Entities, QuiverClient, Selection};
+//! let mut client = QuiverClient::connect("http://127.0.0.1:50051").await?;
+//! let table = client
+//!     .get(
+//!         Selection::Service("ranker_v1".into()),
+//!         Entities::new().int64("user_id", [42, 7]),
+//!     )
+//!     .await?;
+//! for column in &table.columns {
+//!     println!("{}: {:?}", column.name, column.cells[0]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+
+use quiver_core::read::Status;
+use quiver_core::value::Value;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::feature_service_client::FeatureServiceClient;
+use quiver_proto::v1::key_column::Values;
+use quiver_proto::v1::value::Kind;
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    /// The server refused the call; the status carries the gRPC code and the server's words.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Refused(#[from] tonic::Status),
+}
+
+/// Which features to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// A feature service by name.
+    Service(String),
+    /// `view:feature` references.
+    Features(Vec<String>),
+}
+
+/// The entity rows of a request, as key columns of equal length.
+#[derive(Debug, Clone, Default)]
+pub struct Entities {
+    columns: HashMap<String, pb::KeyColumn>,
+}
+
+impl Entities {
+    pub fn new() -> Self {
+        Entities::default()
+    }
+
+    /// Adds an int64 key column, such as `user_id`.
+    pub fn int64(mut self, key: &str, values: impl IntoIterator<Item = i64>) -> Self {
+        let values = Values::Int64Values(pb::Int64List {
+            values: values.into_iter().collect(),
+        });
+        self.columns.insert(
+            key.to_owned(),
+            pb::KeyColumn {
+                values: Some(values),
+            },
+        );
+        self
+    }
+
+    /// Adds a string key column.
+    pub fn string(mut self, key: &str, values: impl IntoIterator<Item = String>) -> Self {
+        let values = Values::StringValues(pb::StringList {
+            values: values.into_iter().collect(),
+        });
+        self.columns.insert(
+            key.to_owned(),
+            pb::KeyColumn {
+                values: Some(values),
+            },
+        );
+        self
+    }
+}
+
+/// What was served for one entity row of one feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub status: Status,
+    /// Set when the status is [`Status::Ok`].
+    pub value: Option<Value>,
+    /// Microseconds since the Unix epoch; 0 unless the status is [`Status::Ok`].
+    pub event_time_micros: i64,
+}
+
+/// One requested feature, with a cell per entity row in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// `view:feature`.
+    pub name: String,
+    pub cells: Vec<Cell>,
+}
+
+/// A reply: one column per requested feature, in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub columns: Vec<Column>,
+}
+
+/// A connection to a Quiver server.
+#[derive(Debug, Clone)]
+pub struct QuiverClient {
+    inner: FeatureServiceClient<Channel>,
+}
+
+impl QuiverClient {
+    /// Connects to `url`, such as `http://127.0.0.1:50051`.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let inner = FeatureServiceClient::connect(url.to_owned())
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(QuiverClient { inner })
+    }
+
+    /// Reads `selection` for every row of `entities`.
+    pub async fn get(
+        &mut self,
+        selection: Selection,
+        entities: Entities,
+    ) -> Result<Table, ClientError> {
+        use quiver_proto::v1::get_online_features_request::Features;
+        let features = match selection {
+            Selection::Service(name) => Features::FeatureService(name),
+            Selection::Features(features) => Features::FeatureList(pb::FeatureList { features }),
+        };
+        let reply = self
+            .inner
+            .get_online_features(pb::GetOnlineFeaturesRequest {
+                features: Some(features),
+                entities: entities.columns,
+            })
+            .await?
+            .into_inner();
+        let columns = reply
+            .features
+            .into_iter()
+            .map(|column| Column {
+                name: column.name,
+                cells: column
+                    .values
+                    .into_iter()
+                    .zip(column.statuses)
+                    .zip(column.event_time_micros)
+                    .map(|((value, status), event_time_micros)| {
+                        let status = match pb::FeatureStatus::try_from(status) {
+                            Ok(pb::FeatureStatus::Ok) => Status::Ok,
+                            Ok(pb::FeatureStatus::Expired) => Status::Expired,
+                            _ => Status::NotFound,
+                        };
+                        Cell {
+                            status,
+                            value: value.kind.map(value_of),
+                            event_time_micros,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Table { columns })
+    }
+}
+
+fn value_of(kind: Kind) -> Value {
+    match kind {
+        Kind::BoolValue(v) => Value::Bool(v),
+        Kind::Int32Value(v) => Value::Int32(v),
+        Kind::Int64Value(v) => Value::Int64(v),
+        Kind::Float32Value(v) => Value::Float32(v),
+        Kind::Float64Value(v) => Value::Float64(v),
+        Kind::StringValue(v) => Value::String(v),
+        Kind::BytesValue(v) => Value::Bytes(v),
+        Kind::TimestampMicrosValue(v) => Value::Timestamp(v),
+        Kind::BoolListValue(v) => Value::BoolList(v.values),
+        Kind::Int32ListValue(v) => Value::Int32List(v.values),
+        Kind::Int64ListValue(v) => Value::Int64List(v.values),
+        Kind::Float32ListValue(v) => Value::Float32List(v.values),
+        Kind::Float64ListValue(v) => Value::Float64List(v.values),
+        Kind::StringListValue(v) => Value::StringList(v.values),
+        Kind::BytesListValue(v) => Value::BytesList(v.values),
+        Kind::TimestampListValue(v) => Value::TimestampList(v.values),
+    }
+}

@@ -1,0 +1,238 @@
+//! `quiver serve` and `quiver get`: the gRPC server and a client that prints what it serves.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use quiver_client::{Entities, QuiverClient, Selection};
+use quiver_core::read::Status;
+use quiver_core::value::Value;
+use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
+
+use crate::{Stopper, StoreArgs};
+
+/// How `serve` listens, limits calls and caches.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address of the gRPC server (FeatureService, health, reflection).
+    #[arg(long, env = "QUIVER_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: std::net::SocketAddr,
+    /// Address of the Prometheus endpoint, served at /metrics.
+    #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9465")]
+    metrics_addr: std::net::SocketAddr,
+    /// Most entity rows in one call; more is INVALID_ARGUMENT.
+    #[arg(long, default_value_t = 1_000)]
+    max_entities: usize,
+    /// Largest request in bytes; more is INVALID_ARGUMENT (beyond twice this, OUT_OF_RANGE).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// Most calls answered at once; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1_024)]
+    max_in_flight: usize,
+    /// Milliseconds one store read may take before the call fails with UNAVAILABLE.
+    #[arg(long, default_value_t = 500)]
+    read_timeout_ms: u64,
+    /// Cache capacity in MiB of rows.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: u64,
+    /// Milliseconds a row is served from the cache before it is read again: the staleness bound.
+    #[arg(long, default_value_t = 5_000)]
+    cache_ttl_ms: u64,
+    /// Milliseconds an absent entity is remembered as absent.
+    #[arg(long, default_value_t = 1_000)]
+    negative_ttl_ms: u64,
+    /// Read the store on every call, for comparison.
+    #[arg(long)]
+    no_cache: bool,
+    /// The ingester's --invalidation-topic: deleted entities are dropped from the cache.
+    #[arg(long, env = "QUIVER_INVALIDATION_TOPIC")]
+    invalidation_topic: Option<String>,
+    /// Kafka bootstrap servers, for --invalidation-topic.
+    #[arg(long, env = "QUIVER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Seconds between reloads of the registry: a `quiver apply` reaches the server within this.
+    #[arg(long, default_value_t = 5)]
+    registry_refresh_secs: u64,
+}
+
+pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        max_entities: args.max_entities,
+        max_request_bytes: args.max_request_bytes,
+        max_in_flight: args.max_in_flight.max(1),
+        read_timeout: Duration::from_millis(args.read_timeout_ms),
+        cache: (!args.no_cache).then(|| CacheConfig {
+            capacity_bytes: args.cache_mib * 1024 * 1024,
+            ttl: Duration::from_millis(args.cache_ttl_ms),
+            negative_ttl: Duration::from_millis(args.negative_ttl_ms),
+        }),
+    };
+    let store = Arc::new(store.connect().await?);
+    let watcher = quiver_registry::RegistryWatcher::start(
+        store.clone(),
+        Duration::from_secs(args.registry_refresh_secs.max(1)),
+    )
+    .await
+    .context("cannot read the registry")?;
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let metrics = ServeMetrics::register(&mut metrics_registry);
+    let server = Arc::new(FeatureServer::new(
+        config,
+        watcher.subscribe(),
+        store,
+        metrics,
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stopper = Stopper::on_signal();
+    let metrics_server = stopper
+        .serve_metrics(args.metrics_addr, metrics_registry)
+        .await?;
+    if let Some(topic) = &args.invalidation_topic {
+        let (server, brokers, topic, stopped) = (
+            server.clone(),
+            args.brokers.clone(),
+            topic.clone(),
+            stopper.stopped(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) =
+                quiver_serve::invalidation::listen(server, &brokers, &topic, stopped).await
+            {
+                tracing::error!(%error, "invalidation listener stopped");
+            }
+        });
+    }
+    server.run(listener, stopper.stopped()).await?;
+    metrics_server.abort();
+    Ok(())
+}
+
+/// What `get` asks for.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The server's address.
+    #[arg(long, env = "QUIVER_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// A feature service to read.
+    #[arg(
+        long,
+        conflicts_with = "features",
+        required_unless_present = "features"
+    )]
+    service: Option<String>,
+    /// A `view:feature` reference to read; repeat for more.
+    #[arg(long = "feature", value_name = "VIEW:FEATURE")]
+    features: Vec<String>,
+    /// An entity row as KEY=VALUE, such as user_id=42; repeat for more rows. A value of digits is
+    /// sent as an int64 key, anything else as a string.
+    #[arg(long = "entity", value_name = "KEY=VALUE", required = true, value_parser = parse_entity)]
+    entities: Vec<(String, String)>,
+}
+
+fn parse_entity(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` must look like KEY=VALUE, such as user_id=42"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+#[allow(clippy::print_stdout, reason = "the table is the command's output")]
+pub(crate) async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let key = &args.entities[0].0;
+    if let Some((other, _)) = args.entities.iter().find(|(name, _)| name != key) {
+        anyhow::bail!("every --entity must name the same key; got `{key}` and `{other}`");
+    }
+    let values: Vec<&str> = args
+        .entities
+        .iter()
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let entities = match values
+        .iter()
+        .map(|value| value.parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(numbers) => Entities::new().int64(key, numbers),
+        Err(_) => Entities::new().string(key, values.iter().map(|v| (*v).to_owned())),
+    };
+    let selection = match args.service {
+        Some(service) => Selection::Service(service),
+        None => Selection::Features(args.features),
+    };
+    let mut client = QuiverClient::connect(&args.server).await?;
+    let table = client.get(selection, entities).await?;
+    let now_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64);
+    let mut lines = vec![[
+        "entity".to_owned(),
+        "feature".into(),
+        "status".into(),
+        "age".into(),
+        "value".into(),
+    ]];
+    for (row, value) in values.iter().enumerate() {
+        for column in &table.columns {
+            let cell = &column.cells[row];
+            let age = match cell.status {
+                Status::Ok => age((now_micros - cell.event_time_micros).max(0)),
+                _ => "-".into(),
+            };
+            lines.push([
+                format!("{key}={value}"),
+                column.name.clone(),
+                cell.status.to_string(),
+                age,
+                cell.value.as_ref().map_or_else(|| "-".into(), show),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|line| line[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in lines {
+        println!(
+            "{:w0$}  {:w1$}  {:w2$}  {:>w3$}  {}",
+            line[0],
+            line[1],
+            line[2],
+            line[3],
+            line[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+    }
+    Ok(())
+}
+
+/// `3s`, `5m`, `2h`, `4d`: how long ago an event happened.
+fn age(micros: i64) -> String {
+    let secs = micros / 1_000_000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m", secs / 60),
+        3_600..86_400 => format!("{}h", secs / 3_600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("{text:?}"),
+        Value::Float32List(items) if items.len() > 4 => {
+            format!("[{}, {}, ... {} floats]", items[0], items[1], items.len())
+        }
+        other => format!("{other:?}"),
+    }
+}
