@@ -142,9 +142,12 @@ fn plan<'r>(
                 plan.views.len() - 1
             }
         };
-        let slot = stored_features(view)
+        let slot = view
+            .view
+            .features
             .iter()
-            .position(|stored| *stored == reference.feature);
+            .filter(|feature| matches!(feature.derivation, Derivation::Field(_)))
+            .position(|stored| stored.name == reference.feature);
         plan.columns.push(ReadColumn {
             name,
             view: index,

@@ -74,6 +74,9 @@ impl RowCache {
     where
         F: Future<Output = Result<Row, StoreError>>,
     {
+        if let Some(row) = self.rows.get(&key).await {
+            return Ok((row, true));
+        }
         let mut loaded = false;
         let row = self
             .rows

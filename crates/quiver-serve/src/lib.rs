@@ -151,8 +151,10 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(features)
+            // No Nagle delay: a reply is written in several small frames, and waiting to
+            // coalesce them costs tens of milliseconds against a delayed ACK.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await?;

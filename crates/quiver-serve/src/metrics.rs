@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 pub(crate) struct MethodLabels {
     pub(crate) method: &'static str,
     /// The gRPC status code name, such as `ok` or `not_found`.
-    pub(crate) code: String,
+    pub(crate) code: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

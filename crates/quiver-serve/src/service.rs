@@ -70,6 +70,21 @@ fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
+/// The metric label of a gRPC status code.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::Unavailable => "unavailable",
+        Code::Internal => "internal",
+        _ => "other",
+    }
+}
+
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -111,8 +126,8 @@ impl<S: FeatureStore + 'static> Service<S> {
             }
         };
         let code = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(status) => format!("{:?}", status.code()).to_lowercase(),
+            Ok(_) => "ok",
+            Err(status) => code_name(status.code()),
         };
         self.metrics
             .request_seconds
@@ -161,13 +176,18 @@ impl<S: FeatureStore + 'static> Service<S> {
             per_view.push((positions, unique));
         }
         // Every distinct entity of every view, read concurrently.
-        let reads = plan
+        let tables: Vec<Arc<str>> = plan
             .views
             .iter()
-            .zip(&per_view)
-            .flat_map(|((entity, view), (_, unique))| {
-                unique.iter().map(move |key| self.row(entity, view, key))
-            });
+            .map(|(_, view)| view_table_name(&view.view.name, view.version).into())
+            .collect();
+        let reads = plan.views.iter().zip(&per_view).zip(&tables).flat_map(
+            |(((entity, view), (_, unique)), table)| {
+                unique
+                    .iter()
+                    .map(move |key| self.row(entity, view, table, key))
+            },
+        );
         let mut loaded = try_join_all(reads).await?.into_iter();
         let view_rows: Vec<Vec<Row>> = per_view
             .iter()
@@ -217,11 +237,13 @@ impl<S: FeatureStore + 'static> Service<S> {
         Ok(pb::GetOnlineFeaturesResponse { features })
     }
 
-    /// The stored row of one entity in one view version, from the cache when it has it.
+    /// The stored row of one entity in one view version (whose table is `table`), from the
+    /// cache when it has it.
     async fn row(
         &self,
         entity: &Entity,
         view: &VersionedView,
+        table: &Arc<str>,
         key: &EntityKey,
     ) -> Result<Row, Status> {
         let load = async {
@@ -250,9 +272,8 @@ impl<S: FeatureStore + 'static> Service<S> {
         let Some(cache) = &self.cache else {
             return load.await.map_err(store_error);
         };
-        let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
         let (row, hit) = cache
-            .get_or_load((table, key.clone()), load)
+            .get_or_load((table.clone(), key.clone()), load)
             .await
             .map_err(store_error)?;
         self.metrics

@@ -1,0 +1,288 @@
+//! Online serving under load, against the real Cassandra of `scripts/services.sh up`.
+//!
+//! Run: `scripts/services.sh up && cargo bench -p quiver-benches --bench serve`
+//!
+//! A Rust load generator in this process keeps `CONCURRENCY` calls in flight over one HTTP/2
+//! connection for `SECONDS` per case and reports throughput and latency percentiles. Side by side
+//! in one run, for batches of 1, 10 and 100 entities x 20 features:
+//! - **cache hits**: the server with its cache warm;
+//! - **cache misses**: the same server with the cache off, so every call reads the database;
+//! - **direct driver reads**: the scylla driver reading the same rows (same columns with their
+//!   write times), the floor for a miss;
+//!
+//! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
+//! call that does no work.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark's report is its standard output"
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::future::join_all;
+use quiver_core::apply::apply;
+use quiver_core::definition::{Derivation, Feature};
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::store::{FeatureStore, FeatureWrite};
+use quiver_core::value::{ScalarType, Value, ValueType};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::feature_service_client::FeatureServiceClient;
+use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_serve::{FeatureServer, ServeConfig, ServeMetrics};
+use quiver_testkit::contract;
+use scylla::client::session::Session;
+use tonic::transport::Channel;
+
+const ENTITIES: i64 = 10_000;
+const FEATURES: usize = 20;
+const CONCURRENCY: usize = 16;
+const SECONDS: u64 = 3;
+
+#[tokio::main]
+async fn main() {
+    let session = Arc::new(quiver_testkit::cql_session().await);
+    let keyspace = quiver_testkit::create_keyspace(&session, "bench_serve").await;
+    let store = Arc::new(
+        ScyllaStore::connect(&ScyllaConfig::one_node(
+            quiver_testkit::cql_nodes(),
+            keyspace.clone(),
+        ))
+        .await
+        .expect("connects"),
+    );
+    // The profile view with 20 string features.
+    let mut definitions = contract::example_definitions();
+    definitions.feature_services.clear();
+    let profile = definitions
+        .feature_views
+        .iter_mut()
+        .find(|view| view.name.as_str() == "user_profile")
+        .expect("the examples have user_profile");
+    profile.features = (0..FEATURES)
+        .map(|i| Feature {
+            name: format!("f{i:02}").parse().unwrap(),
+            value_type: ValueType::Scalar(ScalarType::String),
+            derivation: Derivation::Field("country".into()),
+            default: None,
+            description: String::new(),
+        })
+        .collect();
+    let registry = apply(&*store, &definitions, false)
+        .await
+        .expect("applies")
+        .registry;
+    let view = registry
+        .latest_view(&"user_profile".parse().unwrap())
+        .unwrap()
+        .clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let writes: Vec<FeatureWrite> = (0..ENTITIES)
+        .map(|id| FeatureWrite {
+            key: EntityKey::new(vec![KeyPart::Int64(id)]).unwrap(),
+            event_time_micros: now,
+            values: view
+                .view
+                .features
+                .iter()
+                .map(|feature| (feature.name.clone(), Value::String(format!("v{id}"))))
+                .collect(),
+        })
+        .collect();
+    for chunk in writes.chunks(2_000) {
+        store
+            .write_features(&registry.entities[0], &view, chunk)
+            .await
+            .expect("writes");
+    }
+    let registry = Arc::new(registry);
+
+    let start = |cache: bool| {
+        let (store, registry) = (store.clone(), registry.clone());
+        async move {
+            let config = ServeConfig {
+                cache: if cache {
+                    ServeConfig::default().cache
+                } else {
+                    None
+                },
+                ..ServeConfig::default()
+            };
+            let server = Arc::new(FeatureServer::new(
+                config,
+                tokio::sync::watch::channel(registry).1,
+                store,
+                ServeMetrics::register(&mut Default::default()),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move { server.run(listener, std::future::pending()).await });
+            Channel::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("the server answers")
+        }
+    };
+    let cached = start(true).await;
+    let uncached = start(false).await;
+    let features: Vec<String> = (0..FEATURES)
+        .map(|i| format!("user_profile:f{i:02}"))
+        .collect();
+    println!(
+        "{ENTITIES} entities x {FEATURES} features; {CONCURRENCY} calls in flight, {SECONDS} s per \
+         case; {} cores shared by the load generator, the server and Cassandra\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| case | calls/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+
+    let health = tonic_health::pb::health_client::HealthClient::new(cached.clone());
+    report(
+        "empty call floor (health check)",
+        load(|_| {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .expect("answers");
+            }
+        })
+        .await,
+    );
+
+    let statement = format!(
+        "SELECT {} FROM {keyspace}.user_profile_v1 WHERE user_id = ?",
+        (0..FEATURES)
+            .map(|i| format!("f{i:02}, WRITETIME(f{i:02})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let select = Arc::new(session.prepare(statement).await.expect("prepares"));
+    for batch in [1_usize, 10, 100] {
+        // Warm the cache with every key this batch size will ask for.
+        let warm = FeatureServiceClient::new(cached.clone());
+        let ask = |call: u64| request(&features, batch, call);
+        futures::stream::iter(0..ENTITIES as u64 / batch as u64 + 1)
+            .map(|call| {
+                let mut warm = warm.clone();
+                let request = ask(call);
+                async move { warm.get_online_features(request).await.expect("answers") }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let hits = FeatureServiceClient::new(cached.clone());
+        report(
+            &format!("batch {batch}: cache hits"),
+            load(|call| {
+                let (mut hits, request) = (hits.clone(), ask(call));
+                async move {
+                    hits.get_online_features(request).await.expect("answers");
+                }
+            })
+            .await,
+        );
+        let misses = FeatureServiceClient::new(uncached.clone());
+        report(
+            &format!("batch {batch}: cache misses (cache off)"),
+            load(|call| {
+                let (mut misses, request) = (misses.clone(), ask(call));
+                async move {
+                    misses.get_online_features(request).await.expect("answers");
+                }
+            })
+            .await,
+        );
+        report(
+            &format!("batch {batch}: direct driver reads"),
+            load(|call| {
+                let (session, select) = (session.clone(), select.clone());
+                async move { read_directly(&session, &select, keys(batch, call)).await }
+            })
+            .await,
+        );
+    }
+}
+
+/// The entity ids of call number `call` with `batch` entities.
+fn keys(batch: usize, call: u64) -> Vec<i64> {
+    (0..batch as i64)
+        .map(|i| (call as i64 * batch as i64 + i) % ENTITIES)
+        .collect()
+}
+
+fn request(features: &[String], batch: usize, call: u64) -> pb::GetOnlineFeaturesRequest {
+    use pb::get_online_features_request::Features;
+    pb::GetOnlineFeaturesRequest {
+        features: Some(Features::FeatureList(pb::FeatureList {
+            features: features.to_vec(),
+        })),
+        entities: HashMap::from([(
+            "user_id".to_owned(),
+            pb::KeyColumn {
+                values: Some(pb::key_column::Values::Int64Values(pb::Int64List {
+                    values: keys(batch, call),
+                })),
+            },
+        )]),
+    }
+}
+
+async fn read_directly(
+    session: &Session,
+    select: &scylla::statement::prepared::PreparedStatement,
+    ids: Vec<i64>,
+) {
+    let reads = ids.into_iter().map(|id| async move {
+        session
+            .execute_unpaged(select, (id,))
+            .await
+            .expect("reads")
+            .into_rows_result()
+            .expect("rows")
+            .rows_num()
+    });
+    std::hint::black_box(join_all(reads).await);
+}
+
+/// Latencies of every call made in `SECONDS` with `CONCURRENCY` in flight.
+async fn load<F, Fut>(call: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(u64) -> Fut + Sync,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let until = started + Duration::from_secs(SECONDS);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let workers = (0..CONCURRENCY).map(|_| async {
+        let mut latencies = Vec::new();
+        while Instant::now() < until {
+            let number = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sent = Instant::now();
+            call(number).await;
+            latencies.push(sent.elapsed());
+        }
+        latencies
+    });
+    let latencies = join_all(workers).await.concat();
+    (latencies, started.elapsed())
+}
+
+fn report(case: &str, (mut latencies, took): (Vec<Duration>, Duration)) {
+    latencies.sort_unstable();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    println!(
+        "| {case} | {:.0} | {:.2} | {:.2} |",
+        latencies.len() as f64 / took.as_secs_f64(),
+        at(0.50),
+        at(0.99)
+    );
+}
