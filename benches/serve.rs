@@ -7,8 +7,8 @@
 //! in one run, for batches of 1, 10 and 100 entities x 20 features:
 //! - **cache hits**: the server with its cache warm;
 //! - **cache misses**: the same server with the cache off, so every call reads the database;
-//! - **direct driver reads**: the scylla driver reading the same rows (same columns with their
-//!   write times), the floor for a miss;
+//! - **direct driver reads**: the scylla driver reading and deserializing the same rows (same
+//!   columns with their write times), the floor for a miss;
 //!
 //! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
 //! call that does no work.
@@ -36,6 +36,11 @@ use quiver_serve::{FeatureServer, ServeConfig, ServeMetrics};
 use quiver_testkit::contract;
 use scylla::client::session::Session;
 use tonic::transport::Channel;
+
+/// As in the `quiver` binary: glibc's allocator spent about a third of this benchmark's CPU on
+/// its own bookkeeping and arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ENTITIES: i64 = 10_000;
 const FEATURES: usize = 20;
@@ -248,7 +253,10 @@ async fn read_directly(
             .expect("reads")
             .into_rows_result()
             .expect("rows")
-            .rows_num()
+            .rows::<scylla::value::Row>()
+            .expect("typed rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("deserializes")
     });
     std::hint::black_box(join_all(reads).await);
 }

@@ -13,6 +13,11 @@ use quiver_core::definition::Definitions;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use scylla::statement::Consistency;
 
+/// glibc's allocator spent about a third of the serving benchmark's CPU on its own bookkeeping and
+/// arena locks; mimalloc more than doubled cache-hit throughput (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Quiver, a real-time feature store for recommender systems.
 ///
 /// ML engineers declare features as YAML files; Quiver ingests Avro events from Kafka into
