@@ -22,5 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptors)
         .compile_with_config(config, &protos, &[proto_root])?;
     println!("cargo:rerun-if-env-changed=PROTOC");
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
     Ok(())
 }

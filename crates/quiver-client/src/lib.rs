@@ -93,9 +93,9 @@ impl Entities {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     pub status: Status,
-    /// Set when the status is [`Status::Ok`].
+    /// Set when the status is [`Status::Ok`] or [`Status::Stale`].
     pub value: Option<Value>,
-    /// Microseconds since the Unix epoch; 0 unless the status is [`Status::Ok`].
+    /// Microseconds since the Unix epoch; 0 unless a value is set.
     pub event_time_micros: i64,
 }
 
@@ -164,6 +164,7 @@ impl QuiverClient {
                         let status = match pb::FeatureStatus::try_from(status) {
                             Ok(pb::FeatureStatus::Ok) => Status::Ok,
                             Ok(pb::FeatureStatus::Expired) => Status::Expired,
+                            Ok(pb::FeatureStatus::Stale) => Status::Stale,
                             _ => Status::NotFound,
                         };
                         Cell {

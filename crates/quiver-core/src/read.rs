@@ -165,6 +165,8 @@ pub enum Status {
     NotFound,
     /// A value older than its view's TTL, seen before the store dropped it (such as in a cache).
     Expired,
+    /// The last value read, served because the store could not be reached in time.
+    Stale,
 }
 
 impl fmt::Display for Status {
@@ -173,6 +175,7 @@ impl fmt::Display for Status {
             Status::Ok => "ok",
             Status::NotFound => "not_found",
             Status::Expired => "expired",
+            Status::Stale => "stale",
         })
     }
 }

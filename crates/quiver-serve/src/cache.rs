@@ -28,11 +28,16 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// How long an entity found absent is remembered as absent.
     pub negative_ttl: Duration,
+    /// How long the last row read is kept to be served, marked stale, when the store cannot be
+    /// reached in time; `None` fails such calls with UNAVAILABLE instead.
+    pub serve_stale_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct RowCache {
     rows: Cache<RowKey, Row>,
+    /// The last row read per key, kept longer, for when the store cannot be reached.
+    last_read: Option<Cache<RowKey, Row>>,
 }
 
 /// Absent rows live for the negative TTL, others for the cache's TTL.
@@ -61,7 +66,21 @@ impl RowCache {
                 negative_ttl: config.negative_ttl,
             })
             .build();
-        RowCache { rows }
+        let last_read = config.serve_stale_for.map(|keep| {
+            Cache::builder()
+                .max_capacity(config.capacity_bytes)
+                .weigher(|key: &RowKey, row: &Row| {
+                    u32::try_from(weight(key, row)).unwrap_or(u32::MAX)
+                })
+                .time_to_live(keep)
+                .build()
+        });
+        RowCache { rows, last_read }
+    }
+
+    /// The last row read for `key`, if stale rows are kept and this one still is.
+    pub(crate) async fn last_read(&self, key: &RowKey) -> Option<Row> {
+        self.last_read.as_ref()?.get(key).await
     }
 
     /// The cached row, or the one `load` gives, which is cached; concurrent callers for one key
@@ -78,11 +97,17 @@ impl RowCache {
             return Ok((row, true));
         }
         let mut loaded = false;
+        let last_read = self.last_read.clone();
+        let remembered = key.clone();
         let row = self
             .rows
             .try_get_with(key, async {
                 loaded = true;
-                load.await
+                let row = load.await?;
+                if let Some(last_read) = last_read {
+                    last_read.insert(remembered, row.clone()).await;
+                }
+                Ok(row)
             })
             .await
             .map_err(|error: Arc<StoreError>| (*error).clone())?;

@@ -59,6 +59,7 @@ impl Default for ServeConfig {
                 capacity_bytes: 256 * 1024 * 1024,
                 ttl: Duration::from_secs(5),
                 negative_ttl: Duration::from_secs(1),
+                serve_stale_for: None,
             }),
         }
     }

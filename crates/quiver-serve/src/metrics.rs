@@ -28,6 +28,7 @@ pub struct ServeMetrics {
     pub(crate) store_reads: Counter,
     pub(crate) store_read_seconds: Histogram,
     pub(crate) in_flight: Gauge,
+    pub(crate) stale_rows: Counter,
 }
 
 impl ServeMetrics {
@@ -41,6 +42,7 @@ impl ServeMetrics {
             store_reads: Counter::default(),
             store_read_seconds: latency(),
             in_flight: Gauge::default(),
+            stale_rows: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("quiver_serve");
         registry.register(
@@ -67,6 +69,11 @@ impl ServeMetrics {
             "in_flight_requests",
             "gRPC calls being answered now",
             metrics.in_flight.clone(),
+        );
+        registry.register(
+            "stale_rows",
+            "Rows served stale because the online store could not be reached in time",
+            metrics.stale_rows.clone(),
         );
         metrics
     }

@@ -189,7 +189,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             },
         );
         let mut loaded = try_join_all(reads).await?.into_iter();
-        let view_rows: Vec<Vec<Row>> = per_view
+        let view_rows: Vec<Vec<Fetched>> = per_view
             .iter()
             .map(|(_, unique)| loaded.by_ref().take(unique.len()).collect())
             .collect();
@@ -208,15 +208,19 @@ impl<S: FeatureStore + 'static> Service<S> {
                     event_time_micros: Vec::with_capacity(rows),
                 };
                 for position in positions {
-                    let row = &view_rows[column.view][*position];
-                    let stored = column.slot.and_then(|slot| row[slot].as_ref());
+                    let fetched = &view_rows[column.view][*position];
+                    let stored = column.slot.and_then(|slot| fetched.row[slot].as_ref());
                     let (value, state, event_time) = match stored {
                         None => (pb::Value::default(), ReadStatus::NotFound, 0),
                         Some(stored) => {
                             match status(view.view.ttl, stored.event_time_micros, now) {
                                 ReadStatus::Ok => (
                                     convert::value(&stored.value),
-                                    ReadStatus::Ok,
+                                    if fetched.stale {
+                                        ReadStatus::Stale
+                                    } else {
+                                        ReadStatus::Ok
+                                    },
                                     stored.event_time_micros,
                                 ),
                                 other => (pb::Value::default(), other, 0),
@@ -228,6 +232,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                         ReadStatus::Ok => pb::FeatureStatus::Ok,
                         ReadStatus::NotFound => pb::FeatureStatus::NotFound,
                         ReadStatus::Expired => pb::FeatureStatus::Expired,
+                        ReadStatus::Stale => pb::FeatureStatus::Stale,
                     } as i32);
                     out.event_time_micros.push(event_time);
                 }
@@ -245,7 +250,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         view: &VersionedView,
         table: &Arc<str>,
         key: &EntityKey,
-    ) -> Result<Row, Status> {
+    ) -> Result<Fetched, Status> {
         let load = async {
             let started = Instant::now();
             self.metrics.store_reads.inc();
@@ -270,20 +275,39 @@ impl<S: FeatureStore + 'static> Service<S> {
             }
         };
         let Some(cache) = &self.cache else {
-            return load.await.map_err(store_error);
+            let row = load.await.map_err(store_error)?;
+            return Ok(Fetched { row, stale: false });
         };
-        let (row, hit) = cache
-            .get_or_load((table.clone(), key.clone()), load)
-            .await
-            .map_err(store_error)?;
+        let row_key = (table.clone(), key.clone());
+        let (row, hit) = match cache.get_or_load(row_key.clone(), load).await {
+            Ok(loaded) => loaded,
+            Err(error) if error.kind == StoreErrorKind::Unavailable => {
+                let stale = cache
+                    .last_read(&row_key)
+                    .await
+                    .ok_or_else(|| store_error(error))?;
+                self.metrics.stale_rows.inc();
+                return Ok(Fetched {
+                    row: stale,
+                    stale: true,
+                });
+            }
+            Err(error) => return Err(store_error(error)),
+        };
         self.metrics
             .cache_lookups
             .get_or_create(&LookupLabels {
                 result: if hit { "hit" } else { "miss" },
             })
             .inc();
-        Ok(row)
+        Ok(Fetched { row, stale: false })
     }
+}
+
+/// A row as fetched for a call: from the store or cache, or stale when the store was out of reach.
+struct Fetched {
+    row: Row,
+    stale: bool,
 }
 
 #[tonic::async_trait]

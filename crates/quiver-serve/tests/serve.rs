@@ -33,10 +33,10 @@ fn user(id: i64) -> EntityKey {
     EntityKey::new(vec![KeyPart::Int64(id)]).unwrap()
 }
 
-/// The real store, slowed down by `delay` per read when a test needs a slow database.
+/// The real store, slowed down by `delay_ms` per read when a test needs a slow database.
 struct Store {
     inner: ScyllaStore,
-    delay: Duration,
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FeatureStore for Store {
@@ -68,7 +68,8 @@ impl FeatureStore for Store {
         features: &[Name],
         key: &EntityKey,
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
-        tokio::time::sleep(self.delay).await;
+        let delay = self.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.read_features(entity, view, features, key).await
     }
 }
@@ -97,7 +98,10 @@ impl Served {
             .await
             .expect("applies")
             .registry;
-        let store = Arc::new(Store { inner, delay });
+        let store = Arc::new(Store {
+            inner,
+            delay_ms: (delay.as_millis() as u64).into(),
+        });
         let mut metrics = prometheus_client::registry::Registry::default();
         let server = Arc::new(FeatureServer::new(
             config,
@@ -176,6 +180,7 @@ fn string(text: &str) -> pb::Value {
 const OK: i32 = pb::FeatureStatus::Ok as i32;
 const NOT_FOUND: i32 = pb::FeatureStatus::NotFound as i32;
 const EXPIRED: i32 = pb::FeatureStatus::Expired as i32;
+const STALE: i32 = pb::FeatureStatus::Stale as i32;
 
 #[tokio::test]
 async fn served_values_equal_written_ones_in_request_order_with_statuses() {
@@ -589,4 +594,65 @@ async fn health_discovery_and_reflection_answer() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+}
+
+#[tokio::test]
+async fn a_store_out_of_reach_serves_the_last_values_marked_stale_where_configured() {
+    let config = ServeConfig {
+        read_timeout: Duration::from_millis(200),
+        cache: Some(quiver_serve::CacheConfig {
+            capacity_bytes: 1 << 20,
+            ttl: Duration::from_millis(100),
+            negative_ttl: Duration::from_millis(100),
+            serve_stale_for: Some(Duration::from_secs(60)),
+        }),
+        ..ServeConfig::default()
+    };
+    let mut served = Served::start(config, Duration::ZERO).await;
+    let at = now_micros();
+    served
+        .write(
+            "user_profile",
+            4,
+            at,
+            &[("country", Value::String("IS".into()))],
+        )
+        .await;
+    let ask = || request(&["user_profile:country"], &[4, 5]);
+    let fresh = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fresh.features[0].statuses, [OK, NOT_FOUND]);
+
+    // The database stops answering in time; the cache's own TTL has passed.
+    served
+        .store
+        .delay_ms
+        .store(1_000, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stale = served
+        .client
+        .get_online_features(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    let column = &stale.features[0];
+    assert_eq!(
+        column.statuses,
+        [STALE, NOT_FOUND],
+        "the absent user stays absent"
+    );
+    assert_eq!(column.values[0], string("IS"));
+    assert_eq!(column.event_time_micros[0], at);
+
+    // An entity never read before has nothing to fall back on.
+    let status = served
+        .client
+        .get_online_features(request(&["user_profile:country"], &[6]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
 }

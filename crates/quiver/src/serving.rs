@@ -42,6 +42,10 @@ pub(crate) struct ServeArgs {
     /// Milliseconds an absent entity is remembered as absent.
     #[arg(long, default_value_t = 1_000)]
     negative_ttl_ms: u64,
+    /// When a store read times out, serve the last value read for up to this many milliseconds,
+    /// marked stale, instead of failing the call with UNAVAILABLE. Off unless given.
+    #[arg(long, value_name = "MS")]
+    serve_stale_ms: Option<u64>,
     /// Read the store on every call, for comparison.
     #[arg(long)]
     no_cache: bool,
@@ -66,6 +70,7 @@ pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<(
             capacity_bytes: args.cache_mib * 1024 * 1024,
             ttl: Duration::from_millis(args.cache_ttl_ms),
             negative_ttl: Duration::from_millis(args.negative_ttl_ms),
+            serve_stale_for: args.serve_stale_ms.map(Duration::from_millis),
         }),
     };
     let store = Arc::new(store.connect().await?);
@@ -178,7 +183,7 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<()> {
         for column in &table.columns {
             let cell = &column.cells[row];
             let age = match cell.status {
-                Status::Ok => age((now_micros - cell.event_time_micros).max(0)),
+                Status::Ok | Status::Stale => age((now_micros - cell.event_time_micros).max(0)),
                 _ => "-".into(),
             };
             lines.push([
