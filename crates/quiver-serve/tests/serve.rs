@@ -390,54 +390,10 @@ async fn bad_requests_get_their_documented_codes() {
         ..ServeConfig::default()
     };
     let mut served = Served::start(config, Duration::ZERO).await;
-    let mut expect = async |request: pb::GetOnlineFeaturesRequest, code: Code, words: &str| {
-        let status = served
-            .client
-            .get_online_features(request)
-            .await
-            .expect_err("refused");
-        assert_eq!(status.code(), code, "{}", status.message());
-        assert!(status.message().contains(words), "{}", status.message());
+    let service = |name: &str| pb::GetOnlineFeaturesRequest {
+        features: Some(Features::FeatureService(name.into())),
+        ..request(&[], &[1])
     };
-    expect(
-        request(&[], &[1]),
-        Code::InvalidArgument,
-        "no features requested",
-    )
-    .await;
-    expect(
-        request(&["country"], &[1]),
-        Code::InvalidArgument,
-        "`country` is not a feature reference",
-    )
-    .await;
-    expect(
-        request(&["user_prof:country"], &[1]),
-        Code::NotFound,
-        "feature view `user_prof`",
-    )
-    .await;
-    expect(
-        request(&["user_profile:colour"], &[1]),
-        Code::NotFound,
-        "has no feature `colour`",
-    )
-    .await;
-    expect(
-        request(&["user_profile@9:country"], &[1]),
-        Code::NotFound,
-        "has no version 9",
-    )
-    .await;
-    expect(
-        pb::GetOnlineFeaturesRequest {
-            features: Some(Features::FeatureService("ranker_v9".into())),
-            ..request(&[], &[1])
-        },
-        Code::NotFound,
-        "feature service `ranker_v9`",
-    )
-    .await;
     let mut wrong_type = request(&["user_profile:country"], &[]);
     wrong_type.entities.insert(
         "user_id".into(),
@@ -447,32 +403,70 @@ async fn bad_requests_get_their_documented_codes() {
             })),
         },
     );
-    expect(
-        wrong_type,
-        Code::InvalidArgument,
-        "key `user_id` of entity `user` is int64, but the request gives string",
-    )
-    .await;
     let mut no_key = request(&["user_profile:country"], &[1]);
     no_key.entities = HashMap::from([(
         "account_id".into(),
         no_key.entities.remove("user_id").unwrap(),
     )]);
-    expect(no_key, Code::InvalidArgument, "no such key column").await;
     let too_many: Vec<i64> = (0..101).collect();
-    expect(
-        request(&["user_profile:country"], &too_many),
-        Code::InvalidArgument,
-        "101 entity rows requested",
-    )
-    .await;
     let long_name = "x".repeat(20 * 1024);
-    expect(
-        request(&[long_name.as_str()], &[1]),
-        Code::InvalidArgument,
-        "bytes",
-    )
-    .await;
+    let cases = [
+        (
+            request(&[], &[1]),
+            Code::InvalidArgument,
+            "no features requested",
+        ),
+        (
+            request(&["country"], &[1]),
+            Code::InvalidArgument,
+            "`country` is not a feature reference",
+        ),
+        (
+            request(&["user_prof:country"], &[1]),
+            Code::NotFound,
+            "feature view `user_prof`",
+        ),
+        (
+            request(&["user_profile:colour"], &[1]),
+            Code::NotFound,
+            "has no feature `colour`",
+        ),
+        (
+            request(&["user_profile@9:country"], &[1]),
+            Code::NotFound,
+            "has no version 9",
+        ),
+        (
+            service("ranker_v9"),
+            Code::NotFound,
+            "feature service `ranker_v9`",
+        ),
+        (
+            wrong_type,
+            Code::InvalidArgument,
+            "key `user_id` of entity `user` is int64, but the request gives string",
+        ),
+        (no_key, Code::InvalidArgument, "no such key column"),
+        (
+            request(&["user_profile:country"], &too_many),
+            Code::InvalidArgument,
+            "101 entity rows requested",
+        ),
+        (
+            request(&[long_name.as_str()], &[1]),
+            Code::InvalidArgument,
+            "bytes",
+        ),
+    ];
+    for (request, code, words) in cases {
+        let status = served
+            .client
+            .get_online_features(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(words), "{}", status.message());
+    }
 }
 
 #[tokio::test]
