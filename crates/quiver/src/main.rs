@@ -67,6 +67,26 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Register the definitions in the online store and create the tables of new view versions.
+    ///
+    /// Prints the plan, creates or extends the tables, then publishes the new registry with a
+    /// compare-and-set on its revision: of two applies racing from two processes one wins and
+    /// the other fails, asking for a new plan. Applying the same folder twice changes nothing.
+    /// A breaking change is refused, and nothing is changed, unless --new-version is given; the
+    /// view then gets version N+1 in a new table, and version N stays readable.
+    ///
+    /// Exit codes: 0 applied, or nothing to apply; 1 invalid definitions, store error or a
+    /// concurrent apply won; 2 bad command line; 4 breaking changes refused.
+    Apply {
+        /// The folder holding the definition files.
+        #[arg(long, value_name = "FOLDER")]
+        dir: PathBuf,
+        /// Apply breaking changes to a view as a new version of it, in a new table.
+        #[arg(long)]
+        new_version: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Consume Avro events from Kafka into the online store, until SIGTERM or Ctrl-C.
     ///
     /// Reads the applied registry, subscribes to the topic of every feature view in one consumer
@@ -105,26 +125,6 @@ enum Command {
     ///
     /// Example: quiver get --service ranker_v1 --entity user_id=42 --entity user_id=7
     Get(serving::GetArgs),
-    /// Register the definitions in the online store and create the tables of new view versions.
-    ///
-    /// Prints the plan, creates or extends the tables, then publishes the new registry with a
-    /// compare-and-set on its revision: of two applies racing from two processes one wins and
-    /// the other fails, asking for a new plan. Applying the same folder twice changes nothing.
-    /// A breaking change is refused, and nothing is changed, unless --new-version is given; the
-    /// view then gets version N+1 in a new table, and version N stays readable.
-    ///
-    /// Exit codes: 0 applied, or nothing to apply; 1 invalid definitions, store error or a
-    /// concurrent apply won; 2 bad command line; 4 breaking changes refused.
-    Apply {
-        /// The folder holding the definition files.
-        #[arg(long, value_name = "FOLDER")]
-        dir: PathBuf,
-        /// Apply breaking changes to a view as a new version of it, in a new table.
-        #[arg(long)]
-        new_version: bool,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
 }
 
 /// How `ingest` reads Kafka.
