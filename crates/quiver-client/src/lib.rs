@@ -61,24 +61,26 @@ impl Entities {
     }
 
     /// Adds an int64 key column, such as `user_id`.
-    pub fn int64(mut self, key: &str, values: impl IntoIterator<Item = i64>) -> Self {
-        let values = Values::Int64Values(pb::Int64List {
-            values: values.into_iter().collect(),
-        });
-        self.columns.insert(
-            key.to_owned(),
-            pb::KeyColumn {
-                values: Some(values),
-            },
-        );
-        self
+    pub fn int64(self, key: &str, values: impl IntoIterator<Item = i64>) -> Self {
+        self.column(
+            key,
+            Values::Int64Values(pb::Int64List {
+                values: values.into_iter().collect(),
+            }),
+        )
     }
 
     /// Adds a string key column.
-    pub fn string(mut self, key: &str, values: impl IntoIterator<Item = String>) -> Self {
-        let values = Values::StringValues(pb::StringList {
-            values: values.into_iter().collect(),
-        });
+    pub fn string(self, key: &str, values: impl IntoIterator<Item = String>) -> Self {
+        self.column(
+            key,
+            Values::StringValues(pb::StringList {
+                values: values.into_iter().collect(),
+            }),
+        )
+    }
+
+    fn column(mut self, key: &str, values: Values) -> Self {
         self.columns.insert(
             key.to_owned(),
             pb::KeyColumn {

@@ -430,18 +430,25 @@ fn decode(
         None => decoded.writes.push((route.clone(), vec![write])),
     };
     let mut rejected = Vec::new();
+    // Counted per topic, then added to the metric once per topic, not once per record.
+    let mut records_by_topic: HashMap<&str, u64> = HashMap::new();
+    for message in &batch {
+        *records_by_topic.entry(message.topic()).or_default() += 1;
+    }
+    for (topic, records) in records_by_topic {
+        metrics
+            .records
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc_by(records);
+    }
     for message in batch {
         let next = decoded
             .next_offsets
             .entry((message.topic().to_owned(), message.partition()))
             .or_default();
         *next = (*next).max(message.offset() + 1);
-        metrics
-            .records
-            .get_or_create(&TopicLabels {
-                topic: message.topic().to_owned(),
-            })
-            .inc();
         let payload = message.payload().unwrap_or_default();
         let topic = Some(message.topic());
         let mut reasons: Vec<(String, DeadLetterReason)> = Vec::new();

@@ -1,7 +1,11 @@
 //! `quiver ingest` as an SRE runs it: against the real Kafka and Cassandra, stopped by SIGTERM.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::Command;
+
+use common::{KillOnDrop, free_port};
 use std::time::{Duration, Instant};
 
 use quiver_avro::wire;
@@ -102,14 +106,6 @@ impl Drop for Deployment {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.folder);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Confluent-framed match events with schema id 7.
@@ -288,37 +284,4 @@ fn http_get(port: u16, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
-}
-
-/// The ingest process, killed if the test fails before it stops it.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    /// Panics with the log if the process has exited.
-    fn assert_running(&mut self, log: &std::path::Path) {
-        if let Some(status) = self.child().try_wait().unwrap() {
-            self.0 = None;
-            panic!(
-                "ingest exited early ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
-
-    fn child(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("still running")
-    }
-
-    fn take(&mut self) -> std::process::Child {
-        self.0.take().expect("still running")
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -2,6 +2,8 @@
 //! come back with statuses, and a deletion announced on the invalidation topic reaches the
 //! server's cache.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,23 +14,7 @@ use quiver_core::store::{FeatureStore, FeatureWrite};
 use quiver_core::value::Value;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The server process, killed if the test fails before it stops it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{KillOnDrop, free_port};
 
 #[tokio::test]
 async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
@@ -88,7 +74,7 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         .unwrap();
 
     let port = free_port();
-    let server = KillOnDrop(
+    let server = KillOnDrop(Some(
         quiver()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
@@ -101,7 +87,7 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
             .stderr(Stdio::null())
             .spawn()
             .expect("serve starts"),
-    );
+    ));
     let get = || {
         let output = quiver()
             .args(["get", "--server", &format!("http://127.0.0.1:{port}")])
