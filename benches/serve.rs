@@ -12,6 +12,9 @@
 //!
 //! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
 //! call that does no work.
+//!
+//! `QUIVER_BENCH_ONLY=<text>` runs only the cases whose name contains it (and the floor), for
+//! profiling one path.
 
 #![allow(
     clippy::print_stdout,
@@ -32,7 +35,7 @@ use quiver_core::value::{ScalarType, Value, ValueType};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::feature_service_client::FeatureServiceClient;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
-use quiver_serve::{FeatureServer, ServeConfig, ServeMetrics};
+use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 use quiver_testkit::contract;
 use scylla::client::session::Session;
 use tonic::transport::Channel;
@@ -46,6 +49,8 @@ const ENTITIES: i64 = 10_000;
 const FEATURES: usize = 20;
 const CONCURRENCY: usize = 16;
 const SECONDS: u64 = 3;
+/// Load before each case's counted calls: connection windows, allocator and caches settle.
+const WARMUP: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() {
@@ -112,11 +117,14 @@ async fn main() {
         let (store, registry) = (store.clone(), registry.clone());
         async move {
             let config = ServeConfig {
-                cache: if cache {
-                    ServeConfig::default().cache
-                } else {
-                    None
-                },
+                // Long enough that no entry expires between warming and measuring: the hit
+                // case is to measure hits only (the default TTL is 5 s).
+                cache: cache.then(|| CacheConfig {
+                    ttl: Duration::from_secs(600),
+                    ..ServeConfig::default()
+                        .cache
+                        .expect("the default config caches")
+                }),
                 ..ServeConfig::default()
             };
             let server = Arc::new(FeatureServer::new(
@@ -137,7 +145,7 @@ async fn main() {
     };
     let cached = start(true).await;
     let uncached = start(false).await;
-    let features: Vec<String> = (0..FEATURES)
+    let features: Arc<[String]> = (0..FEATURES)
         .map(|i| format!("user_profile:f{i:02}"))
         .collect();
     println!(
@@ -151,7 +159,7 @@ async fn main() {
     let health = tonic_health::pb::health_client::HealthClient::new(cached.clone());
     report(
         "empty call floor (health check)",
-        load(|_| {
+        load(move |_| {
             let mut health = health.clone();
             async move {
                 health
@@ -172,48 +180,83 @@ async fn main() {
     );
     let select = Arc::new(session.prepare(statement).await.expect("prepares"));
     for batch in [1_usize, 10, 100] {
-        // Warm the cache with every key this batch size will ask for.
-        let warm = FeatureServiceClient::new(cached.clone());
-        let ask = |call: u64| request(&features, batch, call);
-        futures::stream::iter(0..ENTITIES as u64 / batch as u64 + 1)
-            .map(|call| {
-                let mut warm = warm.clone();
-                let request = ask(call);
-                async move { warm.get_online_features(request).await.expect("answers") }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let hits = FeatureServiceClient::new(cached.clone());
-        report(
-            &format!("batch {batch}: cache hits"),
-            load(|call| {
+        let ask = {
+            let features = features.clone();
+            move |call: u64| request(&features, batch, call)
+        };
+        let case = format!("batch {batch}: cache hits");
+        if selected(&case) {
+            // Warm the cache with every key this batch size will ask for.
+            let warm = FeatureServiceClient::new(cached.clone());
+            futures::stream::iter(0..ENTITIES as u64 / batch as u64 + 1)
+                .map(|call| {
+                    let mut warm = warm.clone();
+                    let request = ask(call);
+                    async move { warm.get_online_features(request).await.expect("answers") }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            let hits = FeatureServiceClient::new(cached.clone());
+            let ask = ask.clone();
+            let measured = load(move |call| {
                 let (mut hits, request) = (hits.clone(), ask(call));
                 async move {
                     hits.get_online_features(request).await.expect("answers");
                 }
             })
-            .await,
-        );
-        let misses = FeatureServiceClient::new(uncached.clone());
-        report(
-            &format!("batch {batch}: cache misses (cache off)"),
-            load(|call| {
+            .await;
+            report(&case, measured);
+        }
+        let case = format!("batch {batch}: cache misses (cache off)");
+        if selected(&case) {
+            let misses = FeatureServiceClient::new(uncached.clone());
+            let ask = ask.clone();
+            let measured = load(move |call| {
                 let (mut misses, request) = (misses.clone(), ask(call));
                 async move {
                     misses.get_online_features(request).await.expect("answers");
                 }
             })
-            .await,
-        );
-        report(
-            &format!("batch {batch}: direct driver reads"),
-            load(|call| {
+            .await;
+            report(&case, measured);
+        }
+        let case = format!("batch {batch}: adapter reads");
+        if selected(&case) {
+            let (store, registry) = (store.clone(), registry.clone());
+            let measured = load(move |call| {
+                let (store, registry) = (store.clone(), registry.clone());
+                async move {
+                    let view = registry
+                        .latest_view(&"user_profile".parse().unwrap())
+                        .expect("applied");
+                    let features = quiver_core::read::stored_features(view);
+                    let reads = keys(batch, call).into_iter().map(|id| {
+                        let key = EntityKey::new(vec![KeyPart::Int64(id)]).unwrap();
+                        let (store, registry, features) = (&store, &registry, &features);
+                        async move {
+                            store
+                                .read_features(&registry.entities[0], view, features, &key)
+                                .await
+                                .expect("reads")
+                        }
+                    });
+                    std::hint::black_box(join_all(reads).await);
+                }
+            })
+            .await;
+            report(&case, measured);
+        }
+        let case = format!("batch {batch}: direct driver reads");
+        if selected(&case) {
+            let (session, select) = (session.clone(), select.clone());
+            let measured = load(move |call| {
                 let (session, select) = (session.clone(), select.clone());
                 async move { read_directly(&session, &select, keys(batch, call)).await }
             })
-            .await,
-        );
+            .await;
+            report(&case, measured);
+        }
     }
 }
 
@@ -261,27 +304,77 @@ async fn read_directly(
     std::hint::black_box(join_all(reads).await);
 }
 
-/// Latencies of every call made in `SECONDS` with `CONCURRENCY` in flight.
+/// Latencies of every call made in `SECONDS` with `CONCURRENCY` in flight, after `WARMUP` of
+/// the same load whose calls are not counted, once the machine is quiet.
 async fn load<F, Fut>(call: F) -> (Vec<Duration>, Duration)
 where
-    F: Fn(u64) -> Fut + Sync,
-    Fut: std::future::Future<Output = ()>,
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
 {
-    let started = Instant::now();
-    let until = started + Duration::from_secs(SECONDS);
-    let next = std::sync::atomic::AtomicU64::new(0);
-    let workers = (0..CONCURRENCY).map(|_| async {
-        let mut latencies = Vec::new();
-        while Instant::now() < until {
-            let number = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent = Instant::now();
-            call(number).await;
-            latencies.push(sent.elapsed());
-        }
-        latencies
+    wait_until_quiet().await;
+    let counted_from = Instant::now() + WARMUP;
+    let until = counted_from + Duration::from_secs(SECONDS);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let call = Arc::new(call);
+    // Each worker is a task of its own, so the runtime's threads share them as they share the
+    // server's tasks.
+    let workers = (0..CONCURRENCY).map(|_| {
+        let (call, next) = (call.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let number = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sent = Instant::now();
+                call(number).await;
+                if sent >= counted_from {
+                    latencies.push(sent.elapsed());
+                }
+            }
+            latencies
+        })
     });
-    let latencies = join_all(workers).await.concat();
-    (latencies, started.elapsed())
+    let latencies = join_all(workers)
+        .await
+        .into_iter()
+        .map(|worker| worker.expect("a load worker finishes"))
+        .collect::<Vec<_>>()
+        .concat();
+    (latencies, counted_from.elapsed())
+}
+
+/// Waits, up to 30 s, until the machine's CPUs are at least 90% idle over a quarter second, so
+/// that one case is not measured while Cassandra flushes or compacts what the last one did.
+async fn wait_until_quiet() {
+    /// Idle and total jiffies of all CPUs, from the first line of `/proc/stat`.
+    fn cpu_times() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        Some((fields.get(3)? + fields.get(4)?, fields.iter().sum()))
+    }
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < give_up {
+        let Some((idle_before, total_before)) = cpu_times() else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some((idle, total)) = cpu_times() else {
+            return;
+        };
+        if (idle - idle_before) * 10 >= (total - total_before) * 9 {
+            return;
+        }
+    }
+}
+
+/// Whether case `name` is to run, by `QUIVER_BENCH_ONLY`.
+fn selected(name: &str) -> bool {
+    std::env::var("QUIVER_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
 fn report(case: &str, (mut latencies, took): (Vec<Duration>, Duration)) {

@@ -68,26 +68,20 @@ pub fn plan_service<'r>(registry: &'r Registry, name: &str) -> Result<ReadPlan<'
     plan(registry, references)
 }
 
-/// The plan for explicit `view:feature` (or `view@2:feature`) references, in their order.
-pub fn plan_features<'r>(
-    registry: &'r Registry,
-    references: &[String],
-) -> Result<ReadPlan<'r>, ReadError> {
-    let parsed: Vec<(String, ServiceFeature)> = references
+/// The plan for explicit `view:feature` (or `view@2:feature`) references, in their order; each
+/// column is named by its reference.
+pub fn plan_features(
+    registry: &Registry,
+    references: Vec<String>,
+) -> Result<ReadPlan<'_>, ReadError> {
+    let parsed: Vec<ServiceFeature> = references
         .iter()
         .map(|text| {
             text.parse::<ServiceFeature>()
-                .map(|feature| (text.clone(), feature))
                 .map_err(|_| ReadError::BadReference(text.clone()))
         })
         .collect::<Result<_, _>>()?;
-    plan(
-        registry,
-        parsed
-            .iter()
-            .map(|(text, feature)| (text.clone(), feature))
-            .collect(),
-    )
+    plan(registry, references.into_iter().zip(&parsed).collect())
 }
 
 fn plan<'r>(
@@ -200,13 +194,16 @@ mod tests {
     #[test]
     fn an_empty_request_and_unknown_names_are_named() {
         let registry = Registry::default();
-        assert_eq!(plan_features(&registry, &[]), Err(ReadError::NoFeatures));
         assert_eq!(
-            plan_features(&registry, &["nope".into()]),
+            plan_features(&registry, Vec::new()),
+            Err(ReadError::NoFeatures)
+        );
+        assert_eq!(
+            plan_features(&registry, vec!["nope".into()]),
             Err(ReadError::BadReference("nope".into()))
         );
         assert_eq!(
-            plan_features(&registry, &["views:f".into()]),
+            plan_features(&registry, vec!["views:f".into()]),
             Err(ReadError::UnknownView("views".into()))
         );
         assert_eq!(

@@ -74,6 +74,9 @@ pub struct ScyllaStore {
     update_registry: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
+    /// The read of each table, with the features it selects: the serving path reads the same
+    /// column set again and again, and finds it here without building the statement's text.
+    reads: Mutex<HashMap<String, (Vec<Name>, PreparedStatement)>>,
 }
 
 /// Writes of one call in flight at once: enough to hide round trips, few enough to be polite.
@@ -180,6 +183,7 @@ impl ScyllaStore {
             insert_registry,
             update_registry,
             statements: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -201,6 +205,36 @@ impl ScyllaStore {
             .lock()
             .expect("not poisoned")
             .insert(statement, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The prepared read of `features` (and their write times) of one entity in `view`.
+    async fn read_statement(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        features: &[Name],
+    ) -> Result<PreparedStatement, StoreError> {
+        let table = self.table(view);
+        if let Some((selected, prepared)) = self.reads.lock().expect("not poisoned").get(&table)
+            && selected.as_slice() == features
+        {
+            return Ok(prepared.clone());
+        }
+        let selected: Vec<String> = quoted(features)
+            .into_iter()
+            .map(|column| format!("{column}, WRITETIME({column})"))
+            .collect();
+        let statement = format!(
+            "SELECT {} FROM {table} WHERE {}",
+            selected.join(", "),
+            key_conditions(entity).join(" AND ")
+        );
+        let prepared = self.prepared(statement).await?;
+        self.reads
+            .lock()
+            .expect("not poisoned")
+            .insert(table, (features.to_vec(), prepared.clone()));
         Ok(prepared)
     }
 
@@ -532,17 +566,7 @@ impl FeatureStore for ScyllaStore {
         if features.is_empty() {
             return Ok(Vec::new());
         }
-        let selected: Vec<String> = quoted(features)
-            .into_iter()
-            .map(|column| format!("{column}, WRITETIME({column})"))
-            .collect();
-        let statement = format!(
-            "SELECT {} FROM {} WHERE {}",
-            selected.join(", "),
-            self.table(view),
-            key_conditions(entity).join(" AND ")
-        );
-        let prepared = self.prepared(statement).await?;
+        let prepared = self.read_statement(entity, view, features).await?;
         let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
         let row: Option<Row> = self
             .session

@@ -87,13 +87,13 @@ impl RowCache {
     /// share one load. A failed load is not cached.
     pub(crate) async fn get_or_load<F>(
         &self,
-        key: RowKey,
+        key: &RowKey,
         load: F,
     ) -> Result<(Row, bool), StoreError>
     where
         F: Future<Output = Result<Row, StoreError>>,
     {
-        if let Some(row) = self.rows.get(&key).await {
+        if let Some(row) = self.rows.get(key).await {
             return Ok((row, true));
         }
         let mut loaded = false;
@@ -101,7 +101,7 @@ impl RowCache {
         let remembered = key.clone();
         let row = self
             .rows
-            .try_get_with(key, async {
+            .try_get_with(key.clone(), async {
                 loaded = true;
                 let row = load.await?;
                 if let Some(last_read) = last_read {

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::ServeConfig;
 use crate::cache::{Row, RowCache};
 use crate::convert;
-use crate::metrics::{LookupLabels, MethodLabels, ServeMetrics};
+use crate::metrics::{MethodLabels, ServeMetrics};
 
 pub(crate) struct Service<S> {
     pub(crate) store: Arc<S>,
@@ -153,9 +153,9 @@ impl<S: FeatureStore + 'static> Service<S> {
         request: pb::GetOnlineFeaturesRequest,
     ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
         let registry = self.registry.borrow().clone();
-        let plan = match &request.features {
-            Some(Features::FeatureService(name)) => plan_service(&registry, name),
-            Some(Features::FeatureList(list)) => plan_features(&registry, &list.features),
+        let plan = match request.features {
+            Some(Features::FeatureService(name)) => plan_service(&registry, &name),
+            Some(Features::FeatureList(list)) => plan_features(&registry, list.features),
             None => Err(ReadError::NoFeatures),
         }
         .map_err(read_error)?;
@@ -206,12 +206,12 @@ impl<S: FeatureStore + 'static> Service<S> {
         let now = now_micros();
         let features = plan
             .columns
-            .iter()
+            .into_iter()
             .map(|column| {
                 let (_, view) = plan.views[column.view];
                 let (positions, _) = &per_view[column.view];
                 let mut out = pb::FeatureColumn {
-                    name: column.name.clone(),
+                    name: column.name,
                     values: Vec::with_capacity(rows),
                     statuses: Vec::with_capacity(rows),
                     event_time_micros: Vec::with_capacity(rows),
@@ -288,7 +288,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             return Ok(Fetched { row, stale: false });
         };
         let row_key = (table.clone(), key.clone());
-        let (row, hit) = match cache.get_or_load(row_key.clone(), load).await {
+        let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
                 let stale = cache
@@ -303,12 +303,11 @@ impl<S: FeatureStore + 'static> Service<S> {
             }
             Err(error) => return Err(store_error(error)),
         };
-        self.metrics
-            .cache_lookups
-            .get_or_create(&LookupLabels {
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        if hit {
+            self.metrics.cache_hits.inc();
+        } else {
+            self.metrics.cache_misses.inc();
+        }
         Ok(Fetched { row, stale: false })
     }
 }
