@@ -1,6 +1,7 @@
 //! The `quiver` command line: one binary whose subcommands run each part of the feature store.
 
 mod serving;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use quiver_core::apply::ApplyError;
 use quiver_core::definition::Definitions;
-use quiver_scylla::{ScyllaConfig, ScyllaStore};
-use scylla::statement::Consistency;
+use store::StoreArgs;
 
 /// glibc's allocator spent about a third of the serving benchmark's CPU on its own bookkeeping and
 /// arena locks; mimalloc more than doubled cache-hit throughput (BENCHMARKS.md).
@@ -208,59 +208,6 @@ fn parse_schema_id(text: &str) -> Result<(u32, PathBuf), String> {
         .parse()
         .map_err(|_| format!("`{id}` in `{text}` is not a schema id (a whole number)"))?;
     Ok((id, PathBuf::from(path.trim())))
-}
-
-/// Where the online store is.
-#[derive(Debug, Args)]
-struct StoreArgs {
-    /// CQL contact points of the ScyllaDB cluster, comma-separated host:port.
-    #[arg(
-        long,
-        env = "QUIVER_CQL_NODES",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:9042"
-    )]
-    cql_nodes: Vec<String>,
-    /// The keyspace holding Quiver's tables. It must exist: its replication is yours to choose.
-    #[arg(long, env = "QUIVER_KEYSPACE", default_value = "quiver")]
-    keyspace: String,
-    /// Consistency level of reads and writes: one, local_one, quorum or local_quorum.
-    #[arg(long, env = "QUIVER_CONSISTENCY", default_value = "local_quorum", value_parser = parse_consistency)]
-    consistency: Consistency,
-    /// Seconds a single request to the store may take.
-    #[arg(long, env = "QUIVER_CQL_TIMEOUT_SECS", default_value_t = 10)]
-    cql_timeout_secs: u64,
-    /// Create the keyspace if it is missing (plan does too), with one replica (SimpleStrategy). For a laptop or
-    /// a test cluster only: in production, create it with the replication you need.
-    #[arg(long)]
-    create_keyspace: bool,
-}
-
-fn parse_consistency(text: &str) -> Result<Consistency, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "one" => Ok(Consistency::One),
-        "local_one" => Ok(Consistency::LocalOne),
-        "quorum" => Ok(Consistency::Quorum),
-        "local_quorum" => Ok(Consistency::LocalQuorum),
-        _ => Err(format!(
-            "`{text}` is not a consistency level; use one, local_one, quorum or local_quorum"
-        )),
-    }
-}
-
-impl StoreArgs {
-    async fn connect(&self) -> anyhow::Result<ScyllaStore> {
-        let config = ScyllaConfig {
-            nodes: self.cql_nodes.clone(),
-            keyspace: self.keyspace.clone(),
-            consistency: self.consistency,
-            request_timeout: Duration::from_secs(self.cql_timeout_secs),
-            create_keyspace: self.create_keyspace,
-        };
-        ScyllaStore::connect(&config)
-            .await
-            .context("cannot open the online store")
-    }
 }
 
 const EXIT_CHANGES: u8 = 3;
@@ -504,6 +451,8 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use scylla::statement::Consistency;
+    use store::parse_consistency;
 
     #[test]
     fn the_command_line_definition_is_consistent() {

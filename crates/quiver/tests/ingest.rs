@@ -61,6 +61,7 @@ impl Deployment {
     fn quiver(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
         command
+            .env("QUIVER_STORE", "scylla")
             .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
             .env("QUIVER_KEYSPACE", &self.keyspace)
             .env("QUIVER_CONSISTENCY", "one");

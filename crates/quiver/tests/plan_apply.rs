@@ -36,6 +36,7 @@ fn quiver(workspace: &Workspace, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_quiver"))
         .args(args)
         .args(["--keyspace", &workspace.keyspace, "--consistency", "one"])
+        .env("QUIVER_STORE", "scylla")
         .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
         .output()
         .expect("the quiver binary runs")
@@ -192,6 +193,8 @@ fn an_unreachable_store_is_an_error_naming_it() {
             "plan",
             "--dir",
             &examples().display().to_string(),
+            "--store",
+            "scylla",
             "--cql-nodes",
             "127.0.0.1:1",
             "--cql-timeout-secs",

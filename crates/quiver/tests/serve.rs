@@ -25,6 +25,7 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
     let quiver = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
         command
+            .env("QUIVER_STORE", "scylla")
             .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
             .env("QUIVER_KEYSPACE", &keyspace)
             .env("QUIVER_CONSISTENCY", "one")

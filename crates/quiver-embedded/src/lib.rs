@@ -1,0 +1,365 @@
+//! The embedded adapter of the online store port: the registry and every feature value in one
+//! [redb](https://www.redb.org) file, for a laptop, the quickstart and tests, with the semantics
+//! of the ScyllaDB adapter.
+//!
+//! Layout, three tables of bytes:
+//! - `registry`: the registry as JSON with its revision, under one key;
+//! - `features`: one entry per (view version, entity, feature), keyed by the view's table name, a
+//!   NUL, the entity key's canonical encoding ([`EntityKey::encode`]) and the feature name;
+//!   the value holds the event time, the expiry and the value as JSON;
+//! - `deletions`: per (view version, entity), the event time of its latest deletion.
+//!
+//! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
+//! replaces the stored one only if its event time is not older, a deletion removes what is not
+//! newer than it and keeps shadowing older writes, and an expired value reads as absent. Each call
+//! is one transaction, so a refused batch writes nothing, and a commit is durable (fsync) before
+//! the call returns.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView, view_table_name};
+use quiver_core::key::EntityKey;
+use quiver_core::name::Name;
+use quiver_core::store::{
+    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
+    check_write, feature_types, remaining_ttl_secs,
+};
+use quiver_core::value::Value;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
+const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features");
+const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions");
+
+const REGISTRY_KEY: &str = "current";
+
+/// The online store in one local file.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    database: Arc<Database>,
+}
+
+fn unavailable(context: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, format!("{context}: {error}"))
+}
+
+fn corrupt(message: String) -> StoreError {
+    StoreError::new(StoreErrorKind::Corrupt, message)
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64)
+}
+
+/// The key of an entity's row in one view version: every feature key starts with it.
+fn row_key(view: &VersionedView, key: &EntityKey) -> Vec<u8> {
+    let mut out = view_table_name(&view.view.name, view.version).into_bytes();
+    out.push(0);
+    out.extend_from_slice(&key.encode());
+    out
+}
+
+fn feature_key(row: &[u8], feature: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() + feature.as_str().len());
+    out.extend_from_slice(row);
+    out.extend_from_slice(feature.as_str().as_bytes());
+    out
+}
+
+/// A stored feature value: event time, expiry (`i64::MAX` for none), then the value as JSON.
+fn encode_entry(event_time_micros: i64, expires_micros: i64, value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&event_time_micros.to_be_bytes());
+    out.extend_from_slice(&expires_micros.to_be_bytes());
+    serde_json::to_writer(&mut out, value).expect("a value serializes to JSON");
+    out
+}
+
+/// The event time and expiry of a stored entry, without decoding its value.
+fn entry_times(entry: &[u8]) -> Option<(i64, i64)> {
+    let event_time = i64::from_be_bytes(entry.get(..8)?.try_into().ok()?);
+    let expires = i64::from_be_bytes(entry.get(8..16)?.try_into().ok()?);
+    Some((event_time, expires))
+}
+
+impl EmbeddedStore {
+    /// Opens the store in `path`, creating the file if it does not exist. One process at a time
+    /// may have it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let database = Database::create(path).map_err(|error| {
+            unavailable(&format!("opening the store file {}", path.display()), error)
+        })?;
+        let transaction = database
+            .begin_write()
+            .map_err(|error| unavailable("creating the tables", error))?;
+        let creating = |error: redb::TableError| unavailable("creating the tables", error);
+        transaction.open_table(REGISTRY).map_err(creating)?;
+        transaction.open_table(FEATURES).map_err(creating)?;
+        transaction.open_table(DELETIONS).map_err(creating)?;
+        transaction
+            .commit()
+            .map_err(|error| unavailable("creating the tables", error))?;
+        Ok(EmbeddedStore {
+            database: Arc::new(database),
+        })
+    }
+
+    /// Runs a write transaction on the blocking pool, since its commit waits for the disk.
+    async fn in_write_transaction<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let database = self.database.clone();
+        tokio::task::spawn_blocking(move || {
+            let transaction = database
+                .begin_write()
+                .map_err(|error| unavailable("starting a write", error))?;
+            let result = work(&transaction)?;
+            transaction
+                .commit()
+                .map_err(|error| unavailable("committing a write", error))?;
+            Ok(result)
+        })
+        .await
+        .map_err(|error| unavailable("the write task", error))?
+    }
+}
+
+impl OnlineStore for EmbeddedStore {
+    async fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| unavailable("loading the registry", error))?;
+        let table = transaction
+            .open_table(REGISTRY)
+            .map_err(|error| unavailable("loading the registry", error))?;
+        let Some(stored) = table
+            .get(REGISTRY_KEY)
+            .map_err(|error| unavailable("loading the registry", error))?
+        else {
+            return Ok(None);
+        };
+        let json = stored.value().get(8..).unwrap_or_default();
+        serde_json::from_slice(json)
+            .map(Some)
+            .map_err(|error| corrupt(format!("the stored registry cannot be read: {error}")))
+    }
+
+    async fn publish_registry(
+        &self,
+        expected_revision: u64,
+        registry: &Registry,
+    ) -> Result<(), StoreError> {
+        let mut entry = registry.revision.to_be_bytes().to_vec();
+        serde_json::to_writer(&mut entry, registry)
+            .map_err(|error| StoreError::new(StoreErrorKind::Invalid, error.to_string()))?;
+        self.in_write_transaction(move |transaction| {
+            let mut table = transaction
+                .open_table(REGISTRY)
+                .map_err(|error| unavailable("publishing the registry", error))?;
+            let current = table
+                .get(REGISTRY_KEY)
+                .map_err(|error| unavailable("publishing the registry", error))?
+                .map(|stored| {
+                    stored
+                        .value()
+                        .get(..8)
+                        .and_then(|bytes| bytes.try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .ok_or_else(|| corrupt("the stored registry has no revision".into()))
+                })
+                .transpose()?
+                .unwrap_or(0);
+            if current != expected_revision {
+                return Err(StoreError::new(
+                    StoreErrorKind::Conflict,
+                    format!("the registry is no longer at revision {expected_revision}"),
+                ));
+            }
+            table
+                .insert(REGISTRY_KEY, entry.as_slice())
+                .map_err(|error| unavailable("publishing the registry", error))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Nothing to create: a view version's values live under its table name in `features`.
+    async fn ensure_view_table(
+        &self,
+        _entity: &Entity,
+        _view: &FeatureView,
+        _version: u32,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl FeatureStore for EmbeddedStore {
+    async fn write_features(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writes: &[FeatureWrite],
+    ) -> Result<(), StoreError> {
+        for write in writes {
+            check_write(entity, &view.view, write)?;
+        }
+        let now = now_micros();
+        // Encoded before the transaction, so that the blocking task owns what it writes.
+        let rows: Vec<(Vec<u8>, i64, Vec<(Vec<u8>, Vec<u8>)>)> = writes
+            .iter()
+            .filter_map(|write| {
+                let expires = match view.view.ttl {
+                    None => i64::MAX,
+                    // Like CQL's TTL: counted from the event time, and an event already older
+                    // than the TTL is not stored.
+                    Some(ttl) => {
+                        let remaining = remaining_ttl_secs(ttl, write.event_time_micros, now)?;
+                        now.saturating_add((remaining as i64).saturating_mul(1_000_000))
+                    }
+                };
+                let row = row_key(view, &write.key);
+                let entries = write
+                    .values
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            feature_key(&row, name),
+                            encode_entry(write.event_time_micros, expires, value),
+                        )
+                    })
+                    .collect();
+                Some((row, write.event_time_micros, entries))
+            })
+            .collect();
+        self.in_write_transaction(move |transaction| {
+            let failed = |error: redb::StorageError| unavailable("writing features", error);
+            let mut features = transaction
+                .open_table(FEATURES)
+                .map_err(|error| unavailable("writing features", error))?;
+            let deletions = transaction
+                .open_table(DELETIONS)
+                .map_err(|error| unavailable("writing features", error))?;
+            for (row, event_time, entries) in rows {
+                let deleted_at = deletions
+                    .get(row.as_slice())
+                    .map_err(failed)?
+                    .map(|stored| stored.value());
+                if deleted_at.is_some_and(|deleted_at| deleted_at >= event_time) {
+                    continue;
+                }
+                for (key, entry) in entries {
+                    let newer_stored = features
+                        .get(key.as_slice())
+                        .map_err(failed)?
+                        .and_then(|stored| entry_times(stored.value()))
+                        .is_some_and(|(stored_time, expires)| {
+                            stored_time > event_time && expires > now
+                        });
+                    if !newer_stored {
+                        features
+                            .insert(key.as_slice(), entry.as_slice())
+                            .map_err(failed)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        event_time_micros: i64,
+    ) -> Result<(), StoreError> {
+        check_key(entity, key)?;
+        let row = row_key(view, key);
+        self.in_write_transaction(move |transaction| {
+            let failed = |error: redb::StorageError| unavailable("deleting an entity", error);
+            let mut deletions = transaction
+                .open_table(DELETIONS)
+                .map_err(|error| unavailable("deleting an entity", error))?;
+            let latest = deletions
+                .get(row.as_slice())
+                .map_err(failed)?
+                .map_or(event_time_micros, |stored| {
+                    stored.value().max(event_time_micros)
+                });
+            deletions.insert(row.as_slice(), latest).map_err(failed)?;
+            let mut features = transaction
+                .open_table(FEATURES)
+                .map_err(|error| unavailable("deleting an entity", error))?;
+            // Every key of this row starts with `row`; the NUL after the table name and the
+            // self-delimiting key encoding keep other rows out of the range.
+            let mut end = row.clone();
+            end.push(u8::MAX);
+            features
+                .retain_in(row.as_slice()..end.as_slice(), |_, entry| {
+                    entry_times(entry).is_some_and(|(event_time, _)| event_time > latest)
+                })
+                .map_err(failed)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_features(
+        &self,
+        _entity: &Entity,
+        view: &VersionedView,
+        features: &[Name],
+        key: &EntityKey,
+    ) -> Result<Vec<Option<StoredValue>>, StoreError> {
+        let types = feature_types(&view.view, features)?;
+        let failed = |error: redb::StorageError| unavailable("reading features", error);
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| unavailable("reading features", error))?;
+        let table = transaction
+            .open_table(FEATURES)
+            .map_err(|error| unavailable("reading features", error))?;
+        let row = row_key(view, key);
+        let now = now_micros();
+        features
+            .iter()
+            .zip(types)
+            .map(|(name, value_type)| {
+                let Some(stored) = table
+                    .get(feature_key(&row, name).as_slice())
+                    .map_err(failed)?
+                else {
+                    return Ok(None);
+                };
+                let entry = stored.value();
+                let unreadable =
+                    || corrupt(format!("{}:{name} of {key} is unreadable", view.view.name));
+                let (event_time_micros, expires) = entry_times(entry).ok_or_else(unreadable)?;
+                if expires <= now {
+                    return Ok(None);
+                }
+                let value: Value =
+                    serde_json::from_slice(&entry[16..]).map_err(|_| unreadable())?;
+                if value_type.check(&value).is_err() {
+                    return Err(corrupt(format!(
+                        "{}:{name} of {key} holds a value that is not a {value_type}",
+                        view.view.name
+                    )));
+                }
+                Ok(Some(StoredValue {
+                    value,
+                    event_time_micros,
+                }))
+            })
+            .collect()
+    }
+}
