@@ -35,6 +35,13 @@ const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions")
 
 const REGISTRY_KEY: &str = "current";
 
+/// One write's entries, encoded: its row key, event time, and (feature key, entry) pairs.
+struct EncodedRow {
+    row: Vec<u8>,
+    event_time: i64,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// The online store in one local file.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -212,7 +219,7 @@ impl FeatureStore for EmbeddedStore {
         }
         let now = now_micros();
         // Encoded before the transaction, so that the blocking task owns what it writes.
-        let rows: Vec<(Vec<u8>, i64, Vec<(Vec<u8>, Vec<u8>)>)> = writes
+        let rows: Vec<EncodedRow> = writes
             .iter()
             .filter_map(|write| {
                 let expires = match view.view.ttl {
@@ -235,7 +242,11 @@ impl FeatureStore for EmbeddedStore {
                         )
                     })
                     .collect();
-                Some((row, write.event_time_micros, entries))
+                Some(EncodedRow {
+                    row,
+                    event_time: write.event_time_micros,
+                    entries,
+                })
             })
             .collect();
         self.in_write_transaction(move |transaction| {
@@ -246,7 +257,12 @@ impl FeatureStore for EmbeddedStore {
             let deletions = transaction
                 .open_table(DELETIONS)
                 .map_err(|error| unavailable("writing features", error))?;
-            for (row, event_time, entries) in rows {
+            for EncodedRow {
+                row,
+                event_time,
+                entries,
+            } in rows
+            {
                 let deleted_at = deletions
                     .get(row.as_slice())
                     .map_err(failed)?

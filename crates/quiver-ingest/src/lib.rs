@@ -10,6 +10,7 @@
 //! A deletion topic, when configured, carries commands that remove an entity from every view;
 //! each is announced on the invalidation topic once done, for serving nodes' caches.
 
+pub mod file;
 mod metrics;
 mod publish;
 mod route;
@@ -124,6 +125,8 @@ pub enum IngestError {
     },
     #[error(transparent)]
     SchemaRegistry(#[from] SchemaRegistryError),
+    #[error("event file {0}")]
+    File(String),
     #[error("the online store refused a write: {0}")]
     Store(quiver_core::store::StoreError),
 }

@@ -21,7 +21,7 @@ use crate::{IngestError, WireFormat};
 pub(crate) struct Route {
     pub(crate) entity: Entity,
     pub(crate) view: VersionedView,
-    decoder: Decoder,
+    pub(crate) decoder: Decoder,
 }
 
 /// How record values are framed, with the writer schemas of the Confluent format.
@@ -59,6 +59,11 @@ impl Decoder {
             reader,
             same_as_reader: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The schema records are decoded into.
+    pub(crate) fn reader(&self) -> &Schema {
+        &self.reader
     }
 
     /// The decoder of upsert commands, whose reader schema is built in.

@@ -20,6 +20,8 @@ pub use cache::CacheConfig;
 pub use metrics::ServeMetrics;
 
 use std::future::Future;
+
+use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +48,10 @@ pub struct ServeConfig {
     pub read_timeout: Duration,
     /// The cache; `None` reads the store on every call.
     pub cache: Option<CacheConfig>,
+    /// After shutdown is asked for, how long open connections get to finish their calls and
+    /// close before the server stops anyway: a client that keeps its connection open must not
+    /// keep the process alive.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +67,7 @@ impl Default for ServeConfig {
                 negative_ttl: Duration::from_secs(1),
                 serve_stale_for: None,
             }),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -148,7 +155,8 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         let features = FeatureServiceServer::from_arc(self.service.clone())
             .max_decoding_message_size(self.service.config.max_request_bytes.saturating_mul(2));
         tracing::info!(address = ?listener.local_addr().ok(), "serving");
-        tonic::transport::Server::builder()
+        let shutdown = shutdown.shared();
+        let serving = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(features)
@@ -156,9 +164,18 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             // coalesce them costs tens of milliseconds against a delayed ACK.
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await?;
+                shutdown.clone(),
+            );
+        let drain_timeout = self.service.config.drain_timeout;
+        tokio::select! {
+            served = serving => served?,
+            () = async {
+                shutdown.await;
+                tokio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!(?drain_timeout, "connections still open after the drain timeout; stopping");
+            }
+        }
         Ok(())
     }
 }

@@ -120,7 +120,7 @@ pub fn shuffled_stream(schema: &Schema, count: usize, users: i64, seed: u64) -> 
 }
 
 /// A small deterministic generator (SplitMix64), so streams are the same on every run.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -132,7 +132,7 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound`.
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 }

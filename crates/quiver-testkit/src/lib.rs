@@ -17,6 +17,7 @@
 
 pub mod contract;
 pub mod events;
+pub mod sample;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};

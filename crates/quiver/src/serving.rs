@@ -10,14 +10,15 @@ use quiver_core::read::Status;
 use quiver_core::value::Value;
 use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 
-use crate::{Stopper, StoreArgs};
+use crate::Stopper;
+use crate::store::{Store, StoreArgs};
 
 /// How `serve` listens, limits calls and caches.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address of the gRPC server (FeatureService, health, reflection).
     #[arg(long, env = "QUIVER_LISTEN", default_value = "0.0.0.0:50051")]
-    listen: std::net::SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
     /// Address of the Prometheus endpoint, served at /metrics.
     #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9465")]
     metrics_addr: std::net::SocketAddr,
@@ -58,9 +59,33 @@ pub(crate) struct ServeArgs {
     /// Seconds between reloads of the registry: a `quiver apply` reaches the server within this.
     #[arg(long, default_value_t = 5)]
     registry_refresh_secs: u64,
+    /// On SIGTERM or Ctrl-C, seconds open connections get to finish their calls before the
+    /// server stops anyway.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout_secs: u64,
 }
 
 pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<()> {
+    let store = Arc::new(store.connect().await?);
+    let listener = bind(args.listen).await?;
+    run_server(&args, store, listener, Stopper::on_signal()).await
+}
+
+/// A listener on `address` for the gRPC server.
+pub(crate) async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
+/// Serves `store` on `listener`, with metrics and the invalidation listener `args` ask for,
+/// until `stopper` says stop.
+pub(crate) async fn run_server(
+    args: &ServeArgs,
+    store: Arc<Store>,
+    listener: tokio::net::TcpListener,
+    stopper: Stopper,
+) -> anyhow::Result<()> {
     let config = ServeConfig {
         max_entities: args.max_entities,
         max_request_bytes: args.max_request_bytes,
@@ -72,8 +97,8 @@ pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<(
             negative_ttl: Duration::from_millis(args.negative_ttl_ms),
             serve_stale_for: args.serve_stale_ms.map(Duration::from_millis),
         }),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
     };
-    let store = Arc::new(store.connect().await?);
     let watcher = quiver_registry::RegistryWatcher::start(
         store.clone(),
         Duration::from_secs(args.registry_refresh_secs.max(1)),
@@ -88,10 +113,6 @@ pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<(
         store,
         metrics,
     ));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let stopper = Stopper::on_signal();
     let metrics_server = stopper
         .serve_metrics(args.metrics_addr, metrics_registry)
         .await?;
@@ -120,21 +141,21 @@ pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<(
 pub(crate) struct GetArgs {
     /// The server's address.
     #[arg(long, env = "QUIVER_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    pub(crate) server: String,
     /// A feature service to read.
     #[arg(
         long,
         conflicts_with = "features",
         required_unless_present = "features"
     )]
-    service: Option<String>,
+    pub(crate) service: Option<String>,
     /// A `view:feature` reference to read; repeat for more.
     #[arg(long = "feature", value_name = "VIEW:FEATURE")]
-    features: Vec<String>,
+    pub(crate) features: Vec<String>,
     /// An entity row as KEY=VALUE, such as user_id=42; repeat for more rows. A value of digits is
     /// sent as an int64 key, anything else as a string.
     #[arg(long = "entity", value_name = "KEY=VALUE", required = true, value_parser = parse_entity)]
-    entities: Vec<(String, String)>,
+    pub(crate) entities: Vec<(String, String)>,
 }
 
 fn parse_entity(text: &str) -> Result<(String, String), String> {
@@ -235,6 +256,11 @@ fn age(micros: i64) -> String {
 fn show(value: &Value) -> String {
     match value {
         Value::String(text) => format!("{text:?}"),
+        Value::Bool(v) => v.to_string(),
+        Value::Int32(v) => v.to_string(),
+        Value::Int64(v) | Value::Timestamp(v) => v.to_string(),
+        Value::Float32(v) => v.to_string(),
+        Value::Float64(v) => v.to_string(),
         Value::Float32List(items) if items.len() > 4 => {
             format!("[{}, {}, ... {} floats]", items[0], items[1], items.len())
         }

@@ -1,0 +1,182 @@
+//! The quickstart's sample events: profile updates and match events of a small dating app,
+//! generated deterministically (the same records on every run; the order of the file header's
+//! metadata is up to the Avro library), and the values a feature store must serve after ingesting
+//! them.
+//!
+//! `cargo run -p quiver-testkit --example sample_events -- examples/events` writes the bundled
+//! files; the quickstart's end-to-end test checks what it serves against [`latest_profiles`] and
+//! [`latest_activity`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use apache_avro::types::Value;
+use apache_avro::{Codec, DeflateSettings, Schema, Writer};
+
+use crate::events::{SplitMix64, match_event_schema, schema_path, shuffled_stream};
+
+/// Users in the sample; user ids are `1..=USERS`.
+pub const USERS: i64 = 500;
+/// Match events in the sample: likes, passes, matches and chat sessions between users.
+pub const MATCH_EVENTS: usize = 5_000;
+/// The file names in the sample folder.
+pub const PROFILES_FILE: &str = "user_profiles.avro";
+pub const MATCH_EVENTS_FILE: &str = "match_events.avro";
+
+const SEED: u64 = 20_261_123;
+const COUNTRIES: [&str; 6] = ["SE", "NO", "DK", "FI", "IS", "DE"];
+
+/// The latest profile of one user, as `user_profile` serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub updated_at_millis: i64,
+    pub country: String,
+    pub photo_count: i32,
+    pub verified: bool,
+}
+
+/// The latest activity of one user, as `user_activity` serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub event_time_millis: i64,
+    pub country: String,
+}
+
+/// The profile updates: every user once, a third of them twice (the second one newer), in an
+/// order unrelated to their times.
+fn profile_updates() -> Vec<(i64, Profile)> {
+    let mut random = SplitMix64(SEED);
+    let mut updates = Vec::new();
+    for user in 1..=USERS {
+        let versions = if user % 3 == 0 { 2 } else { 1 };
+        for version in 0..versions {
+            updates.push((
+                user,
+                Profile {
+                    updated_at_millis: 1_790_000_000_000 + user * 1_000 + version * 3_600_000,
+                    country: COUNTRIES[random.below(COUNTRIES.len() as u64) as usize].to_owned(),
+                    photo_count: random.below(9) as i32,
+                    verified: random.below(2) == 1,
+                },
+            ));
+        }
+    }
+    for i in (1..updates.len()).rev() {
+        updates.swap(i, random.below(i as u64 + 1) as usize);
+    }
+    updates
+}
+
+fn profile_record(schema: &Schema, user: i64, profile: &Profile) -> Value {
+    let embedding: Vec<Value> = (0..32)
+        .map(|i| Value::Float(((user * 31 + i) % 97) as f32 / 97.0))
+        .collect();
+    Value::Record(vec![
+        ("user_id".into(), Value::Long(user)),
+        (
+            "updated_at".into(),
+            Value::TimestampMillis(profile.updated_at_millis),
+        ),
+        (
+            "country".into(),
+            Value::Union(1, Box::new(Value::String(profile.country.clone()))),
+        ),
+        (
+            "birth_year".into(),
+            Value::Union(1, Box::new(Value::Int(1970 + (user % 35) as i32))),
+        ),
+        (
+            "languages".into(),
+            Value::Array(vec![Value::String("en".into())]),
+        ),
+        (
+            "interests".into(),
+            Value::Array(vec![Value::String("hiking".into())]),
+        ),
+        ("photo_count".into(), Value::Int(profile.photo_count)),
+        ("verified".into(), Value::Boolean(profile.verified)),
+        (
+            "bio_embedding".into(),
+            Value::Union(1, Box::new(Value::Array(embedding))),
+        ),
+    ])
+    .resolve(schema)
+    .expect("the sample profile fits the schema")
+}
+
+/// The newest profile of every user.
+pub fn latest_profiles() -> HashMap<i64, Profile> {
+    let mut latest: HashMap<i64, Profile> = HashMap::new();
+    for (user, profile) in profile_updates() {
+        let newer = latest
+            .get(&user)
+            .is_none_or(|known| known.updated_at_millis < profile.updated_at_millis);
+        if newer {
+            latest.insert(user, profile);
+        }
+    }
+    latest
+}
+
+/// The newest match event of every user who acted.
+pub fn latest_activity() -> HashMap<i64, Activity> {
+    let mut latest: HashMap<i64, Activity> = HashMap::new();
+    for event in shuffled_stream(&match_event_schema(), MATCH_EVENTS, USERS, SEED) {
+        let user = event.user + 1;
+        let newer = latest
+            .get(&user)
+            .is_none_or(|known| known.event_time_millis < event.event_time_millis);
+        if newer {
+            latest.insert(
+                user,
+                Activity {
+                    event_time_millis: event.event_time_millis,
+                    country: event.country.to_owned(),
+                },
+            );
+        }
+    }
+    latest
+}
+
+/// Writes the two sample files into `folder`, as Avro object container files.
+pub fn write_sample_files(folder: &Path) -> std::io::Result<()> {
+    let write = |name: &str, schema: &Schema, records: Vec<Value>| -> std::io::Result<()> {
+        // A fixed sync marker (the default is random), so the files are the same on every run.
+        let mut writer = Writer::builder()
+            .schema(schema)
+            .writer(Vec::new())
+            .codec(Codec::Deflate(DeflateSettings::default()))
+            .marker(*b"quiver-sample-v1")
+            .build();
+        for record in records {
+            writer.append(record).map_err(std::io::Error::other)?;
+        }
+        let bytes = writer.into_inner().map_err(std::io::Error::other)?;
+        std::fs::write(folder.join(name), bytes)
+    };
+    std::fs::create_dir_all(folder)?;
+    let profiles =
+        quiver_avro::schema_file::read_schema_file(&schema_path("user_profile_updated.avsc"))
+            .map_err(std::io::Error::other)?;
+    write(
+        PROFILES_FILE,
+        &profiles,
+        profile_updates()
+            .iter()
+            .map(|(user, profile)| profile_record(&profiles, *user, profile))
+            .collect(),
+    )?;
+    let matches = match_event_schema();
+    write(
+        MATCH_EVENTS_FILE,
+        &matches,
+        shuffled_stream(&matches, MATCH_EVENTS, USERS, SEED)
+            .into_iter()
+            .map(|event| {
+                // Users are numbered from 1 in the sample.
+                crate::events::with_field(event.event, "user_id", Value::Long(event.user + 1))
+            })
+            .collect(),
+    )
+}
