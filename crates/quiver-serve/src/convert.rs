@@ -96,6 +96,66 @@ pub(crate) fn keys(
         .collect()
 }
 
+/// The domain value of a wire value; `None` when no kind is set.
+pub(crate) fn from_wire(value: pb::Value) -> Option<Value> {
+    Some(match value.kind? {
+        Kind::BoolValue(v) => Value::Bool(v),
+        Kind::Int32Value(v) => Value::Int32(v),
+        Kind::Int64Value(v) => Value::Int64(v),
+        Kind::Float32Value(v) => Value::Float32(v),
+        Kind::Float64Value(v) => Value::Float64(v),
+        Kind::StringValue(v) => Value::String(v),
+        Kind::BytesValue(v) => Value::Bytes(v),
+        Kind::TimestampMicrosValue(v) => Value::Timestamp(v),
+        Kind::BoolListValue(list) => Value::BoolList(list.values),
+        Kind::Int32ListValue(list) => Value::Int32List(list.values),
+        Kind::Int64ListValue(list) => Value::Int64List(list.values),
+        Kind::Float32ListValue(list) => Value::Float32List(list.values),
+        Kind::Float64ListValue(list) => Value::Float64List(list.values),
+        Kind::StringListValue(list) => Value::StringList(list.values),
+        Kind::BytesListValue(list) => Value::BytesList(list.values),
+        Kind::TimestampListValue(list) => Value::TimestampList(list.values),
+    })
+}
+
+/// The key of one pushed row, from its key fields by name; the error says what is wrong.
+pub(crate) fn row_key(
+    entity: &Entity,
+    mut keys: HashMap<String, pb::Value>,
+) -> Result<EntityKey, String> {
+    let mut parts = Vec::with_capacity(entity.keys.len());
+    for field in &entity.keys {
+        let value = keys.remove(field.name.as_str()).ok_or_else(|| {
+            format!(
+                "key field `{}` of entity `{}` is missing",
+                field.name, entity.name
+            )
+        })?;
+        let part = match (from_wire(value), field.key_type) {
+            (Some(Value::Int64(v)), ScalarType::Int64) => KeyPart::Int64(v),
+            (Some(Value::Int32(v)), ScalarType::Int32) => KeyPart::Int32(v),
+            (Some(Value::String(v)), ScalarType::String) => KeyPart::String(v),
+            (Some(Value::Bytes(v)), ScalarType::Bytes) => KeyPart::Bytes(v),
+            (given, expected) => {
+                return Err(format!(
+                    "key field `{}` of entity `{}` is {expected}, got {}",
+                    field.name,
+                    entity.name,
+                    given.map_or_else(|| "no value".to_owned(), |v| v.value_type().to_string())
+                ));
+            }
+        };
+        parts.push(part);
+    }
+    if let Some(unknown) = keys.keys().min() {
+        return Err(format!(
+            "`{unknown}` is not a key field of entity `{}`",
+            entity.name
+        ));
+    }
+    EntityKey::new(parts).ok_or_else(|| format!("entity `{}` has no key fields", entity.name))
+}
+
 /// The wire form of a value.
 pub(crate) fn value(value: &Value) -> pb::Value {
     let kind = match value {

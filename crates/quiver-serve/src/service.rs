@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::try_join_all;
 use quiver_core::definition::{Entity, Registry, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
+use quiver_core::name::Name;
 use quiver_core::read::{
     ReadError, Status as ReadStatus, plan_features, plan_service, status, stored_features,
 };
-use quiver_core::store::{FeatureStore, StoreError, StoreErrorKind};
+use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoreErrorKind, check_write};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::get_online_features_request::Features;
 use tokio::sync::{Semaphore, watch};
@@ -148,6 +149,19 @@ impl<S: FeatureStore + 'static> Service<S> {
         result.map(Response::new)
     }
 
+    /// INVALID_ARGUMENT for a request over the size limit (up to twice it; the transport
+    /// refuses larger ones before they are decoded).
+    fn refuse_oversized(&self, request: &impl prost::Message) -> Result<(), Status> {
+        let size = request.encoded_len();
+        if size > self.config.max_request_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the request is {size} bytes; this server accepts at most {} bytes per call",
+                self.config.max_request_bytes
+            )));
+        }
+        Ok(())
+    }
+
     async fn online_features(
         &self,
         request: pb::GetOnlineFeaturesRequest,
@@ -251,6 +265,48 @@ impl<S: FeatureStore + 'static> Service<S> {
         Ok(pb::GetOnlineFeaturesResponse { features })
     }
 
+    async fn write_features(
+        &self,
+        request: pb::WriteFeaturesRequest,
+    ) -> Result<pb::WriteFeaturesResponse, Status> {
+        let registry = self.registry.borrow().clone();
+        let (entity, view) = pushed_view(&registry, &request.feature_view)?;
+        if request.rows.len() > self.config.max_entities {
+            return Err(Status::invalid_argument(format!(
+                "{} rows given; this server takes at most {} per call",
+                request.rows.len(),
+                self.config.max_entities
+            )));
+        }
+        let writes = request
+            .rows
+            .into_iter()
+            .enumerate()
+            .map(|(row, pushed)| {
+                pushed_write(entity, view, pushed)
+                    .map_err(|why| Status::invalid_argument(format!("row {row}: {why}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store
+            .write_features(entity, view, &writes)
+            .await
+            .map_err(store_error)?;
+        if let Some(cache) = &self.cache {
+            let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
+            cache
+                .invalidate(
+                    writes
+                        .iter()
+                        .map(|write| (table.clone(), write.key.clone()))
+                        .collect(),
+                )
+                .await;
+        }
+        Ok(pb::WriteFeaturesResponse {
+            rows_written: writes.len() as u64,
+        })
+    }
+
     /// The stored row of one entity in one view version (whose table is `table`), from the
     /// cache when it has it.
     async fn row(
@@ -312,6 +368,64 @@ impl<S: FeatureStore + 'static> Service<S> {
     }
 }
 
+/// The view version a push names (`view` or `view@2`), with its entity.
+fn pushed_view<'r>(
+    registry: &'r Registry,
+    name: &str,
+) -> Result<(&'r Entity, &'r VersionedView), Status> {
+    let unknown = |what: String| Status::invalid_argument(format!("{what} is not in the registry"));
+    let (view_name, version) = match name.split_once('@') {
+        Some((view, version)) => (
+            view,
+            Some(version.parse::<u32>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "`{name}` is not a feature view; write `view` or `view@2`"
+                ))
+            })?),
+        ),
+        None => (name, None),
+    };
+    let view = registry
+        .feature_views
+        .iter()
+        .filter(|view| view.view.name.as_str() == view_name)
+        .filter(|view| version.is_none_or(|version| view.version == version))
+        .max_by_key(|view| view.version)
+        .ok_or_else(|| unknown(format!("feature view `{name}`")))?;
+    let entity = registry
+        .entity(&view.view.entity)
+        .ok_or_else(|| unknown(format!("the entity of feature view `{name}`")))?;
+    Ok((entity, view))
+}
+
+/// One pushed row as a write, checked against the view; the error says what is wrong.
+fn pushed_write(
+    entity: &Entity,
+    view: &VersionedView,
+    row: pb::FeatureRow,
+) -> Result<FeatureWrite, String> {
+    if row.event_time_micros <= 0 {
+        return Err("event_time_micros is not set".into());
+    }
+    let key = convert::row_key(entity, row.keys)?;
+    let mut values = Vec::with_capacity(row.values.len());
+    for (name, value) in row.values {
+        let feature: Name = name
+            .parse()
+            .map_err(|_| format!("feature view `{}` has no feature `{name}`", view.view.name))?;
+        let value =
+            convert::from_wire(value).ok_or_else(|| format!("feature `{name}` has no value"))?;
+        values.push((feature, value));
+    }
+    let write = FeatureWrite {
+        key,
+        event_time_micros: row.event_time_micros,
+        values,
+    };
+    check_write(entity, &view.view, &write).map_err(|error| error.message)?;
+    Ok(write)
+}
+
 /// A row as fetched for a call: from the store or cache, or stale when the store was out of reach.
 struct Fetched {
     row: Row,
@@ -325,17 +439,25 @@ impl<S: FeatureStore + 'static> pb::feature_service_server::FeatureService for S
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
         let deadline = deadline(&request);
-        let size = prost::Message::encoded_len(request.get_ref());
-        if size > self.config.max_request_bytes {
-            return Err(Status::invalid_argument(format!(
-                "the request is {size} bytes; this server accepts at most {} bytes per call",
-                self.config.max_request_bytes
-            )));
-        }
+        self.refuse_oversized(request.get_ref())?;
         self.limited(
             "GetOnlineFeatures",
             deadline,
             self.online_features(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn write_features(
+        &self,
+        request: Request<pb::WriteFeaturesRequest>,
+    ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
+        let deadline = deadline(&request);
+        self.refuse_oversized(request.get_ref())?;
+        self.limited(
+            "WriteFeatures",
+            deadline,
+            self.write_features(request.into_inner()),
         )
         .await
     }

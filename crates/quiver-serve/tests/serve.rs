@@ -650,3 +650,181 @@ async fn a_store_out_of_reach_serves_the_last_values_marked_stale_where_configur
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
 }
+
+fn int64(value: i64) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::Int64Value(value)),
+    }
+}
+
+/// A pushed row of `user_profile`: user `id`'s country at `event_time_micros`.
+fn pushed(id: i64, event_time_micros: i64, country: &str) -> pb::FeatureRow {
+    pb::FeatureRow {
+        keys: HashMap::from([("user_id".to_owned(), int64(id))]),
+        values: HashMap::from([("country".to_owned(), string(country))]),
+        event_time_micros,
+    }
+}
+
+fn push(view: &str, rows: Vec<pb::FeatureRow>) -> pb::WriteFeaturesRequest {
+    pb::WriteFeaturesRequest {
+        feature_view: view.into(),
+        rows,
+    }
+}
+
+#[tokio::test]
+async fn pushed_rows_are_served_at_once_and_event_time_orders_them() {
+    let mut served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    let now = now_micros();
+    let country = |reply: pb::GetOnlineFeaturesResponse| {
+        let column = &reply.features[0];
+        (column.values[0].clone(), column.event_time_micros[0])
+    };
+    let read = |served: &mut Served| {
+        let mut client = served.client.clone();
+        async move {
+            client
+                .get_online_features(request(&["user_profile:country"], &[21]))
+                .await
+                .expect("answers")
+                .into_inner()
+        }
+    };
+    let written = served
+        .client
+        .write_features(push(
+            "user_profile",
+            vec![pushed(21, now - 2_000_000, "SE"), pushed(22, now, "NO")],
+        ))
+        .await
+        .expect("writes")
+        .into_inner();
+    assert_eq!(written.rows_written, 2);
+    assert_eq!(
+        country(read(&mut served).await),
+        (string("SE"), now - 2_000_000)
+    );
+
+    // The cached row is dropped by a newer push; an older one changes nothing.
+    served
+        .client
+        .write_features(push(
+            "user_profile@1",
+            vec![pushed(21, now - 1_000_000, "FI")],
+        ))
+        .await
+        .expect("writes");
+    assert_eq!(
+        country(read(&mut served).await),
+        (string("FI"), now - 1_000_000)
+    );
+    served
+        .client
+        .write_features(push(
+            "user_profile",
+            vec![pushed(21, now - 3_000_000, "DK")],
+        ))
+        .await
+        .expect("writes");
+    assert_eq!(
+        country(read(&mut served).await),
+        (string("FI"), now - 1_000_000)
+    );
+}
+
+#[tokio::test]
+async fn every_bad_push_is_refused_whole_naming_the_row_and_why() {
+    let config = ServeConfig {
+        max_entities: 3,
+        ..ServeConfig::default()
+    };
+    let mut served = Served::start(config, Duration::ZERO).await;
+    let now = now_micros();
+    let good = pushed(77, now, "SE");
+    let with = |change: &dyn Fn(&mut pb::FeatureRow)| {
+        let mut row = pushed(78, now, "NO");
+        change(&mut row);
+        push("user_profile", vec![good.clone(), row])
+    };
+    let cases: Vec<(pb::WriteFeaturesRequest, &str)> = vec![
+        (
+            pb::WriteFeaturesRequest {
+                feature_view: "nope".into(),
+                rows: vec![good.clone()],
+            },
+            "feature view `nope` is not in the registry",
+        ),
+        (
+            push("user_profile@9", vec![good.clone()]),
+            "feature view `user_profile@9` is not in the registry",
+        ),
+        (
+            with(&|row| {
+                row.values.insert("favourite_colour".into(), string("blue"));
+            }),
+            "row 1: feature view `user_profile` has no feature `favourite_colour`",
+        ),
+        (
+            with(&|row| {
+                row.values.insert("country".into(), int64(46));
+            }),
+            "row 1: feature `user_profile:country`: expected a value of type string, got int64",
+        ),
+        (
+            with(&|row| row.keys.clear()),
+            "row 1: key field `user_id` of entity `user` is missing",
+        ),
+        (
+            with(&|row| {
+                row.keys.insert("user_id".into(), string("78"));
+            }),
+            "row 1: key field `user_id` of entity `user` is int64, got string",
+        ),
+        (
+            with(&|row| {
+                row.keys.insert("item_id".into(), int64(5));
+            }),
+            "row 1: `item_id` is not a key field of entity `user`",
+        ),
+        (
+            with(&|row| row.event_time_micros = 0),
+            "row 1: event_time_micros is not set",
+        ),
+        (
+            pb::WriteFeaturesRequest {
+                feature_view: "user_activity".into(),
+                rows: vec![pb::FeatureRow {
+                    keys: HashMap::from([("user_id".to_owned(), int64(77))]),
+                    values: HashMap::from([("actions_1h".to_owned(), int64(3))]),
+                    event_time_micros: now,
+                }],
+            },
+            "row 0: feature `actions_1h` of view `user_activity` is an aggregate",
+        ),
+        (
+            push("user_profile", vec![good.clone(); 4]),
+            "4 rows given; this server takes at most 3 per call",
+        ),
+    ];
+    for (request, message) in cases {
+        let status = served
+            .client
+            .write_features(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(message), "{status:?}");
+    }
+    let stored = served
+        .store
+        .read_features(
+            &served.registry.entities[0],
+            served.view("user_profile"),
+            &["country".parse().unwrap()],
+            &user(77),
+        )
+        .await
+        .expect("reads");
+    assert_eq!(stored, [None], "nothing of a refused push is written");
+}
