@@ -25,7 +25,6 @@ use quiver_core::value::Value;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::feature_service_client::FeatureServiceClient;
 use quiver_proto::v1::key_column::Values;
-use quiver_proto::v1::value::Kind;
 use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +170,7 @@ impl QuiverClient {
                         };
                         Cell {
                             status,
-                            value: value.kind.map(value_of),
+                            value: quiver_proto::values::from_wire(value),
                             event_time_micros,
                         }
                     })
@@ -179,26 +178,5 @@ impl QuiverClient {
             })
             .collect();
         Ok(Table { columns })
-    }
-}
-
-fn value_of(kind: Kind) -> Value {
-    match kind {
-        Kind::BoolValue(v) => Value::Bool(v),
-        Kind::Int32Value(v) => Value::Int32(v),
-        Kind::Int64Value(v) => Value::Int64(v),
-        Kind::Float32Value(v) => Value::Float32(v),
-        Kind::Float64Value(v) => Value::Float64(v),
-        Kind::StringValue(v) => Value::String(v),
-        Kind::BytesValue(v) => Value::Bytes(v),
-        Kind::TimestampMicrosValue(v) => Value::Timestamp(v),
-        Kind::BoolListValue(v) => Value::BoolList(v.values),
-        Kind::Int32ListValue(v) => Value::Int32List(v.values),
-        Kind::Int64ListValue(v) => Value::Int64List(v.values),
-        Kind::Float32ListValue(v) => Value::Float32List(v.values),
-        Kind::Float64ListValue(v) => Value::Float64List(v.values),
-        Kind::StringListValue(v) => Value::StringList(v.values),
-        Kind::BytesListValue(v) => Value::BytesList(v.values),
-        Kind::TimestampListValue(v) => Value::TimestampList(v.values),
     }
 }

@@ -1,7 +1,10 @@
 //! Rust types and gRPC stubs generated from `proto/quiver/v1`, Quiver's public API.
 //!
 //! The `.proto` files are the source of truth and carry the documentation of every field; this
-//! crate only compiles them, so clients and the server share one definition.
+//! crate only compiles them, so clients and the server share one definition, and converts
+//! feature values between their wire and domain forms ([`values`]).
+
+pub mod values;
 
 /// Version 1 of the API: `quiver.v1.FeatureService`.
 pub mod v1 {

@@ -5,7 +5,7 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::value::{ScalarType, Value};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::key_column::Values as KeyValues;
-use quiver_proto::v1::value::Kind;
+use quiver_proto::values::from_wire;
 use std::collections::HashMap;
 use tonic::Status;
 
@@ -96,28 +96,6 @@ pub(crate) fn keys(
         .collect()
 }
 
-/// The domain value of a wire value; `None` when no kind is set.
-pub(crate) fn from_wire(value: pb::Value) -> Option<Value> {
-    Some(match value.kind? {
-        Kind::BoolValue(v) => Value::Bool(v),
-        Kind::Int32Value(v) => Value::Int32(v),
-        Kind::Int64Value(v) => Value::Int64(v),
-        Kind::Float32Value(v) => Value::Float32(v),
-        Kind::Float64Value(v) => Value::Float64(v),
-        Kind::StringValue(v) => Value::String(v),
-        Kind::BytesValue(v) => Value::Bytes(v),
-        Kind::TimestampMicrosValue(v) => Value::Timestamp(v),
-        Kind::BoolListValue(list) => Value::BoolList(list.values),
-        Kind::Int32ListValue(list) => Value::Int32List(list.values),
-        Kind::Int64ListValue(list) => Value::Int64List(list.values),
-        Kind::Float32ListValue(list) => Value::Float32List(list.values),
-        Kind::Float64ListValue(list) => Value::Float64List(list.values),
-        Kind::StringListValue(list) => Value::StringList(list.values),
-        Kind::BytesListValue(list) => Value::BytesList(list.values),
-        Kind::TimestampListValue(list) => Value::TimestampList(list.values),
-    })
-}
-
 /// The key of one pushed row, from its key fields by name; the error says what is wrong.
 pub(crate) fn row_key(
     entity: &Entity,
@@ -154,27 +132,4 @@ pub(crate) fn row_key(
         ));
     }
     EntityKey::new(parts).ok_or_else(|| format!("entity `{}` has no key fields", entity.name))
-}
-
-/// The wire form of a value.
-pub(crate) fn value(value: &Value) -> pb::Value {
-    let kind = match value {
-        Value::Bool(v) => Kind::BoolValue(*v),
-        Value::Int32(v) => Kind::Int32Value(*v),
-        Value::Int64(v) => Kind::Int64Value(*v),
-        Value::Float32(v) => Kind::Float32Value(*v),
-        Value::Float64(v) => Kind::Float64Value(*v),
-        Value::String(v) => Kind::StringValue(v.clone()),
-        Value::Bytes(v) => Kind::BytesValue(v.clone()),
-        Value::Timestamp(v) => Kind::TimestampMicrosValue(*v),
-        Value::BoolList(v) => Kind::BoolListValue(pb::BoolList { values: v.clone() }),
-        Value::Int32List(v) => Kind::Int32ListValue(pb::Int32List { values: v.clone() }),
-        Value::Int64List(v) => Kind::Int64ListValue(pb::Int64List { values: v.clone() }),
-        Value::Float32List(v) => Kind::Float32ListValue(pb::Float32List { values: v.clone() }),
-        Value::Float64List(v) => Kind::Float64ListValue(pb::Float64List { values: v.clone() }),
-        Value::StringList(v) => Kind::StringListValue(pb::StringList { values: v.clone() }),
-        Value::BytesList(v) => Kind::BytesListValue(pb::BytesList { values: v.clone() }),
-        Value::TimestampList(v) => Kind::TimestampListValue(pb::Int64List { values: v.clone() }),
-    };
-    pb::Value { kind: Some(kind) }
 }

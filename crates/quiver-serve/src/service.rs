@@ -238,7 +238,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                         Some(stored) => {
                             match status(view.view.ttl, stored.event_time_micros, now) {
                                 ReadStatus::Ok => (
-                                    convert::value(&stored.value),
+                                    quiver_proto::values::to_wire(&stored.value),
                                     if fetched.stale {
                                         ReadStatus::Stale
                                     } else {
@@ -413,8 +413,8 @@ fn pushed_write(
         let feature: Name = name
             .parse()
             .map_err(|_| format!("feature view `{}` has no feature `{name}`", view.view.name))?;
-        let value =
-            convert::from_wire(value).ok_or_else(|| format!("feature `{name}` has no value"))?;
+        let value = quiver_proto::values::from_wire(value)
+            .ok_or_else(|| format!("feature `{name}` has no value"))?;
         values.push((feature, value));
     }
     let write = FeatureWrite {
