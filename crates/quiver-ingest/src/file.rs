@@ -147,15 +147,22 @@ pub async fn ingest_file(
     let mut pending: Vec<Vec<FeatureWrite>> = vec![Vec::new(); routes.len()];
     for (number, record) in reader.enumerate() {
         let number = number as u64;
-        let record = record.map_err(|error| {
-            file_error(
-                path,
-                format!(
-                    "record {number} cannot be decoded ({error}); the {number} records before \
-                     it were ingested"
-                ),
-            )
-        })?;
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                // What came before the damage is kept, as the message says.
+                for (route, writes) in routes.iter().zip(pending) {
+                    write_rows(store, route, writes).await?;
+                }
+                return Err(file_error(
+                    path,
+                    format!(
+                        "record {number} cannot be decoded ({error}); the {number} records \
+                         before it were ingested"
+                    ),
+                ));
+            }
+        };
         summary.records += 1;
         let now = now_micros();
         for (route, writes) in routes.iter().zip(&mut pending) {
