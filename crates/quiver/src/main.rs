@@ -22,8 +22,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Quiver, a real-time feature store for recommender systems.
 ///
-/// ML engineers declare features as YAML files; Quiver ingests Avro events from Kafka into
-/// ScyllaDB, ordered by event time, and serves the latest values over gRPC in a few milliseconds.
+/// ML engineers declare features as YAML files; Quiver ingests Avro events from Kafka (or Avro
+/// files) into ScyllaDB or an embedded local store, ordered by event time, and serves the latest
+/// values over gRPC in a few milliseconds.
 #[derive(Debug, Parser)]
 #[command(
     name = "quiver",
@@ -124,7 +125,8 @@ enum Command {
     /// Serve feature values over gRPC (quiver.v1.FeatureService), until SIGTERM or Ctrl-C.
     ///
     /// Answers GetOnlineFeatures for a feature service or `view:feature` references and a batch
-    /// of entity keys, from an in-process cache backed by the online store; also the gRPC health
+    /// of entity keys, from an in-process cache backed by the online store, and WriteFeatures
+    /// to push rows of a view (checked whole before anything is written); also the gRPC health
     /// checking protocol and server reflection (grpcurl needs no proto files), and Prometheus
     /// metrics. Limits: --max-entities and --max-request-bytes (INVALID_ARGUMENT),
     /// --max-in-flight (RESOURCE_EXHAUSTED), the client's deadline (DEADLINE_EXCEEDED) and
