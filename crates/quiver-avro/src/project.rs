@@ -10,7 +10,7 @@
 use apache_avro::types::Value as Avro;
 use quiver_core::definition::{Derivation, Entity, FeatureView};
 use quiver_core::key::{EntityKey, KeyPart};
-use quiver_core::store::FeatureWrite;
+use quiver_core::store::{FeatureWrite, plausible_event_time};
 use quiver_core::value::{ScalarType, Value, ValueType};
 use thiserror::Error;
 
@@ -19,11 +19,6 @@ pub const FEATURE_UPSERT_AVSC: &str = include_str!("../../../schemas/feature_ups
 
 /// The schema of deletion commands, `schemas/entity_deleted.avsc`, built in.
 pub const ENTITY_DELETED_AVSC: &str = include_str!("../../../schemas/entity_deleted.avsc");
-
-/// Events from before 2000-01-01 are taken for a unit or clock mistake.
-pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
-/// Events may come from clocks a little ahead; more than this ahead is a mistake.
-pub const MAX_FUTURE_MICROS: i64 = 3_600_000_000;
 
 /// Why an event was not used, as a stable name for dead-letter headers and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,9 +129,7 @@ fn checked_event_time(event: &Avro, path: &str, now_micros: i64) -> Result<i64, 
                 format!("event time field `{path}` is missing, null or not a timestamp"),
             )
         })?;
-    if !(EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
-        .contains(&event_time_micros)
-    {
+    if !plausible_event_time(event_time_micros, now_micros) {
         return Err(reject(
             RejectReason::AbsurdEventTime,
             format!(

@@ -114,6 +114,17 @@ pub struct Table {
     pub columns: Vec<Column>,
 }
 
+/// One row to push: an entity's key fields and feature values at one event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedRow {
+    /// Key field name to value (`Value::Int64`, `Int32`, `String` or `Bytes`, as declared).
+    pub keys: Vec<(String, Value)>,
+    /// Feature name to value; features left out keep their stored values.
+    pub values: Vec<(String, Value)>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub event_time_micros: i64,
+}
+
 /// A connection to a Quiver server.
 #[derive(Debug, Clone)]
 pub struct QuiverClient {
@@ -178,5 +189,33 @@ impl QuiverClient {
             })
             .collect();
         Ok(Table { columns })
+    }
+
+    /// Pushes `rows` of `view` (`"view"` or `"view@2"`) and returns how many were written. If
+    /// any row is bad the server refuses the whole call (INVALID_ARGUMENT naming the row) and
+    /// writes nothing.
+    pub async fn write(&mut self, view: &str, rows: Vec<PushedRow>) -> Result<u64, ClientError> {
+        let wire = |pairs: Vec<(String, Value)>| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name, quiver_proto::values::to_wire(&value)))
+                .collect()
+        };
+        let reply = self
+            .inner
+            .write_features(pb::WriteFeaturesRequest {
+                feature_view: view.to_owned(),
+                rows: rows
+                    .into_iter()
+                    .map(|row| pb::FeatureRow {
+                        keys: wire(row.keys),
+                        values: wire(row.values),
+                        event_time_micros: row.event_time_micros,
+                    })
+                    .collect(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.rows_written)
     }
 }

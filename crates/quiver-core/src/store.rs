@@ -129,6 +129,19 @@ pub fn check_write(
 }
 
 /// Checks that `key` has a part of the right type for each key field of `entity`.
+/// Events from before 2000-01-01 are taken for a unit or clock mistake.
+pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
+/// Events may come from clocks a little ahead; more than this ahead is a mistake.
+pub const MAX_FUTURE_MICROS: i64 = 3_600_000_000;
+
+/// Whether an event time is believable at `now_micros`: not before 2000 (a unit or clock
+/// mistake) and at most an hour ahead (a clock a little fast). Ingested events and pushed rows
+/// outside it are refused.
+pub fn plausible_event_time(event_time_micros: i64, now_micros: i64) -> bool {
+    (EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
+        .contains(&event_time_micros)
+}
+
 pub fn check_key(entity: &Entity, key: &EntityKey) -> Result<(), StoreError> {
     let invalid = |message: String| Err(StoreError::new(StoreErrorKind::Invalid, message));
     let parts = key.parts();

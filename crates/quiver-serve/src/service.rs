@@ -12,7 +12,9 @@ use quiver_core::name::Name;
 use quiver_core::read::{
     ReadError, Status as ReadStatus, plan_features, plan_service, status, stored_features,
 };
-use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoreErrorKind, check_write};
+use quiver_core::store::{
+    FeatureStore, FeatureWrite, StoreError, StoreErrorKind, check_write, plausible_event_time,
+};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::get_online_features_request::Features;
 use tokio::sync::{Semaphore, watch};
@@ -404,8 +406,14 @@ fn pushed_write(
     view: &VersionedView,
     row: pb::FeatureRow,
 ) -> Result<FeatureWrite, String> {
-    if row.event_time_micros <= 0 {
+    if row.event_time_micros == 0 {
         return Err("event_time_micros is not set".into());
+    }
+    if !plausible_event_time(row.event_time_micros, now_micros()) {
+        return Err(format!(
+            "event_time_micros {} is before 2000 or more than an hour ahead of now",
+            row.event_time_micros
+        ));
     }
     let key = convert::row_key(entity, row.keys)?;
     let mut values = Vec::with_capacity(row.values.len());

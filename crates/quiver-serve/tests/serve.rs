@@ -792,6 +792,10 @@ async fn every_bad_push_is_refused_whole_naming_the_row_and_why() {
             "row 1: event_time_micros is not set",
         ),
         (
+            with(&|row| row.event_time_micros = 1_000_000),
+            "row 1: event_time_micros 1000000 is before 2000 or more than an hour ahead of now",
+        ),
+        (
             pb::WriteFeaturesRequest {
                 feature_view: "user_activity".into(),
                 rows: vec![pb::FeatureRow {

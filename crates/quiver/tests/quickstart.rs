@@ -1,7 +1,7 @@
 //! `quiver quickstart` end to end, with no Kafka and no ScyllaDB: on a fresh data folder it
 //! applies the examples, ingests the sample files and serves them; what it serves equals the
-//! sample generator's ground truth; Ctrl-C stops it cleanly; a restart serves the same values
-//! and event times without ingesting again.
+//! sample generator's ground truth; rows pushed through `WriteFeatures` are served; Ctrl-C stops
+//! it cleanly; a restart serves the same values and event times without ingesting again.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, free_port};
-use quiver_client::{Entities, QuiverClient, Selection, Table};
+use quiver_client::{Entities, PushedRow, QuiverClient, Selection, Table};
 use quiver_core::read::Status;
 use quiver_core::value::Value;
 use quiver_testkit::sample::{USERS, latest_activity, latest_profiles};
@@ -138,6 +138,49 @@ async fn the_quickstart_serves_the_sample_and_keeps_it_across_a_restart() {
         1,
         "every event time moved by the same amount: {shifts:?}"
     );
+    // The push API writes into the same embedded store; a bad row is refused whole.
+    let mut client = QuiverClient::connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let row = |country: Value| PushedRow {
+        keys: vec![("user_id".into(), Value::Int64(999))],
+        values: vec![("country".into(), country)],
+        event_time_micros: 1_790_000_000_000_000,
+    };
+    let refused = client
+        .write(
+            "user_profile",
+            vec![row(Value::String("IS".into())), row(Value::Int64(1))],
+        )
+        .await
+        .expect_err("a wrongly typed value is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("row 1: feature `user_profile:country`"),
+        "{refused}"
+    );
+    assert_eq!(
+        client
+            .write("user_profile", vec![row(Value::String("IS".into()))])
+            .await
+            .expect("writes"),
+        1
+    );
+    let pushed = client
+        .get(
+            Selection::Features(vec!["user_profile:country".into()]),
+            Entities::new().int64("user_id", [999]),
+        )
+        .await
+        .unwrap();
+    ok(Value::String("IS".into()), &pushed.columns[0].cells[0]);
+    assert_eq!(
+        pushed.columns[0].cells[0].event_time_micros,
+        1_790_000_000_000_000
+    );
+    drop(client);
+
     let output = std::fs::read_to_string(&log).unwrap();
     assert!(output.contains("Ingested the sample events"), "{output}");
     assert!(output.contains("One lookup, user 42"), "{output}");
