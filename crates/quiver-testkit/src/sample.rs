@@ -1,7 +1,6 @@
 //! The quickstart's sample events: profile updates and match events of a small dating app,
-//! generated deterministically (the same records on every run; the order of the file header's
-//! metadata is up to the Avro library), and the values a feature store must serve after ingesting
-//! them.
+//! generated deterministically (the same bytes on every run), and the values a feature store must
+//! serve after ingesting them.
 //!
 //! `cargo run -p quiver-testkit --example sample_events -- examples/events` writes the bundled
 //! files; the quickstart's end-to-end test checks what it serves against [`latest_profiles`] and
@@ -139,21 +138,42 @@ pub fn latest_activity() -> HashMap<i64, Activity> {
     latest
 }
 
-/// Writes the two sample files into `folder`, as Avro object container files.
-pub fn write_sample_files(folder: &Path) -> std::io::Result<()> {
-    let write = |name: &str, schema: &Schema, records: Vec<Value>| -> std::io::Result<()> {
-        // A fixed sync marker (the default is random), so the files are the same on every run.
+/// `records` as an Avro object container file whose bytes depend on nothing else.
+fn container_file(schema: &Schema, records: Vec<Value>) -> std::io::Result<Vec<u8>> {
+    let encode = || -> std::io::Result<Vec<u8>> {
+        // A fixed sync marker (the default is random).
         let mut writer = Writer::builder()
             .schema(schema)
             .writer(Vec::new())
             .codec(Codec::Deflate(DeflateSettings::default()))
             .marker(*b"quiver-sample-v1")
             .build();
-        for record in records {
+        for record in records.iter().cloned() {
             writer.append(record).map_err(std::io::Error::other)?;
         }
-        let bytes = writer.into_inner().map_err(std::io::Error::other)?;
-        std::fs::write(folder.join(name), bytes)
+        writer.into_inner().map_err(std::io::Error::other)
+    };
+    // The library writes the header's two metadata entries from a hash map, in a random order;
+    // encoding again until the schema comes first makes the file the same on every run.
+    let schema_first = |bytes: &[u8]| {
+        let at = |text: &[u8]| bytes.windows(text.len()).position(|window| window == text);
+        at(b"avro.schema") < at(b"avro.codec")
+    };
+    for _ in 0..64 {
+        let bytes = encode()?;
+        if schema_first(&bytes) {
+            return Ok(bytes);
+        }
+    }
+    Err(std::io::Error::other(
+        "the header's metadata never came in schema-first order",
+    ))
+}
+
+/// Writes the two sample files into `folder`, as Avro object container files.
+pub fn write_sample_files(folder: &Path) -> std::io::Result<()> {
+    let write = |name: &str, schema: &Schema, records: Vec<Value>| -> std::io::Result<()> {
+        std::fs::write(folder.join(name), container_file(schema, records)?)
     };
     std::fs::create_dir_all(folder)?;
     let profiles =
@@ -179,4 +199,25 @@ pub fn write_sample_files(folder: &Path) -> std::io::Result<()> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_files_are_what_the_generator_writes() {
+        let folder = std::env::temp_dir().join(crate::unique_name("sample"));
+        write_sample_files(&folder).expect("writes");
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/events");
+        for name in [PROFILES_FILE, MATCH_EVENTS_FILE] {
+            assert!(
+                std::fs::read(folder.join(name)).unwrap()
+                    == std::fs::read(bundled.join(name)).unwrap(),
+                "examples/events/{name} differs from the generator's; regenerate it with \
+                 `cargo run -p quiver-testkit --example sample_events -- examples/events`"
+            );
+        }
+        std::fs::remove_dir_all(folder).unwrap();
+    }
 }
