@@ -94,8 +94,8 @@ fn entry_times(entry: &[u8]) -> Option<(i64, i64)> {
 }
 
 impl EmbeddedStore {
-    /// Opens the store in `path`, creating the file if it does not exist. One process at a time
-    /// may have it open.
+    /// Opens the store in `path`, creating the file if it does not exist, and drops the values
+    /// that expired since. One process at a time may have it open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let database = Database::create(path).map_err(|error| {
             unavailable(&format!("opening the store file {}", path.display()), error)
@@ -105,8 +105,15 @@ impl EmbeddedStore {
             .map_err(|error| unavailable("creating the tables", error))?;
         let creating = |error: redb::TableError| unavailable("creating the tables", error);
         transaction.open_table(REGISTRY).map_err(creating)?;
-        transaction.open_table(FEATURES).map_err(creating)?;
         transaction.open_table(DELETIONS).map_err(creating)?;
+        // Expired values read as absent, but only a sweep gives their space back; one pass at
+        // open keeps a long-lived file from growing with them.
+        let now = now_micros();
+        transaction
+            .open_table(FEATURES)
+            .map_err(creating)?
+            .retain(|_, entry| entry_times(entry).is_none_or(|(_, expires)| expires > now))
+            .map_err(|error| unavailable("sweeping expired values", error))?;
         transaction
             .commit()
             .map_err(|error| unavailable("creating the tables", error))?;

@@ -32,6 +32,7 @@ pub struct ServeMetrics {
     pub(crate) store_read_seconds: Histogram,
     pub(crate) in_flight: Gauge,
     pub(crate) stale_rows: Counter,
+    pub(crate) rows_pushed: Counter,
 }
 
 impl ServeMetrics {
@@ -55,6 +56,7 @@ impl ServeMetrics {
             store_read_seconds: latency(),
             in_flight: Gauge::default(),
             stale_rows: Counter::default(),
+            rows_pushed: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("quiver_serve");
         registry.register(
@@ -86,6 +88,11 @@ impl ServeMetrics {
             "stale_rows",
             "Rows served stale because the online store could not be reached in time",
             metrics.stale_rows.clone(),
+        );
+        registry.register(
+            "rows_pushed",
+            "Rows written through WriteFeatures",
+            metrics.rows_pushed.clone(),
         );
         metrics
     }

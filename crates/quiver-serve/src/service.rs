@@ -304,6 +304,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                 )
                 .await;
         }
+        self.metrics.rows_pushed.inc_by(writes.len() as u64);
         Ok(pb::WriteFeaturesResponse {
             rows_written: writes.len() as u64,
         })

@@ -701,6 +701,7 @@ async fn pushed_rows_are_served_at_once_and_event_time_orders_them() {
         .expect("writes")
         .into_inner();
     assert_eq!(written.rows_written, 2);
+    assert_eq!(served.counter("quiver_serve_rows_pushed_total"), 2);
     assert_eq!(
         country(read(&mut served).await),
         (string("SE"), now - 2_000_000)
