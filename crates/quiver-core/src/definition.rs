@@ -312,6 +312,17 @@ impl Registry {
             .max_by_key(|versioned| versioned.version)
     }
 
+    /// Version `version` of the view called `name`, or its newest version when `None`.
+    pub fn view(&self, name: &Name, version: Option<u32>) -> Option<&VersionedView> {
+        match version {
+            None => self.latest_view(name),
+            Some(version) => self
+                .feature_views
+                .iter()
+                .find(|versioned| &versioned.view.name == name && versioned.version == version),
+        }
+    }
+
     /// The newest version of every view, in name order.
     pub fn latest_views(&self) -> Vec<&VersionedView> {
         let mut names: Vec<&Name> = self.feature_views.iter().map(|v| &v.view.name).collect();

@@ -96,21 +96,17 @@ fn plan<'r>(
         columns: Vec::with_capacity(references.len()),
     };
     for (name, reference) in references {
-        let view = match reference.version {
-            None => registry.latest_view(&reference.view),
-            Some(version) => registry.feature_views.iter().find(|candidate| {
-                candidate.view.name == reference.view && candidate.version == version
-            }),
-        }
-        .ok_or_else(|| match reference.version {
-            Some(version) if registry.latest_view(&reference.view).is_some() => {
-                ReadError::UnknownVersion {
-                    view: reference.view.to_string(),
-                    version,
+        let view = registry
+            .view(&reference.view, reference.version)
+            .ok_or_else(|| match reference.version {
+                Some(version) if registry.latest_view(&reference.view).is_some() => {
+                    ReadError::UnknownVersion {
+                        view: reference.view.to_string(),
+                        version,
+                    }
                 }
-            }
-            _ => ReadError::UnknownView(reference.view.to_string()),
-        })?;
+                _ => ReadError::UnknownView(reference.view.to_string()),
+            })?;
         if !view
             .view
             .features

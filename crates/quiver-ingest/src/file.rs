@@ -11,8 +11,8 @@ use quiver_avro::project::project;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite};
 
-use crate::IngestError;
 use crate::route::{DeadLetterReason, Route, routes};
+use crate::{IngestError, now_micros};
 
 /// How to read one file.
 #[derive(Debug, Clone)]
@@ -21,7 +21,8 @@ pub struct FileOptions {
     /// the views whose schema has the file's schema's full name.
     pub topic: Option<String>,
     /// Shift every event time by one amount so that the newest event in the file happened
-    /// now: a recorded sample replays as if live, and TTLs count from today. Off for backfills.
+    /// now: a recorded sample replays as if live, and TTLs count from today. Off for backfills;
+    /// finding the newest event costs a first pass over the file.
     pub rebase_event_times: bool,
     /// Most rows per store write.
     pub batch_size: usize,
@@ -61,12 +62,6 @@ impl<R: Read> Read for Counting<'_, R> {
 
 fn file_error(path: &Path, detail: impl std::fmt::Display) -> IngestError {
     IngestError::File(format!("{}: {detail}", path.display()))
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |now| now.as_micros() as i64)
 }
 
 /// The views `path`'s records feed, chosen by `topic` or by the schema's full name.
@@ -116,33 +111,24 @@ pub async fn ingest_file(
     store: &impl FeatureStore,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<FileSummary, IngestError> {
-    let open = || -> Result<apache_avro::Reader<'static, _>, IngestError> {
-        let file = std::fs::File::open(path).map_err(|error| file_error(path, error))?;
-        apache_avro::Reader::new(std::io::BufReader::new(file)).map_err(|error| {
-            file_error(path, format!("not an Avro object container file: {error}"))
-        })
-    };
-    let routes = file_routes(
-        path,
-        registry,
-        options.topic.as_deref(),
-        open()?.writer_schema(),
-    )?;
-    let shift = if options.rebase_event_times {
-        newest_event_time(path, &routes, open()?)?.map_or(0, |newest| now_micros() - newest)
-    } else {
-        0
-    };
-
-    let file = std::fs::File::open(path).map_err(|error| file_error(path, error))?;
+    let open = || std::fs::File::open(path).map_err(|error| file_error(path, error));
+    let not_a_container =
+        |error| file_error(path, format!("not an Avro object container file: {error}"));
     let counting = Counting {
-        inner: std::io::BufReader::new(file),
+        inner: std::io::BufReader::new(open()?),
         read: 0,
         progress,
     };
-    let reader = apache_avro::Reader::new(counting)
-        .map_err(|error| file_error(path, format!("not an Avro object container file: {error}")))?;
+    let reader = apache_avro::Reader::new(counting).map_err(not_a_container)?;
     let writer = reader.writer_schema().clone();
+    let routes = file_routes(path, registry, options.topic.as_deref(), &writer)?;
+    let shift = if options.rebase_event_times {
+        let first_pass =
+            apache_avro::Reader::new(std::io::BufReader::new(open()?)).map_err(not_a_container)?;
+        newest_event_time(path, &routes, first_pass)?.map_or(0, |newest| now_micros() - newest)
+    } else {
+        0
+    };
     let mut summary = FileSummary::default();
     let mut pending: Vec<Vec<FeatureWrite>> = vec![Vec::new(); routes.len()];
     for (number, record) in reader.enumerate() {
@@ -170,6 +156,10 @@ pub async fn ingest_file(
                 Ok(mut write) => {
                     write.event_time_micros += shift;
                     writes.push(write);
+                    if writes.len() >= options.batch_size.max(1) {
+                        summary.rows_written +=
+                            write_rows(store, route, std::mem::take(writes)).await?;
+                    }
                 }
                 Err(rejection) => {
                     *summary.rejected.entry(rejection.reason).or_default() += 1;
@@ -179,11 +169,6 @@ pub async fn ingest_file(
                             .push((number, rejection.reason, rejection.detail));
                     }
                 }
-            }
-        }
-        for (route, writes) in routes.iter().zip(&mut pending) {
-            if writes.len() >= options.batch_size.max(1) {
-                summary.rows_written += write_rows(store, route, std::mem::take(writes)).await?;
             }
         }
     }

@@ -600,7 +600,7 @@ async fn delete_everywhere<S: FeatureStore>(
     Ok(())
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |now| now.as_micros() as i64)

@@ -388,12 +388,10 @@ fn pushed_view<'r>(
         ),
         None => (name, None),
     };
-    let view = registry
-        .feature_views
-        .iter()
-        .filter(|view| view.view.name.as_str() == view_name)
-        .filter(|view| version.is_none_or(|version| view.version == version))
-        .max_by_key(|view| view.version)
+    let view = view_name
+        .parse::<Name>()
+        .ok()
+        .and_then(|view_name| registry.view(&view_name, version))
         .ok_or_else(|| unknown(format!("feature view `{name}`")))?;
     let entity = registry
         .entity(&view.view.entity)
