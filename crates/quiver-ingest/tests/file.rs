@@ -154,6 +154,26 @@ async fn a_file_no_view_reads_and_a_corrupt_file_are_errors_naming_them() {
     );
 
     let schema = match_event_schema();
+    let events = write_file(
+        &folder,
+        "events.avro",
+        &schema,
+        vec![match_event(&schema, 0)],
+    );
+    let unknown_topic = FileOptions {
+        topic: Some("nope".into()),
+        ..OPTIONS
+    };
+    let error = ingest_file(&events, &unknown_topic, &registry, &store, &|_| {})
+        .await
+        .expect_err("no view reads that topic");
+    assert!(
+        error
+            .to_string()
+            .contains("no applied feature view reads topic `nope`"),
+        "{error}"
+    );
+
     let good = write_file(
         &folder,
         "events.avro",

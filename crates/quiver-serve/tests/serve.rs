@@ -833,3 +833,39 @@ async fn every_bad_push_is_refused_whole_naming_the_row_and_why() {
         .expect("reads");
     assert_eq!(stored, [None], "nothing of a refused push is written");
 }
+
+#[tokio::test]
+async fn a_client_that_never_lets_go_does_not_keep_a_stopping_server_alive() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServeConfig {
+        drain_timeout: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let served = Served::start(config, Duration::ZERO).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = served.server.clone();
+    let running = tokio::spawn(async move {
+        server
+            .run(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // An HTTP/2 client that opens its connection and then never answers again, as a client
+    // whose process hangs does: the server's goodbye is never acknowledged.
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the server stops within its drain timeout")
+        .unwrap()
+        .expect("and stops cleanly");
+    drop(silent);
+}
