@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::types::Value as Avro;
 use futures::{StreamExt, TryStreamExt};
 use quiver_avro::wire;
+use quiver_core::aggregate::Tile;
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -371,6 +372,24 @@ impl FeatureStore for Probe<'_> {
         key: &EntityKey,
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
         self.store.read_features(entity, view, features, key).await
+    }
+    async fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> Result<(), StoreError> {
+        self.store.write_tiles(entity, view, key, tiles).await
+    }
+
+    async fn read_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Vec<Tile>, StoreError> {
+        self.store.read_tiles(entity, view, key).await
     }
 }
 

@@ -8,7 +8,7 @@
 //! (`entity_deleted.avsc`) naming an entity to remove.
 
 use apache_avro::types::Value as Avro;
-use quiver_core::definition::{Derivation, Entity, FeatureView};
+use quiver_core::definition::{AggregateFunction, Derivation, Entity, FeatureView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::{FeatureWrite, plausible_event_time};
 use quiver_core::value::{ScalarType, Value, ValueType};
@@ -116,6 +116,59 @@ pub fn project(
         key,
         event_time_micros,
         values,
+    })
+}
+
+/// The inputs `event` gives the aggregate features of `view`, in
+/// [`aggregate_features`](quiver_core::aggregate::aggregate_features) order: the aggregated
+/// field's value, `None` where the event lacks it (and for `count`, which needs none).
+pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Option<Value>>, Rejection> {
+    quiver_core::aggregate::aggregate_features(view)
+        .into_iter()
+        .map(|(feature, aggregate)| {
+            let Some(path) = &aggregate.of else {
+                return Ok(None);
+            };
+            let Some(field) = lookup(event, path) else {
+                return Ok(None);
+            };
+            let scalar = match (aggregate.function, feature.value_type) {
+                (AggregateFunction::ApproxDistinct, _) => natural_scalar(field),
+                (AggregateFunction::LastK(_), ValueType::List(element)) => Some(element),
+                (AggregateFunction::Sum | AggregateFunction::Avg, ValueType::Scalar(output)) => {
+                    // Sums of integers stay integers; everything else adds up as floats.
+                    Some(output)
+                }
+                (_, ValueType::Scalar(scalar)) => Some(scalar),
+                _ => None,
+            };
+            scalar
+                .and_then(|scalar| scalar_value(scalar, field))
+                .map(Some)
+                .ok_or_else(|| {
+                    reject(
+                        RejectReason::WrongType,
+                        format!(
+                            "aggregate `{}` reads field `{path}`, which holds {}",
+                            feature.name,
+                            describe(field)
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The feature type an Avro scalar holds as it is, for counting distinct values of any type.
+fn natural_scalar(value: &Avro) -> Option<ScalarType> {
+    Some(match value {
+        Avro::Boolean(_) => ScalarType::Bool,
+        Avro::Int(_) | Avro::Long(_) => ScalarType::Int64,
+        Avro::Float(_) | Avro::Double(_) => ScalarType::Float64,
+        Avro::String(_) | Avro::Enum(..) | Avro::Uuid(_) => ScalarType::String,
+        Avro::Bytes(_) | Avro::Fixed(..) => ScalarType::Bytes,
+        Avro::TimestampMillis(_) | Avro::TimestampMicros(_) => ScalarType::Timestamp,
+        _ => return None,
     })
 }
 

@@ -55,6 +55,10 @@ pub struct FeatureView {
     pub source: Source,
     /// Values older than this are served as expired; `None` keeps them forever.
     pub ttl: Option<Seconds>,
+    /// How far an event may trail the newest event seen on its partition before it is
+    /// dead-lettered as late; `None` takes events however late they come.
+    #[serde(default)]
+    pub allowed_lateness: Option<Seconds>,
     pub description: String,
     pub owner: String,
     pub tags: BTreeMap<String, String>,
@@ -109,6 +113,11 @@ pub struct Aggregate {
     pub of: Option<String>,
     /// The sliding window; `None` is a lifetime aggregate.
     pub window: Option<Seconds>,
+    /// How far the window slides at a time, and the size of its tiles; the loader fills in
+    /// [`crate::aggregate::default_resolution`] when none is declared. Unused by lifetime
+    /// aggregates.
+    #[serde(default)]
+    pub resolution: Option<Seconds>,
 }
 
 /// The longest window accepted, 30 days.

@@ -10,9 +10,12 @@
 //! - [`definition`]: the declared entities, feature views and services, and the versioned registry.
 //! - [`plan`]: what applying a set of definitions would change, and whether it is safe.
 //! - [`store`]: the online store port, which adapters implement.
+//! - [`aggregate`]: windowed and lifetime aggregates as tiles, folded exactly once and combined
+//!   at request time.
 //! - [`apply`]: applying definitions through that port, safely against concurrent applies.
 //! - [`read`]: what a read request resolves to against the registry, and each value's status.
 
+pub mod aggregate;
 pub mod apply;
 pub mod definition;
 pub mod key;

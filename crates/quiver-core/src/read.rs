@@ -30,6 +30,8 @@ pub struct ReadColumn {
     pub name: String,
     /// Index into [`ReadPlan::views`].
     pub view: usize,
+    /// The feature's name in its view.
+    pub feature: Name,
     /// Index of the feature among [`stored_features`] of its view; `None` for an aggregate,
     /// whose values are not stored as a column.
     pub slot: Option<usize>,
@@ -141,6 +143,7 @@ fn plan<'r>(
         plan.columns.push(ReadColumn {
             name,
             view: index,
+            feature: reference.feature.clone(),
             slot,
         });
     }

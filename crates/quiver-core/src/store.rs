@@ -11,6 +11,7 @@
 use std::fmt;
 use std::future::Future;
 
+use crate::aggregate::{Tile, tile_aggregate};
 use crate::definition::{Derivation, Entity, FeatureView, Registry, Seconds, VersionedView};
 use crate::key::EntityKey;
 use crate::name::Name;
@@ -195,6 +196,27 @@ pub fn feature_types(view: &FeatureView, names: &[Name]) -> Result<Vec<ValueType
         .collect()
 }
 
+/// Checks tiles against their view before anything is stored: each belongs to an aggregate
+/// feature of the view. Returns each tile's expiry in microseconds (`None` for lifetime tiles).
+pub fn check_tiles(view: &FeatureView, tiles: &[Tile]) -> Result<Vec<Option<i64>>, StoreError> {
+    tiles
+        .iter()
+        .map(|tile| {
+            tile_aggregate(view, tile)
+                .map(|aggregate| aggregate.tile_expiry_micros(tile.start_micros))
+                .ok_or_else(|| {
+                    StoreError::new(
+                        StoreErrorKind::Invalid,
+                        format!(
+                            "feature view `{}` has no aggregate feature `{}`",
+                            view.name, tile.feature
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The feature read and write half of the port.
 pub trait FeatureStore: Send + Sync {
     /// Writes each feature value with its event time as the write timestamp: per feature, the
@@ -209,7 +231,8 @@ pub trait FeatureStore: Send + Sync {
 
     /// Removes every value of one entity in `view` whose event time is not after
     /// `event_time_micros`: as of that time the entity has no values there, and an older event
-    /// that arrives later stays removed, while a newer one is stored as usual.
+    /// that arrives later stays removed, while a newer one is stored as usual. Every tile of
+    /// the entity goes too: aggregates start again from the events that arrive after.
     fn delete_entity(
         &self,
         entity: &Entity,
@@ -227,6 +250,26 @@ pub trait FeatureStore: Send + Sync {
         features: &[Name],
         key: &EntityKey,
     ) -> impl Future<Output = Result<Vec<Option<StoredValue>>, StoreError>> + Send;
+
+    /// Stores the tiles of one entity's aggregates ([`crate::aggregate::fold`] gives them), each
+    /// replacing the stored tile of the same feature, start and source. A tile stays until its
+    /// window has passed it; lifetime tiles stay. Every tile is checked with [`check_tiles`]
+    /// first; if one fails, nothing is written.
+    fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every stored tile of one entity in `view` whose window has not passed it, in any order.
+    fn read_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> impl Future<Output = Result<Vec<Tile>, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use apache_avro::Schema;
 use quiver_avro::mapping::{self, FieldPathError};
+use quiver_core::aggregate::{check_resolution, default_resolution};
 use quiver_core::definition::{
     Aggregate, AggregateFunction, Definitions, Derivation, Entity, Feature, FeatureService,
     FeatureView, KEY_TYPES, KeyField, MAX_LAST_K, MAX_WINDOW, SchemaRef, Seconds, ServiceFeature,
@@ -344,6 +345,7 @@ impl Loader {
                 "entity",
                 "source",
                 "ttl",
+                "allowed_lateness",
                 "description",
                 "owner",
                 "tags",
@@ -374,6 +376,9 @@ impl Loader {
             }
         });
         let ttl = fields.get("ttl").and_then(|ttl| self.duration(ttl, "ttl"));
+        let allowed_lateness = fields
+            .get("allowed_lateness")
+            .and_then(|lateness| self.duration(lateness, "allowed_lateness"));
         let description = self.optional_string(fields.get("description"), "description");
         let owner = self.optional_string(fields.get("owner"), "owner");
         let mut tags = BTreeMap::new();
@@ -445,6 +450,7 @@ impl Loader {
             entity: entity.name,
             source,
             ttl,
+            allowed_lateness,
             description,
             owner,
             tags,
@@ -633,7 +639,7 @@ impl Loader {
         schema: Option<&Schema>,
     ) -> Option<Aggregate> {
         let where_ = format!("the aggregate of {what}");
-        let fields = self.fields(node, &where_, &["fn", "of", "window", "k"])?;
+        let fields = self.fields(node, &where_, &["fn", "of", "window", "resolution", "k"])?;
         let function_node = self.required(&fields, "fn", &where_)?;
         let function_name = self.string(function_node, "fn")?;
         let k = match fields.get("k") {
@@ -672,6 +678,25 @@ impl Loader {
             }
             None => None,
         };
+        let resolution = match (window, fields.get("resolution")) {
+            (None, Some(resolution_node)) => {
+                self.error(
+                    resolution_node.at,
+                    "`resolution` applies to windows; a lifetime aggregate has none".to_owned(),
+                );
+                return None;
+            }
+            (None, None) => None,
+            (Some(window), None) => Some(default_resolution(window)),
+            (Some(window), Some(resolution_node)) => {
+                let resolution = self.duration(resolution_node, "resolution")?;
+                if let Err(reason) = check_resolution(window, resolution) {
+                    self.error(resolution_node.at, reason);
+                    return None;
+                }
+                Some(resolution)
+            }
+        };
         let of = match fields.get("of") {
             Some(of_node) => Some((of_node.at, self.string(of_node, "of")?)),
             None => None,
@@ -698,6 +723,7 @@ impl Loader {
             function,
             of: of.map(|(_, path)| path),
             window,
+            resolution,
         })
     }
 

@@ -7,7 +7,9 @@
 //! - `features`: one entry per (view version, entity, feature), keyed by the view's table name, a
 //!   NUL, the entity key's canonical encoding ([`EntityKey::encode`]) and the feature name;
 //!   the value holds the event time, the expiry and the value as JSON;
-//! - `deletions`: per (view version, entity), the event time of its latest deletion.
+//! - `deletions`: per (view version, entity), the event time of its latest deletion;
+//! - `tiles`: one entry per aggregate tile, keyed by the entity's row key, the feature name, a
+//!   NUL, the tile start and the source; the value holds the tile's expiry and the tile as JSON.
 //!
 //! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
 //! replaces the stored one only if its event time is not older, a deletion removes what is not
@@ -19,12 +21,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use quiver_core::aggregate::Tile;
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{
     FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_write, feature_types, remaining_ttl_secs,
+    check_tiles, check_write, feature_types, remaining_ttl_secs,
 };
 use quiver_core::value::Value;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -32,6 +35,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features");
 const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions");
+const TILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tiles");
 
 const REGISTRY_KEY: &str = "current";
 
@@ -77,6 +81,34 @@ fn feature_key(row: &[u8], feature: &Name) -> Vec<u8> {
     out
 }
 
+/// The end of the key range of every entry of `row`: the NUL after the table name and the
+/// self-delimiting key encoding keep other rows out of `row..row_end(row)`.
+fn row_end(row: &[u8]) -> Vec<u8> {
+    let mut end = row.to_vec();
+    end.push(u8::MAX);
+    end
+}
+
+fn tile_key(row: &[u8], tile: &Tile) -> Vec<u8> {
+    let mut out = row.to_vec();
+    out.extend_from_slice(tile.feature.as_str().as_bytes());
+    out.push(0);
+    out.extend_from_slice(&tile.start_micros.to_be_bytes());
+    out.extend_from_slice(tile.source.as_bytes());
+    out
+}
+
+/// A stored tile: its expiry (`i64::MAX` for none), then the tile as JSON.
+fn encode_tile(expires_micros: i64, tile: &Tile) -> Vec<u8> {
+    let mut out = expires_micros.to_be_bytes().to_vec();
+    serde_json::to_writer(&mut out, tile).expect("a tile serializes to JSON");
+    out
+}
+
+fn tile_expiry(entry: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(entry.get(..8)?.try_into().ok()?))
+}
+
 /// A stored feature value: event time, expiry (`i64::MAX` for none), then the value as JSON.
 fn encode_entry(event_time_micros: i64, expires_micros: i64, value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
@@ -114,6 +146,11 @@ impl EmbeddedStore {
             .map_err(creating)?
             .retain(|_, entry| entry_times(entry).is_none_or(|(_, expires)| expires > now))
             .map_err(|error| unavailable("sweeping expired values", error))?;
+        transaction
+            .open_table(TILES)
+            .map_err(creating)?
+            .retain(|_, entry| tile_expiry(entry).is_none_or(|expires| expires > now))
+            .map_err(|error| unavailable("sweeping expired tiles", error))?;
         transaction
             .commit()
             .map_err(|error| unavailable("creating the tables", error))?;
@@ -321,14 +358,16 @@ impl FeatureStore for EmbeddedStore {
             let mut features = transaction
                 .open_table(FEATURES)
                 .map_err(|error| unavailable("deleting an entity", error))?;
-            // Every key of this row starts with `row`; the NUL after the table name and the
-            // self-delimiting key encoding keep other rows out of the range.
-            let mut end = row.clone();
-            end.push(u8::MAX);
+            let end = row_end(&row);
             features
                 .retain_in(row.as_slice()..end.as_slice(), |_, entry| {
                     entry_times(entry).is_some_and(|(event_time, _)| event_time > latest)
                 })
+                .map_err(failed)?;
+            transaction
+                .open_table(TILES)
+                .map_err(|error| unavailable("deleting an entity", error))?
+                .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
                 .map_err(failed)?;
             Ok(())
         })
@@ -384,5 +423,79 @@ impl FeatureStore for EmbeddedStore {
                 }))
             })
             .collect()
+    }
+
+    async fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> Result<(), StoreError> {
+        check_key(entity, key)?;
+        let expiries = check_tiles(&view.view, tiles)?;
+        let now = now_micros();
+        let row = row_key(view, key);
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = tiles
+            .iter()
+            .zip(expiries)
+            .filter(|(_, expires)| expires.is_none_or(|expires| expires > now))
+            .map(|(tile, expires)| {
+                (
+                    tile_key(&row, tile),
+                    encode_tile(expires.unwrap_or(i64::MAX), tile),
+                )
+            })
+            .collect();
+        self.in_write_transaction(move |transaction| {
+            let mut table = transaction
+                .open_table(TILES)
+                .map_err(|error| unavailable("writing tiles", error))?;
+            for (key, entry) in entries {
+                table
+                    .insert(key.as_slice(), entry.as_slice())
+                    .map_err(|error| unavailable("writing tiles", error))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_tiles(
+        &self,
+        _entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Vec<Tile>, StoreError> {
+        let failed = |error: redb::StorageError| unavailable("reading tiles", error);
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| unavailable("reading tiles", error))?;
+        let table = transaction
+            .open_table(TILES)
+            .map_err(|error| unavailable("reading tiles", error))?;
+        let row = row_key(view, key);
+        let end = row_end(&row);
+        let now = now_micros();
+        let mut tiles = Vec::new();
+        for entry in table
+            .range(row.as_slice()..end.as_slice())
+            .map_err(failed)?
+        {
+            let (_, stored) = entry.map_err(failed)?;
+            let stored = stored.value();
+            let unreadable = || {
+                corrupt(format!(
+                    "a tile of {key} in {} is unreadable",
+                    view.view.name
+                ))
+            };
+            if tile_expiry(stored).ok_or_else(unreadable)? <= now {
+                continue;
+            }
+            tiles.push(serde_json::from_slice(&stored[8..]).map_err(|_| unreadable())?);
+        }
+        Ok(tiles)
     }
 }

@@ -7,11 +7,12 @@ use std::io::Read;
 use std::path::Path;
 
 use apache_avro::types::Value as Avro;
-use quiver_avro::project::project;
+use prometheus_client::metrics::counter::Counter;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite};
 
-use crate::route::{DeadLetterReason, Route, routes};
+use crate::route::{DeadLetterReason, Projected, Route, routes};
+use crate::tiles::{ViewContributions, Watermarks, store_tiles};
 use crate::{IngestError, now_micros};
 
 /// How to read one file.
@@ -130,15 +131,29 @@ pub async fn ingest_file(
         0
     };
     let mut summary = FileSummary::default();
-    let mut pending: Vec<Vec<FeatureWrite>> = vec![Vec::new(); routes.len()];
+    let mut pending: Vec<Pending> = routes
+        .iter()
+        .map(|route| Pending {
+            writes: Vec::new(),
+            contributions: ViewContributions {
+                route: route.clone(),
+                events: Vec::new(),
+            },
+        })
+        .collect();
+    let source = format!(
+        "file:{}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut watermarks = Watermarks::default();
     for (number, record) in reader.enumerate() {
         let number = number as u64;
         let record = match record {
             Ok(record) => record,
             Err(error) => {
                 // What came before the damage is kept, as the message says.
-                for (route, writes) in routes.iter().zip(pending) {
-                    write_rows(store, route, writes).await?;
+                for (route, pending) in routes.iter().zip(&mut pending) {
+                    pending.flush(store, route).await?;
                 }
                 return Err(file_error(
                     path,
@@ -151,14 +166,25 @@ pub async fn ingest_file(
         };
         summary.records += 1;
         let now = now_micros();
-        for (route, writes) in routes.iter().zip(&mut pending) {
-            match project_record(route, &writer, &record, now) {
-                Ok(mut write) => {
-                    write.event_time_micros += shift;
-                    writes.push(write);
-                    if writes.len() >= options.batch_size.max(1) {
-                        summary.rows_written +=
-                            write_rows(store, route, std::mem::take(writes)).await?;
+        for (route, pending) in routes.iter().zip(&mut pending) {
+            let projected =
+                project_record(route, &writer, &record, now).and_then(|mut projected| {
+                    projected.write.event_time_micros += shift;
+                    watermarks.admit(route, &source, projected.write.event_time_micros)?;
+                    Ok(projected)
+                });
+            match projected {
+                Ok(projected) => {
+                    if route.aggregates {
+                        let contribution = projected.contribution(source.clone(), number as i64);
+                        pending
+                            .contributions
+                            .events
+                            .push((projected.write.key.clone(), contribution));
+                    }
+                    pending.writes.push(projected.write);
+                    if pending.writes.len() >= options.batch_size.max(1) {
+                        summary.rows_written += pending.flush(store, route).await?;
                     }
                 }
                 Err(rejection) => {
@@ -172,10 +198,30 @@ pub async fn ingest_file(
             }
         }
     }
-    for (route, writes) in routes.iter().zip(pending) {
-        summary.rows_written += write_rows(store, route, writes).await?;
+    for (route, pending) in routes.iter().zip(&mut pending) {
+        summary.rows_written += pending.flush(store, route).await?;
     }
     Ok(summary)
+}
+
+/// What a file has given one view and is not written yet.
+struct Pending {
+    writes: Vec<FeatureWrite>,
+    contributions: ViewContributions,
+}
+
+impl Pending {
+    /// Writes the rows and tiles gathered so far; returns the rows written.
+    async fn flush(
+        &mut self,
+        store: &impl FeatureStore,
+        route: &Route,
+    ) -> Result<u64, IngestError> {
+        let rows = write_rows(store, route, std::mem::take(&mut self.writes)).await?;
+        store_tiles(store, &self.contributions, &Counter::default()).await?;
+        self.contributions.events.clear();
+        Ok(rows)
+    }
 }
 
 /// Resolves `record` from the file's schema to the route's, then projects it as the Kafka path
@@ -185,7 +231,7 @@ fn project_record(
     writer: &apache_avro::Schema,
     record: &Avro,
     now_micros: i64,
-) -> Result<FeatureWrite, DeadLetterReason> {
+) -> Result<Projected, DeadLetterReason> {
     let reader = route.decoder.reader();
     let resolved;
     let event = if writer == reader {
@@ -200,7 +246,7 @@ fn project_record(
             })?;
         &resolved
     };
-    Ok(project(&route.entity, &route.view.view, event, now_micros)?)
+    route.project(event, now_micros)
 }
 
 /// The newest event time of the records any route accepts.
@@ -215,8 +261,8 @@ fn newest_event_time<R: Read>(
     for record in reader {
         let record = record.map_err(|error| file_error(path, error))?;
         for route in routes {
-            if let Ok(write) = project_record(route, &writer, &record, now) {
-                newest = newest.max(Some(write.event_time_micros));
+            if let Ok(projected) = project_record(route, &writer, &record, now) {
+                newest = newest.max(Some(projected.write.event_time_micros));
             }
         }
     }

@@ -15,6 +15,7 @@ mod metrics;
 mod publish;
 mod route;
 pub mod schema_registry;
+mod tiles;
 
 pub use metrics::IngestMetrics;
 pub use schema_registry::{SchemaRegistry, SchemaRegistryError};
@@ -39,6 +40,7 @@ use crate::publish::Publisher;
 use crate::route::{
     DeadLetterReason, Decoder, Framing, PendingDeletion, Route, deletion, routes, upsert_write,
 };
+use crate::tiles::{ViewContributions, Watermarks, partition_source, store_tiles};
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
@@ -207,6 +209,7 @@ pub async fn run<S: FeatureStore>(
         invalidations: invalidations.as_ref(),
         store,
         metrics,
+        turns: watch::Sender::new(0),
     };
     let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(BATCHES_AHEAD);
     let positions = Positions::default();
@@ -216,6 +219,8 @@ pub async fn run<S: FeatureStore>(
         let decoded_tx = decoded_tx;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut records = 0;
+        let mut turn = 0;
+        let mut watermarks = Watermarks::default();
         loop {
             let batch = tokio::select! {
                 biased;
@@ -248,7 +253,16 @@ pub async fn run<S: FeatureStore>(
                 });
                 writer_schemas.fetch_missing(ids).await?;
             }
-            let decoded = decode(batch, &inputs, &framing, config, metrics)?;
+            let decoded = decode(
+                batch,
+                turn,
+                &inputs,
+                &mut watermarks,
+                &framing,
+                config,
+                metrics,
+            )?;
+            turn += 1;
             if decoded_tx.send(decoded).await.is_err() {
                 // The writing stage failed; its error is the one to report.
                 break Ok(records);
@@ -396,11 +410,18 @@ struct Outputs<'a, S> {
     invalidations: Option<&'a Publisher>,
     store: &'a S,
     metrics: &'a IngestMetrics,
+    /// The turn of the batch whose tiles and deletions may be stored now. Batches are stored
+    /// side by side, but tiles are read, folded and rewritten, so one batch's must be written
+    /// before the next reads them.
+    turns: watch::Sender<u64>,
 }
 
 /// One batch, decoded and projected, waiting to be stored.
 struct Decoded {
+    /// The batch's place in the stream: its tiles and deletions are stored strictly in turn.
+    turn: u64,
     writes: Vec<(Arc<Route>, Vec<FeatureWrite>)>,
+    contributions: Vec<ViewContributions>,
     deletions: Vec<PendingDeletion>,
     /// Records to dead-letter, with the view they failed for (empty when none could be told).
     rejected: Vec<(OwnedMessage, String, DeadLetterReason)>,
@@ -412,14 +433,18 @@ struct Decoded {
 /// [`OnInvalid::Stop`], the first record that cannot be used ends ingestion instead.
 fn decode(
     batch: Vec<OwnedMessage>,
+    turn: u64,
     inputs: &Inputs,
+    watermarks: &mut Watermarks,
     framing: &Framing,
     config: &IngestConfig,
     metrics: &IngestMetrics,
 ) -> Result<Decoded, IngestError> {
     let now_micros = now_micros();
     let mut decoded = Decoded {
+        turn,
         writes: Vec::new(),
+        contributions: Vec::new(),
         deletions: Vec::new(),
         rejected: Vec::new(),
         next_offsets: BTreeMap::new(),
@@ -431,6 +456,17 @@ fn decode(
     {
         Some((_, list)) => list.push(write),
         None => decoded.writes.push((route.clone(), vec![write])),
+    };
+    let mut contributions: Vec<ViewContributions> = Vec::new();
+    let mut contribute = |route: &Arc<Route>, key, contribution| match contributions
+        .iter_mut()
+        .find(|view| Arc::ptr_eq(&view.route, route))
+    {
+        Some(view) => view.events.push((key, contribution)),
+        None => contributions.push(ViewContributions {
+            route: route.clone(),
+            events: vec![(key, contribution)],
+        }),
     };
     let mut rejected = Vec::new();
     // Counted per topic, then added to the metric once per topic, not once per record.
@@ -478,9 +514,24 @@ fn decode(
                 Err(reason) => reasons.push((String::new(), reason)),
             }
         } else {
+            let source = partition_source(message.topic(), message.partition());
             for route in inputs.routes.get(message.topic()).into_iter().flatten() {
-                match route.write_for(framing, payload, now_micros) {
-                    Ok(write) => add(route, write),
+                let projected =
+                    route
+                        .write_for(framing, payload, now_micros)
+                        .and_then(|projected| {
+                            watermarks.admit(route, &source, projected.write.event_time_micros)?;
+                            Ok(projected)
+                        });
+                match projected {
+                    Ok(projected) => {
+                        if route.aggregates {
+                            let contribution =
+                                projected.contribution(source.clone(), message.offset());
+                            contribute(route, projected.write.key.clone(), contribution);
+                        }
+                        add(route, projected.write);
+                    }
                     Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
                 }
             }
@@ -501,6 +552,7 @@ fn decode(
         }
     }
     decoded.rejected = rejected;
+    decoded.contributions = contributions;
     Ok(decoded)
 }
 
@@ -551,10 +603,25 @@ async fn store_batch<S: FeatureStore>(
             .inc_by(route_writes.len() as u64);
         summary.rows_written += route_writes.len() as u64;
     }
+    let mut turns = outputs.turns.subscribe();
+    turns
+        .wait_for(|turn| *turn == decoded.turn)
+        .await
+        .expect("the sender lives in `outputs`");
+    for contributions in &decoded.contributions {
+        let labels = ViewLabels {
+            view: contributions.route.view.view.name.to_string(),
+        };
+        // Cloned: a family's guard must not be held across an await.
+        let retries = metrics.write_retries.get_or_create(&labels).clone();
+        let written = store_tiles(outputs.store, contributions, &retries).await?;
+        metrics.tiles_written.get_or_create(&labels).inc_by(written);
+    }
     for pending in &decoded.deletions {
         delete_everywhere(outputs, pending).await?;
         summary.entities_deleted += 1;
     }
+    outputs.turns.send_replace(decoded.turn + 1);
     Ok(summary)
 }
 
@@ -608,18 +675,18 @@ pub(crate) fn now_micros() -> i64 {
 
 /// Runs a store operation, retrying with backoff while the store is unavailable, so a database
 /// outage pauses ingestion instead of losing or skipping records.
-async fn retry_while_unavailable<F, Fut>(
+async fn retry_while_unavailable<T, F, Fut>(
     retries: &prometheus_client::metrics::counter::Counter,
     mut operation: F,
-) -> Result<(), IngestError>
+) -> Result<T, IngestError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), quiver_core::store::StoreError>>,
+    Fut: Future<Output = Result<T, quiver_core::store::StoreError>>,
 {
     let mut backoff = Duration::from_millis(100);
     loop {
         match operation().await {
-            Ok(()) => return Ok(()),
+            Ok(done) => return Ok(done),
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
                 retries.inc();
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");

@@ -39,6 +39,7 @@ pub(crate) struct PartitionLabels {
 pub struct IngestMetrics {
     pub(crate) records: Family<TopicLabels, Counter>,
     pub(crate) rows_written: Family<ViewLabels, Counter>,
+    pub(crate) tiles_written: Family<ViewLabels, Counter>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) write_retries: Family<ViewLabels, Counter>,
     pub(crate) write_seconds: Family<ViewLabels, Histogram>,
@@ -53,6 +54,7 @@ impl IngestMetrics {
         let metrics = IngestMetrics {
             records: Family::default(),
             rows_written: Family::default(),
+            tiles_written: Family::default(),
             dead_letters: Family::default(),
             write_retries: Family::default(),
             write_seconds: Family::new_with_constructor(|| {
@@ -75,6 +77,11 @@ impl IngestMetrics {
             "rows_written",
             "Feature rows written to the online store, by view",
             metrics.rows_written.clone(),
+        );
+        registry.register(
+            "tiles_written",
+            "Aggregate tiles rewritten in the online store, by view",
+            metrics.tiles_written.clone(),
         );
         registry.register(
             "dead_letters",

@@ -6,12 +6,15 @@ use std::sync::{Arc, Mutex};
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::project::{
-    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, project, project_deletion, project_upsert,
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, aggregate_inputs, project,
+    project_deletion, project_upsert,
 };
 use quiver_avro::{mapping, wire};
+use quiver_core::aggregate::{Contribution, aggregate_features};
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
+use quiver_core::value::Value;
 
 use crate::schema_registry::WriterSchemas;
 use crate::{IngestError, WireFormat};
@@ -22,6 +25,8 @@ pub(crate) struct Route {
     pub(crate) entity: Entity,
     pub(crate) view: VersionedView,
     pub(crate) decoder: Decoder,
+    /// Whether the view has aggregate features, whose inputs are then projected too.
+    pub(crate) aggregates: bool,
 }
 
 /// How record values are framed, with the writer schemas of the Confluent format.
@@ -178,6 +183,7 @@ pub(crate) fn routes(
             .or_default()
             .push(Arc::new(Route {
                 entity,
+                aggregates: !aggregate_features(&view.view).is_empty(),
                 view,
                 decoder: Decoder::new(reader),
             }));
@@ -207,9 +213,45 @@ impl Route {
         framing: &Framing,
         payload: &[u8],
         now_micros: i64,
-    ) -> Result<FeatureWrite, DeadLetterReason> {
+    ) -> Result<Projected, DeadLetterReason> {
         let event = self.decoder.decode(framing, payload)?;
-        Ok(project(&self.entity, &self.view.view, &event, now_micros)?)
+        self.project(&event, now_micros)
+    }
+
+    /// Projects a decoded event onto this route's view: its feature values and, when the view
+    /// has aggregates, their inputs.
+    pub(crate) fn project(
+        &self,
+        event: &Avro,
+        now_micros: i64,
+    ) -> Result<Projected, DeadLetterReason> {
+        let write = project(&self.entity, &self.view.view, event, now_micros)?;
+        let inputs = if self.aggregates {
+            aggregate_inputs(&self.view.view, event)?
+        } else {
+            Vec::new()
+        };
+        Ok(Projected { write, inputs })
+    }
+}
+
+/// One event projected onto one view.
+#[derive(Debug)]
+pub(crate) struct Projected {
+    pub(crate) write: FeatureWrite,
+    /// The inputs of the view's aggregates, in `aggregate_features` order; empty when it has none.
+    pub(crate) inputs: Vec<Option<Value>>,
+}
+
+impl Projected {
+    /// What this event gives the view's aggregates, from position `offset` of `source`.
+    pub(crate) fn contribution(&self, source: String, offset: i64) -> Contribution {
+        Contribution {
+            source,
+            offset,
+            event_time_micros: self.write.event_time_micros,
+            inputs: self.inputs.clone(),
+        }
     }
 }
 

@@ -6,6 +6,12 @@
 //! with one typed column per feature read from a field. Feature writes carry the event time as
 //! `USING TIMESTAMP` and the rest of the view's TTL as `USING TTL`; reads take `WRITETIME` back
 //! as the event time.
+//!
+//! Aggregate tiles of every view live in one table, `quiver_tiles`, partitioned by view table
+//! and encoded entity key and clustered by feature, tile start and source, so that one query
+//! reads all tiles of an entity. A tile is rewritten whole each time it changes (never a CQL
+//! counter, whose increments a replay would repeat), with a TTL that ends when its window has
+//! passed it.
 
 mod values;
 
@@ -15,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 
+use quiver_core::aggregate::Tile;
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
 };
@@ -22,7 +29,7 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{
     FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_write, feature_types, remaining_ttl_secs,
+    check_tiles, check_write, feature_types, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -72,6 +79,9 @@ pub struct ScyllaStore {
     load_registry: PreparedStatement,
     insert_registry: PreparedStatement,
     update_registry: PreparedStatement,
+    insert_tile: PreparedStatement,
+    select_tiles: PreparedStatement,
+    delete_tiles: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
     /// The read of each table, with the features it selects: the serving path reads the same
@@ -152,6 +162,18 @@ impl ScyllaStore {
             )
             .await
             .map_err(|error| unavailable("creating the registry table", error))?;
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {keyspace}.quiver_tiles \
+                     (view_table text, entity blob, feature text, tile_start bigint, \
+                     source text, through_offset bigint, newest_event bigint, partial text, \
+                     PRIMARY KEY ((view_table, entity), feature, tile_start, source))"
+                ),
+                (),
+            )
+            .await
+            .map_err(|error| unavailable("creating the tiles table", error))?;
 
         let prepare = |statement: String| {
             let session = &session;
@@ -176,12 +198,30 @@ impl ScyllaStore {
              WHERE id = '{REGISTRY_ROW}' IF revision = ?"
         ))
         .await?;
+        let insert_tile = prepare(format!(
+            "INSERT INTO {keyspace}.quiver_tiles (view_table, entity, feature, tile_start, \
+             source, through_offset, newest_event, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             USING TTL ?"
+        ))
+        .await?;
+        let select_tiles = prepare(format!(
+            "SELECT feature, tile_start, source, through_offset, newest_event, partial \
+             FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
+        ))
+        .await?;
+        let delete_tiles = prepare(format!(
+            "DELETE FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
+        ))
+        .await?;
         Ok(ScyllaStore {
             session,
             keyspace,
             load_registry,
             insert_registry,
             update_registry,
+            insert_tile,
+            select_tiles,
+            delete_tiles,
             statements: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
         })
@@ -552,6 +592,12 @@ impl FeatureStore for ScyllaStore {
             .execute_unpaged(&prepared, bound)
             .await
             .map_err(|error| unavailable("deleting an entity", error))?;
+        // Tiles are rewritten with the current time as their timestamp, so their deletion
+        // carries the current time too: it removes every tile written before it.
+        self.session
+            .execute_unpaged(&self.delete_tiles, tile_partition(view, key))
+            .await
+            .map_err(|error| unavailable("deleting an entity's tiles", error))?;
         Ok(())
     }
 
@@ -605,4 +651,106 @@ impl FeatureStore for ScyllaStore {
         }
         Ok(stored)
     }
+
+    async fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> Result<(), StoreError> {
+        check_key(entity, key)?;
+        let expiries = check_tiles(&view.view, tiles)?;
+        let now_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |now| now.as_micros() as i64);
+        let mut rows = Vec::with_capacity(tiles.len());
+        for (tile, expires) in tiles.iter().zip(expiries) {
+            let ttl_secs = match expires {
+                None => 0,
+                Some(expires) if expires <= now_micros => continue,
+                Some(expires) => {
+                    i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
+                }
+            };
+            let partial = serde_json::to_string(&tile.partial).map_err(|error| {
+                StoreError::new(StoreErrorKind::Invalid, format!("encoding a tile: {error}"))
+            })?;
+            let (view_table, entity_key) = tile_partition(view, key);
+            rows.push((
+                view_table,
+                entity_key,
+                tile.feature.to_string(),
+                tile.start_micros,
+                tile.source.clone(),
+                tile.through_offset,
+                tile.newest_event_micros,
+                partial,
+                ttl_secs,
+            ));
+        }
+        // All tiles of an entity share its partition: small unlogged batches of them.
+        let chunks: Vec<Vec<_>> = rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect();
+        futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in &chunk {
+                    batch.append_statement(self.insert_tile.clone());
+                }
+                self.session
+                    .batch(&batch, chunk)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| unavailable("writing tiles", error))
+            })
+            .buffer_unordered(MAX_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn read_tiles(
+        &self,
+        _entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Vec<Tile>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.select_tiles, tile_partition(view, key))
+            .await
+            .map_err(|error| unavailable("reading tiles", error))?
+            .into_rows_result()
+            .map_err(|error| unavailable("reading tiles", error))?;
+        let unreadable = |error: &dyn std::fmt::Display| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!(
+                    "a tile of {key} in {} is unreadable: {error}",
+                    view.view.name
+                ),
+            )
+        };
+        result
+            .rows::<(String, i64, String, i64, i64, String)>()
+            .map_err(|error| unreadable(&error))?
+            .map(|row| {
+                let (feature, start_micros, source, through_offset, newest_event_micros, partial) =
+                    row.map_err(|error| unreadable(&error))?;
+                Ok(Tile {
+                    feature: feature.parse().map_err(|error| unreadable(&error))?,
+                    start_micros,
+                    source,
+                    through_offset,
+                    newest_event_micros,
+                    partial: serde_json::from_str(&partial).map_err(|error| unreadable(&error))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The partition key of an entity's tiles in one view version.
+fn tile_partition(view: &VersionedView, key: &EntityKey) -> (String, Vec<u8>) {
+    (view_table_name(&view.view.name, view.version), key.encode())
 }

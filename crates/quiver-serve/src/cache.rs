@@ -9,15 +9,31 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::key::EntityKey;
 use quiver_core::store::{StoreError, StoredValue};
 use quiver_core::value::Value;
 
-/// The stored features of one entity in one view version, in `stored_features` order.
-pub(crate) type Row = Arc<Vec<Option<StoredValue>>>;
+/// What is cached of one entity in one view version.
+#[derive(Debug)]
+pub(crate) enum Cached {
+    /// The stored features, in `stored_features` order.
+    Values(Vec<Option<StoredValue>>),
+    /// The aggregate tiles, evaluated against the time of each request.
+    Tiles(Vec<Tile>),
+}
 
-/// What the cache is keyed by: the view version's table name and the entity key.
-pub(crate) type RowKey = (Arc<str>, EntityKey);
+pub(crate) type Row = Arc<Cached>;
+
+/// Which part of an entity's data an entry holds: a request reads only the parts it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Part {
+    Values,
+    Tiles,
+}
+
+/// What the cache is keyed by: the view version's table name, the part and the entity key.
+pub(crate) type RowKey = (Arc<str>, Part, EntityKey);
 
 /// Cache settings.
 #[derive(Debug, Clone)]
@@ -48,11 +64,11 @@ struct RowExpiry {
 
 impl Expiry<RowKey, Row> for RowExpiry {
     fn expire_after_create(&self, _key: &RowKey, row: &Row, _created: Instant) -> Option<Duration> {
-        Some(if row.iter().all(Option::is_none) {
-            self.negative_ttl
-        } else {
-            self.ttl
-        })
+        let absent = match &**row {
+            Cached::Values(values) => values.iter().all(Option::is_none),
+            Cached::Tiles(tiles) => tiles.is_empty(),
+        };
+        Some(if absent { self.negative_ttl } else { self.ttl })
     }
 }
 
@@ -124,22 +140,49 @@ impl RowCache {
 
 /// Approximate bytes a cached row holds.
 fn weight(key: &RowKey, row: &Row) -> usize {
-    let values: usize = row
+    let values = match &**row {
+        Cached::Values(values) => values_weight(values),
+        Cached::Tiles(tiles) => tiles.iter().map(tile_weight).sum(),
+    };
+    64 + key.0.len() + values
+}
+
+fn tile_weight(tile: &Tile) -> usize {
+    let partial = match &tile.partial {
+        Partial::LastK { newest, .. } => newest
+            .iter()
+            .map(|stamped| 32 + value_weight(&stamped.value))
+            .sum(),
+        Partial::Distinct(sketch) => sketch.size_bytes(),
+        Partial::Min(value) | Partial::Max(value) => value_weight(value),
+        Partial::First(stamped) | Partial::Last(stamped) => 8 + value_weight(&stamped.value),
+        _ => 16,
+    };
+    64 + tile.feature.as_str().len() + tile.source.len() + partial
+}
+
+fn values_weight(values: &[Option<StoredValue>]) -> usize {
+    values
         .iter()
         .map(|stored| {
-            16 + stored.as_ref().map_or(0, |stored| match &stored.value {
-                Value::String(text) => text.len(),
-                Value::Bytes(bytes) => bytes.len(),
-                Value::StringList(items) => items.iter().map(|item| item.len() + 24).sum(),
-                Value::BytesList(items) => items.iter().map(|item| item.len() + 24).sum(),
-                Value::Float32List(items) => items.len() * 4,
-                Value::Int32List(items) => items.len() * 4,
-                Value::BoolList(items) => items.len(),
-                Value::Int64List(items) | Value::TimestampList(items) => items.len() * 8,
-                Value::Float64List(items) => items.len() * 8,
-                _ => 8,
-            })
+            16 + stored
+                .as_ref()
+                .map_or(0, |stored| value_weight(&stored.value))
         })
-        .sum();
-    64 + key.0.len() + values
+        .sum()
+}
+
+fn value_weight(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Bytes(bytes) => bytes.len(),
+        Value::StringList(items) => items.iter().map(|item| item.len() + 24).sum(),
+        Value::BytesList(items) => items.iter().map(|item| item.len() + 24).sum(),
+        Value::Float32List(items) => items.len() * 4,
+        Value::Int32List(items) => items.len() * 4,
+        Value::BoolList(items) => items.len(),
+        Value::Int64List(items) | Value::TimestampList(items) => items.len() * 8,
+        Value::Float64List(items) => items.len() * 8,
+        _ => 8,
+    }
 }

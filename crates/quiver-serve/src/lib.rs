@@ -32,7 +32,7 @@ use quiver_proto::v1::feature_service_server::FeatureServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::RowCache;
+use crate::cache::{Part, RowCache};
 use crate::service::Service;
 
 /// Limits and cache settings of a server.
@@ -128,9 +128,9 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .feature_views
             .iter()
             .filter(|view| view.view.entity.as_str() == entity)
-            .map(|view| {
+            .flat_map(|view| {
                 let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
-                (table, key.clone())
+                [Part::Values, Part::Tiles].map(|part| (table.clone(), part, key.clone()))
             })
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
-use quiver_core::definition::{Entity, Registry, VersionedView, view_table_name};
+use quiver_core::aggregate::{aggregate_features, evaluate};
+use quiver_core::definition::{
+    Aggregate, Entity, Feature, Registry, Seconds, VersionedView, view_table_name,
+};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::read::{
@@ -21,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::ServeConfig;
-use crate::cache::{Row, RowCache};
+use crate::cache::{Cached, Part, Row, RowCache};
 use crate::convert;
 use crate::metrics::{MethodLabels, ServeMetrics};
 
@@ -206,17 +209,44 @@ impl<S: FeatureStore + 'static> Service<S> {
             .iter()
             .map(|(_, view)| view_table_name(&view.view.name, view.version).into())
             .collect();
-        let reads = plan.views.iter().zip(&per_view).zip(&tables).flat_map(
-            |(((entity, view), (_, unique)), table)| {
-                unique
-                    .iter()
-                    .map(move |key| self.row(entity, view, table, key))
-            },
-        );
-        let mut loaded = try_join_all(reads).await?.into_iter();
-        let view_rows: Vec<Vec<Fetched>> = per_view
+        // Per view, the parts its columns need: values for stored features, tiles for
+        // aggregates (in that order).
+        let parts: Vec<Vec<Part>> = (0..plan.views.len())
+            .map(|index| {
+                let columns = || plan.columns.iter().filter(move |c| c.view == index);
+                let mut parts = Vec::with_capacity(2);
+                if columns().any(|column| column.slot.is_some()) {
+                    parts.push(Part::Values);
+                }
+                if columns().any(|column| column.slot.is_none()) {
+                    parts.push(Part::Tiles);
+                }
+                parts
+            })
+            .collect();
+        let reads = plan
+            .views
             .iter()
-            .map(|(_, unique)| loaded.by_ref().take(unique.len()).collect())
+            .zip(&per_view)
+            .zip(&tables)
+            .zip(&parts)
+            .flat_map(|((((entity, view), (_, unique)), table), parts)| {
+                unique.iter().flat_map(move |key| {
+                    parts
+                        .iter()
+                        .map(move |part| self.row(entity, view, table, *part, key))
+                })
+            });
+        let mut loaded = try_join_all(reads).await?.into_iter();
+        // Per view, per distinct key, one fetched row per part.
+        let view_rows: Vec<Vec<Vec<Fetched>>> = per_view
+            .iter()
+            .zip(&parts)
+            .map(|((_, unique), parts)| {
+                (0..unique.len())
+                    .map(|_| loaded.by_ref().take(parts.len()).collect())
+                    .collect()
+            })
             .collect();
 
         let now = now_micros();
@@ -226,6 +256,9 @@ impl<S: FeatureStore + 'static> Service<S> {
             .map(|column| {
                 let (_, view) = plan.views[column.view];
                 let (positions, _) = &per_view[column.view];
+                let aggregate = aggregate_features(&view.view)
+                    .into_iter()
+                    .find(|(feature, _)| feature.name == column.feature);
                 let mut out = pb::FeatureColumn {
                     name: column.name,
                     values: Vec::with_capacity(rows),
@@ -234,23 +267,13 @@ impl<S: FeatureStore + 'static> Service<S> {
                 };
                 for position in positions {
                     let fetched = &view_rows[column.view][*position];
-                    let stored = column.slot.and_then(|slot| fetched.row[slot].as_ref());
-                    let (value, state, event_time) = match stored {
-                        None => (pb::Value::default(), ReadStatus::NotFound, 0),
-                        Some(stored) => {
-                            match status(view.view.ttl, stored.event_time_micros, now) {
-                                ReadStatus::Ok => (
-                                    quiver_proto::values::to_wire(&stored.value),
-                                    if fetched.stale {
-                                        ReadStatus::Stale
-                                    } else {
-                                        ReadStatus::Ok
-                                    },
-                                    stored.event_time_micros,
-                                ),
-                                other => (pb::Value::default(), other, 0),
-                            }
+                    let (value, state, event_time) = match (column.slot, aggregate) {
+                        (Some(slot), _) => stored_value(&fetched[0], slot, view.view.ttl, now),
+                        (None, Some((feature, aggregate))) => {
+                            let tiles = fetched.last().expect("tiles are read for aggregates");
+                            aggregate_value(tiles, feature, aggregate, now)
                         }
+                        (None, None) => (pb::Value::default(), ReadStatus::NotFound, 0),
                     };
                     out.values.push(value);
                     out.statuses.push(match state {
@@ -299,7 +322,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                 .invalidate(
                     writes
                         .iter()
-                        .map(|write| (table.clone(), write.key.clone()))
+                        .map(|write| (table.clone(), Part::Values, write.key.clone()))
                         .collect(),
                 )
                 .await;
@@ -310,23 +333,29 @@ impl<S: FeatureStore + 'static> Service<S> {
         })
     }
 
-    /// The stored row of one entity in one view version (whose table is `table`), from the
-    /// cache when it has it.
+    /// One part of the stored data of one entity in one view version (whose table is
+    /// `table`), from the cache when it has it.
     async fn row(
         &self,
         entity: &Entity,
         view: &VersionedView,
         table: &Arc<str>,
+        part: Part,
         key: &EntityKey,
     ) -> Result<Fetched, Status> {
         let load = async {
             let started = Instant::now();
             self.metrics.store_reads.inc();
-            let read = tokio::time::timeout(
-                self.config.read_timeout,
-                self.store
-                    .read_features(entity, view, &stored_features(view), key),
-            )
+            let read = tokio::time::timeout(self.config.read_timeout, async {
+                Ok(match part {
+                    Part::Values => Cached::Values(
+                        self.store
+                            .read_features(entity, view, &stored_features(view), key)
+                            .await?,
+                    ),
+                    Part::Tiles => Cached::Tiles(self.store.read_tiles(entity, view, key).await?),
+                })
+            })
             .await;
             self.metrics
                 .store_read_seconds
@@ -346,7 +375,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             let row = load.await.map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
-        let row_key = (table.clone(), key.clone());
+        let row_key = (table.clone(), part, key.clone());
         let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
@@ -433,10 +462,65 @@ fn pushed_write(
     Ok(write)
 }
 
+/// The value, status and event time served for stored feature `slot` of a fetched row.
+fn stored_value(
+    fetched: &Fetched,
+    slot: usize,
+    ttl: Option<Seconds>,
+    now: i64,
+) -> (pb::Value, ReadStatus, i64) {
+    let Cached::Values(values) = &*fetched.row else {
+        return (pb::Value::default(), ReadStatus::NotFound, 0);
+    };
+    match &values[slot] {
+        None => (pb::Value::default(), ReadStatus::NotFound, 0),
+        Some(stored) => match status(ttl, stored.event_time_micros, now) {
+            ReadStatus::Ok => (
+                quiver_proto::values::to_wire(&stored.value),
+                fetched.status(),
+                stored.event_time_micros,
+            ),
+            other => (pb::Value::default(), other, 0),
+        },
+    }
+}
+
+/// The value of an aggregate over its window as of `now`, from an entity's fetched tiles; its
+/// event time is the newest event the window holds (0 when it holds none).
+fn aggregate_value(
+    fetched: &Fetched,
+    feature: &Feature,
+    aggregate: &Aggregate,
+    now: i64,
+) -> (pb::Value, ReadStatus, i64) {
+    let Cached::Tiles(tiles) = &*fetched.row else {
+        return (pb::Value::default(), ReadStatus::NotFound, 0);
+    };
+    match evaluate(feature, aggregate, tiles, now) {
+        Some((value, newest)) => (
+            quiver_proto::values::to_wire(&value),
+            fetched.status(),
+            newest.unwrap_or(0),
+        ),
+        None => (pb::Value::default(), ReadStatus::NotFound, 0),
+    }
+}
+
 /// A row as fetched for a call: from the store or cache, or stale when the store was out of reach.
 struct Fetched {
     row: Row,
     stale: bool,
+}
+
+impl Fetched {
+    /// The status of a value found in this row.
+    fn status(&self) -> ReadStatus {
+        if self.stale {
+            ReadStatus::Stale
+        } else {
+            ReadStatus::Ok
+        }
+    }
 }
 
 #[tonic::async_trait]

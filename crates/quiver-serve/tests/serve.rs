@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use quiver_core::aggregate::Tile;
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -71,6 +72,24 @@ impl FeatureStore for Store {
         let delay = self.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.read_features(entity, view, features, key).await
+    }
+    async fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> Result<(), StoreError> {
+        self.inner.write_tiles(entity, view, key, tiles).await
+    }
+
+    async fn read_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Vec<Tile>, StoreError> {
+        self.inner.read_tiles(entity, view, key).await
     }
 }
 

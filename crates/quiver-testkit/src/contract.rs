@@ -3,6 +3,7 @@
 //! An adapter's test file calls [`online_store_contract!`](crate::online_store_contract) with an
 //! async function that returns a fresh, empty store; every check then runs as its own test.
 
+use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::apply::{ApplyError, apply};
 use quiver_core::definition::{Definitions, Registry};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,6 +97,24 @@ macro_rules! online_store_contract {
         #[tokio::test]
         async fn contract_a_deletion_removes_older_values_only() {
             $crate::contract::a_deletion_removes_older_values_only(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_tiles_read_back_and_replace_by_feature_start_and_source() {
+            $crate::contract::tiles_read_back_and_replace_by_feature_start_and_source(
+                &$fresh_store().await,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn contract_tiles_go_once_their_window_has_passed() {
+            $crate::contract::tiles_go_once_their_window_has_passed(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_a_deletion_removes_every_tile_and_a_bad_tile_writes_nothing() {
+            $crate::contract::a_deletion_removes_every_tile_and_a_bad_tile_writes_nothing(
+                &$fresh_store().await,
+            )
+            .await;
         }
         #[tokio::test]
         async fn contract_a_bad_write_is_refused_and_nothing_is_written() {
@@ -544,5 +563,173 @@ pub async fn a_bad_write_is_refused_and_nothing_is_written(
         read,
         [None],
         "the good write of a refused batch is not stored either"
+    );
+}
+
+fn tile(feature: &str, start_micros: i64, source: &str, count: u64) -> Tile {
+    Tile {
+        feature: name(feature),
+        start_micros,
+        source: source.to_owned(),
+        through_offset: count as i64,
+        newest_event_micros: start_micros + 1,
+        partial: Partial::Count(count),
+    }
+}
+
+async fn sorted_tiles(
+    store: &(impl OnlineStore + FeatureStore),
+    entity: &Entity,
+    view: &VersionedView,
+    id: i64,
+) -> Vec<Tile> {
+    let mut tiles = store
+        .read_tiles(entity, view, &user(id))
+        .await
+        .expect("reads tiles");
+    tiles.sort_by(|a, b| {
+        (&a.feature, a.start_micros, &a.source).cmp(&(&b.feature, b.start_micros, &b.source))
+    });
+    tiles
+}
+
+pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let hour = 3_600_000_000;
+    let this_hour = now_micros() / hour * hour;
+    let distinct = {
+        let mut sketch = quiver_core::aggregate::HyperLogLog::default();
+        sketch.insert(&Value::Int64(5));
+        Partial::Distinct(sketch)
+    };
+    // In the order `sorted_tiles` gives: feature, start, source.
+    let mut written = vec![
+        tile("actions_1h", this_hour - hour / 2, "match-events/0", 1),
+        tile("actions_1h", this_hour, "match-events/0", 3),
+        tile("actions_1h", this_hour, "match-events/1", 4),
+        tile("actions_total", 0, "match-events/0", 8),
+        Tile {
+            partial: distinct,
+            ..tile("distinct_candidates_30d", this_hour, "match-events/0", 1)
+        },
+    ];
+    store
+        .write_tiles(&entity, &activity, &user(7), &written)
+        .await
+        .expect("writes tiles");
+    assert_eq!(sorted_tiles(store, &entity, &activity, 7).await, written);
+    assert!(
+        sorted_tiles(store, &entity, &activity, 8).await.is_empty(),
+        "another entity has no tiles"
+    );
+
+    let replacement = tile("actions_1h", this_hour, "match-events/1", 9);
+    store
+        .write_tiles(
+            &entity,
+            &activity,
+            &user(7),
+            std::slice::from_ref(&replacement),
+        )
+        .await
+        .expect("rewrites a tile");
+    written[2] = replacement;
+    assert_eq!(
+        sorted_tiles(store, &entity, &activity, 7).await,
+        written,
+        "a tile is replaced whole, the others stay"
+    );
+}
+
+pub async fn tiles_go_once_their_window_has_passed(store: &(impl OnlineStore + FeatureStore)) {
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    // `actions_1h` has 5-minute tiles: a tile is read until an hour after its end.
+    let read_for = (3_600 + 300) * 1_000_000;
+    let now = now_micros();
+    let passed = tile(
+        "actions_1h",
+        now - read_for - 1_000_000,
+        "match-events/0",
+        1,
+    );
+    let passing = tile(
+        "actions_1h",
+        now - read_for + 2_000_000,
+        "match-events/0",
+        2,
+    );
+    let lifetime = tile("actions_total", 0, "match-events/0", 3);
+    store
+        .write_tiles(
+            &entity,
+            &activity,
+            &user(9),
+            &[passed, passing.clone(), lifetime.clone()],
+        )
+        .await
+        .expect("writes tiles");
+    assert_eq!(
+        sorted_tiles(store, &entity, &activity, 9).await,
+        vec![passing, lifetime.clone()],
+        "a tile already past its window is not kept"
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(
+        sorted_tiles(store, &entity, &activity, 9).await,
+        vec![lifetime],
+        "a tile goes once its window has passed it; a lifetime tile stays"
+    );
+}
+
+pub async fn a_deletion_removes_every_tile_and_a_bad_tile_writes_nothing(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let now = now_micros();
+    let tiles = [
+        tile("actions_1h", now, "match-events/0", 1),
+        tile("actions_total", 0, "match-events/0", 2),
+    ];
+    for id in [1, 2] {
+        store
+            .write_tiles(&entity, &activity, &user(id), &tiles)
+            .await
+            .expect("writes tiles");
+    }
+    store
+        .delete_entity(&entity, &activity, &user(1), now)
+        .await
+        .expect("deletes");
+    assert!(sorted_tiles(store, &entity, &activity, 1).await.is_empty());
+    assert_eq!(
+        sorted_tiles(store, &entity, &activity, 2).await.len(),
+        2,
+        "other entities keep their tiles"
+    );
+
+    let refused = store
+        .write_tiles(
+            &entity,
+            &activity,
+            &user(3),
+            &[
+                tile("actions_total", 0, "match-events/0", 1),
+                tile("last_country", 0, "match-events/0", 1),
+            ],
+        )
+        .await
+        .expect_err("last_country is not an aggregate");
+    assert_eq!(refused.kind, StoreErrorKind::Invalid);
+    assert!(
+        refused
+            .message
+            .contains("no aggregate feature `last_country`"),
+        "{refused}"
+    );
+    assert!(
+        sorted_tiles(store, &entity, &activity, 3).await.is_empty(),
+        "nothing of a refused write is stored"
     );
 }

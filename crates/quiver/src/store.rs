@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use quiver_core::aggregate::Tile;
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -181,6 +182,31 @@ impl FeatureStore for Store {
         match self {
             Store::Embedded(store) => store.read_features(entity, view, features, key).await,
             Store::Scylla(store) => store.read_features(entity, view, features, key).await,
+        }
+    }
+
+    async fn write_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+        tiles: &[Tile],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(store) => store.write_tiles(entity, view, key, tiles).await,
+            Store::Scylla(store) => store.write_tiles(entity, view, key, tiles).await,
+        }
+    }
+
+    async fn read_tiles(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<Vec<Tile>, StoreError> {
+        match self {
+            Store::Embedded(store) => store.read_tiles(entity, view, key).await,
+            Store::Scylla(store) => store.read_tiles(entity, view, key).await,
         }
     }
 }

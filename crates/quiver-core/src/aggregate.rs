@@ -1,0 +1,846 @@
+//! Windowed and lifetime aggregates kept as tiles: partial aggregates per entity, feature, time
+//! tile and source partition, each event folded in exactly once, combined at request time.
+//!
+//! A windowed aggregate at resolution `r` keeps one tile per `r` of event time; at request time
+//! `now` its window covers the tiles from the one holding `now - window` to the one holding
+//! `now`, so it slides by whole tiles and spans at most `window / r + 1` of them. A lifetime
+//! aggregate keeps a single tile.
+//!
+//! Exactness under at-least-once delivery: a tile belongs to one source partition (such as
+//! `topic/3`), which one ingester owns at a time, and it records the offset of the last event
+//! it folded in. Events of a partition are folded in offset order, so a replayed event, whose
+//! offset is at or before that mark, is skipped: replays after a crash never count twice, and
+//! the tile is rewritten whole (never incremented, unlike a CQL counter), so rewriting it is
+//! idempotent too.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{Aggregate, AggregateFunction, Derivation, Feature, FeatureView, Seconds};
+use crate::name::Name;
+use crate::value::{ScalarType, Value, ValueType};
+
+const MICROS_PER_SEC: i64 = 1_000_000;
+
+/// The tile start of every lifetime aggregate's one tile.
+pub const LIFETIME_TILE_START: i64 = 0;
+
+/// The tile sizes a default resolution is chosen from.
+const RESOLUTION_LADDER: [u64; 8] = [1, 10, 60, 300, 600, 3_600, 21_600, 86_400];
+/// A default resolution keeps a window within this many tiles.
+const DEFAULT_TILES_PER_WINDOW: u64 = 48;
+/// A declared resolution may make a window at most this many tiles long: every read of the
+/// feature combines them all.
+pub const MAX_TILES_PER_WINDOW: u64 = 240;
+
+/// The resolution of a window declared without one: the finest tile size of the ladder that
+/// keeps the window within 48 tiles, so a 24-hour window slides by the hour and a 30-day one
+/// by the day.
+pub fn default_resolution(window: Seconds) -> Seconds {
+    RESOLUTION_LADDER
+        .into_iter()
+        .find(|size| window.0.div_ceil(*size) <= DEFAULT_TILES_PER_WINDOW)
+        .map_or(Seconds(86_400), Seconds)
+}
+
+/// Why a declared resolution does not suit its window, if it does not.
+pub fn check_resolution(window: Seconds, resolution: Seconds) -> Result<(), String> {
+    if resolution > window {
+        return Err(format!(
+            "resolution {resolution} is longer than the window {window}"
+        ));
+    }
+    let tiles = window.0.div_ceil(resolution.0);
+    if tiles > MAX_TILES_PER_WINDOW {
+        return Err(format!(
+            "resolution {resolution} cuts the window {window} into {tiles} tiles; at most \
+             {MAX_TILES_PER_WINDOW} are read per value, so use a resolution of at least {}",
+            Seconds(window.0.div_ceil(MAX_TILES_PER_WINDOW))
+        ));
+    }
+    Ok(())
+}
+
+/// The aggregate features of a view, in declaration order: the order of the inputs of a
+/// [`Contribution`].
+pub fn aggregate_features(view: &FeatureView) -> Vec<(&Feature, &Aggregate)> {
+    view.features
+        .iter()
+        .filter_map(|feature| match &feature.derivation {
+            Derivation::Aggregate(aggregate) => Some((feature, aggregate)),
+            Derivation::Field(_) => None,
+        })
+        .collect()
+}
+
+impl Aggregate {
+    /// The tile size in microseconds; `None` for a lifetime aggregate.
+    fn tile_micros(&self) -> Option<i64> {
+        let window = self.window?;
+        let resolution = self
+            .resolution
+            .unwrap_or_else(|| default_resolution(window));
+        Some(resolution.0 as i64 * MICROS_PER_SEC)
+    }
+
+    /// The start of the tile an event at `event_time_micros` falls in.
+    pub fn tile_start(&self, event_time_micros: i64) -> i64 {
+        match self.tile_micros() {
+            Some(tile) => event_time_micros.div_euclid(tile) * tile,
+            None => LIFETIME_TILE_START,
+        }
+    }
+
+    /// The event times the window covers at `now_micros`, `[from, until)`: from the start of
+    /// the tile holding `now - window` to the end of the tile holding `now`. `None` for a
+    /// lifetime aggregate, which covers everything.
+    pub fn window_at(&self, now_micros: i64) -> Option<(i64, i64)> {
+        let tile = self.tile_micros()?;
+        let window = self.window?.0 as i64 * MICROS_PER_SEC;
+        let from = (now_micros - window).div_euclid(tile) * tile;
+        let until = now_micros.div_euclid(tile) * tile + tile;
+        Some((from, until))
+    }
+
+    /// When the tile starting at `tile_start` stops being read: once `now - window` is past
+    /// its end. `None` for a lifetime tile, which is read for ever.
+    pub fn tile_expiry_micros(&self, tile_start: i64) -> Option<i64> {
+        let tile = self.tile_micros()?;
+        let window = self.window?.0 as i64 * MICROS_PER_SEC;
+        Some(tile_start + tile + window)
+    }
+}
+
+/// The aggregate a tile belongs to, if `view` has that aggregate feature.
+pub fn tile_aggregate<'v>(view: &'v FeatureView, tile: &Tile) -> Option<&'v Aggregate> {
+    view.features
+        .iter()
+        .find(|feature| feature.name == tile.feature)
+        .and_then(|feature| match &feature.derivation {
+            Derivation::Aggregate(aggregate) => Some(aggregate),
+            Derivation::Field(_) => None,
+        })
+}
+
+/// A value with the event time it came with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub event_time_micros: i64,
+    pub value: Value,
+}
+
+impl Stamped {
+    /// Orders by event time, then by value, so ties between events of the same time are broken
+    /// the same way whatever order the events arrived in.
+    fn order(&self, other: &Stamped) -> Ordering {
+        self.event_time_micros
+            .cmp(&other.event_time_micros)
+            .then_with(|| compare_values(&self.value, &other.value))
+    }
+}
+
+/// The partial aggregate of one tile: enough to combine with other tiles and to finish into the
+/// feature's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Partial {
+    Count(u64),
+    /// A sum of integers, wrapping on overflow so that tiles combine in any order.
+    IntSum(i64),
+    FloatSum(f64),
+    Min(Value),
+    Max(Value),
+    Avg {
+        sum: f64,
+        count: u64,
+    },
+    First(Stamped),
+    Last(Stamped),
+    /// The newest `k` values, newest first.
+    LastK {
+        k: u32,
+        newest: Vec<Stamped>,
+    },
+    Distinct(HyperLogLog),
+}
+
+impl Partial {
+    /// The partial of one event; `None` when the event gives this function no input (only
+    /// `count` needs none) or an input it cannot use.
+    pub fn of_event(
+        function: AggregateFunction,
+        input: Option<&Value>,
+        event_time_micros: i64,
+    ) -> Option<Partial> {
+        if function == AggregateFunction::Count {
+            return Some(Partial::Count(1));
+        }
+        let input = input?;
+        if as_f64(input).is_some_and(|number| !number.is_finite()) {
+            // NaN and infinities would poison every window they fall in.
+            return None;
+        }
+        let stamped = || Stamped {
+            event_time_micros,
+            value: input.clone(),
+        };
+        Some(match function {
+            AggregateFunction::Count => Partial::Count(1),
+            AggregateFunction::Sum => match input {
+                Value::Int32(n) => Partial::IntSum(i64::from(*n)),
+                Value::Int64(n) => Partial::IntSum(*n),
+                other => Partial::FloatSum(as_f64(other)?),
+            },
+            AggregateFunction::Min => Partial::Min(input.clone()),
+            AggregateFunction::Max => Partial::Max(input.clone()),
+            AggregateFunction::Avg => Partial::Avg {
+                sum: as_f64(input)?,
+                count: 1,
+            },
+            AggregateFunction::First => Partial::First(stamped()),
+            AggregateFunction::Last => Partial::Last(stamped()),
+            AggregateFunction::LastK(k) => Partial::LastK {
+                k,
+                newest: vec![stamped()],
+            },
+            AggregateFunction::ApproxDistinct => {
+                let mut sketch = HyperLogLog::default();
+                sketch.insert(input);
+                Partial::Distinct(sketch)
+            }
+        })
+    }
+
+    /// Adds `other`, a partial of the same function, into this one. Merging is associative and
+    /// commutative, so tiles combine in any order.
+    pub fn merge(&mut self, other: Partial) {
+        match (self, other) {
+            (Partial::Count(a), Partial::Count(b)) => *a += b,
+            (Partial::IntSum(a), Partial::IntSum(b)) => *a = a.wrapping_add(b),
+            (Partial::FloatSum(a), Partial::FloatSum(b)) => *a += b,
+            (Partial::Min(a), Partial::Min(b)) => {
+                if compare_values(&b, a) == Ordering::Less {
+                    *a = b;
+                }
+            }
+            (Partial::Max(a), Partial::Max(b)) => {
+                if compare_values(&b, a) == Ordering::Greater {
+                    *a = b;
+                }
+            }
+            (
+                Partial::Avg { sum, count },
+                Partial::Avg {
+                    sum: other_sum,
+                    count: other_count,
+                },
+            ) => {
+                *sum += other_sum;
+                *count += other_count;
+            }
+            (Partial::First(a), Partial::First(b)) => {
+                if b.order(a) == Ordering::Less {
+                    *a = b;
+                }
+            }
+            (Partial::Last(a), Partial::Last(b)) => {
+                if b.order(a) == Ordering::Greater {
+                    *a = b;
+                }
+            }
+            (Partial::LastK { k, newest }, Partial::LastK { newest: other, .. }) => {
+                newest.extend(other);
+                newest.sort_by(|a, b| b.order(a));
+                newest.truncate(*k as usize);
+            }
+            (Partial::Distinct(a), Partial::Distinct(b)) => a.merge(&b),
+            (mine, theirs) => {
+                // Partials of one feature always share a function; a mismatch means a tile was
+                // written under another definition, which the planner refuses as breaking.
+                debug_assert!(false, "merging {mine:?} with {theirs:?}");
+            }
+        }
+    }
+
+    /// The feature's value from this partial.
+    fn finish(self, value_type: ValueType) -> Option<Value> {
+        Some(match self {
+            Partial::Count(count) => Value::Int64(i64::try_from(count).unwrap_or(i64::MAX)),
+            Partial::IntSum(sum) => Value::Int64(sum),
+            Partial::FloatSum(sum) => Value::Float64(sum),
+            Partial::Min(value) | Partial::Max(value) => value,
+            Partial::Avg { sum, count } => Value::Float64(sum / count as f64),
+            Partial::First(stamped) | Partial::Last(stamped) => stamped.value,
+            Partial::LastK { newest, .. } => {
+                let ValueType::List(element) = value_type else {
+                    return None;
+                };
+                Value::list_from_scalars(element, newest.into_iter().map(|s| s.value).collect())?
+            }
+            Partial::Distinct(sketch) => Value::Int64(sketch.estimate() as i64),
+        })
+    }
+}
+
+/// The value of an aggregate over no events: zero for counts and sums, an empty list for
+/// `last_k`, and no value for the functions that need at least one input.
+fn empty_value(function: AggregateFunction, value_type: ValueType) -> Option<Value> {
+    match (function, value_type) {
+        (AggregateFunction::Count | AggregateFunction::ApproxDistinct, _) => Some(Value::Int64(0)),
+        (AggregateFunction::Sum, ValueType::Scalar(ScalarType::Int64)) => Some(Value::Int64(0)),
+        (AggregateFunction::Sum, _) => Some(Value::Float64(0.0)),
+        (AggregateFunction::LastK(_), ValueType::List(element)) => {
+            Value::list_from_scalars(element, Vec::new())
+        }
+        _ => None,
+    }
+}
+
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int32(n) => Some(f64::from(*n)),
+        Value::Int64(n) | Value::Timestamp(n) => Some(*n as f64),
+        Value::Float32(n) => Some(f64::from(*n)),
+        Value::Float64(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A total order on scalar values of one type (floats by IEEE total order); values of
+/// different types order by type, which only happens across a type change.
+fn compare_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+        (Value::Int32(a), Value::Int32(b)) => a.cmp(b),
+        (Value::Int64(a), Value::Int64(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
+        (Value::Float32(a), Value::Float32(b)) => a.total_cmp(b),
+        (Value::Float64(a), Value::Float64(b)) => a.total_cmp(b),
+        (Value::String(a), Value::String(b)) => a.cmp(b),
+        (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+        (a, b) => a.value_type().to_string().cmp(&b.value_type().to_string()),
+    }
+}
+
+/// HyperLogLog with 2^14 registers (about 0.8 % standard error), kept sparse while few
+/// registers are set, so the tiles of a rarely seen entity stay small.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HyperLogLog {
+    /// `(register, rank)` pairs sorted by register while sparse; empty once dense.
+    sparse: Vec<(u16, u8)>,
+    /// Every register's rank once dense; empty while sparse.
+    dense: Vec<u8>,
+}
+
+const HLL_PRECISION: u32 = 14;
+const HLL_REGISTERS: usize = 1 << HLL_PRECISION;
+/// Past this many set registers the dense array is smaller.
+const HLL_SPARSE_LIMIT: usize = HLL_REGISTERS / 8;
+
+impl HyperLogLog {
+    pub fn insert(&mut self, value: &Value) {
+        let hash = stable_hash(value);
+        let register = (hash >> (64 - HLL_PRECISION)) as u16;
+        let rank = ((hash << HLL_PRECISION) | (1 << (HLL_PRECISION - 1))).leading_zeros() as u8 + 1;
+        self.raise(register, rank);
+    }
+
+    fn raise(&mut self, register: u16, rank: u8) {
+        if !self.dense.is_empty() {
+            let slot = &mut self.dense[register as usize];
+            *slot = (*slot).max(rank);
+            return;
+        }
+        match self
+            .sparse
+            .binary_search_by_key(&register, |(index, _)| *index)
+        {
+            Ok(found) => self.sparse[found].1 = self.sparse[found].1.max(rank),
+            Err(at) => self.sparse.insert(at, (register, rank)),
+        }
+        if self.sparse.len() > HLL_SPARSE_LIMIT {
+            let mut dense = vec![0; HLL_REGISTERS];
+            for (register, rank) in self.sparse.drain(..) {
+                dense[register as usize] = rank;
+            }
+            self.dense = dense;
+        }
+    }
+
+    /// Roughly the bytes the sketch holds.
+    pub fn size_bytes(&self) -> usize {
+        self.sparse.len() * 3 + self.dense.len()
+    }
+
+    pub fn merge(&mut self, other: &HyperLogLog) {
+        if other.dense.is_empty() {
+            for &(register, rank) in &other.sparse {
+                self.raise(register, rank);
+            }
+        } else {
+            for (register, &rank) in other.dense.iter().enumerate() {
+                if rank > 0 {
+                    self.raise(register as u16, rank);
+                }
+            }
+        }
+    }
+
+    /// The estimated number of distinct values, with linear counting for small sets.
+    pub fn estimate(&self) -> u64 {
+        let registers = HLL_REGISTERS as f64;
+        let (sum, zeros) = if self.dense.is_empty() {
+            let set: f64 = self
+                .sparse
+                .iter()
+                .map(|(_, rank)| 2f64.powi(-i32::from(*rank)))
+                .sum();
+            (
+                set + (HLL_REGISTERS - self.sparse.len()) as f64,
+                HLL_REGISTERS - self.sparse.len(),
+            )
+        } else {
+            let sum = self
+                .dense
+                .iter()
+                .map(|rank| 2f64.powi(-i32::from(*rank)))
+                .sum();
+            (sum, self.dense.iter().filter(|rank| **rank == 0).count())
+        };
+        let alpha = 0.7213 / (1.0 + 1.079 / registers);
+        let raw = alpha * registers * registers / sum;
+        let estimate = if raw <= 2.5 * registers && zeros > 0 {
+            registers * (registers / zeros as f64).ln()
+        } else {
+            raw
+        };
+        estimate.round() as u64
+    }
+}
+
+/// A hash of a scalar value that never changes between builds or machines (unlike std's), as
+/// sketches are stored: FNV-1a over a type tag and the value's bytes, then the MurmurHash3
+/// finalizer, which spreads the bits over the whole word.
+fn stable_hash(value: &Value) -> u64 {
+    let (tag, bytes): (u8, Vec<u8>) = match value {
+        Value::Bool(b) => (1, vec![u8::from(*b)]),
+        Value::Int32(n) => (2, i64::from(*n).to_le_bytes().to_vec()),
+        Value::Int64(n) => (2, n.to_le_bytes().to_vec()),
+        Value::Float32(n) => (3, f64::from(*n).to_bits().to_le_bytes().to_vec()),
+        Value::Float64(n) => (3, n.to_bits().to_le_bytes().to_vec()),
+        Value::String(text) => (4, text.as_bytes().to_vec()),
+        Value::Bytes(bytes) => (5, bytes.clone()),
+        Value::Timestamp(n) => (6, n.to_le_bytes().to_vec()),
+        // Lists are not aggregated: the loader accepts scalar inputs only.
+        other => (7, format!("{other:?}").into_bytes()),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in std::iter::once(tag).chain(bytes) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// One stored tile: the partial aggregate of one feature of one entity over one time tile, from
+/// one source partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tile {
+    pub feature: Name,
+    /// Microseconds since the epoch; [`LIFETIME_TILE_START`] for a lifetime aggregate.
+    pub start_micros: i64,
+    /// The partition the events came from, such as `topic/3`, or a file.
+    pub source: String,
+    /// The position in `source` of the last event folded in: events at or before it are replays.
+    pub through_offset: i64,
+    /// The newest event time folded in.
+    pub newest_event_micros: i64,
+    pub partial: Partial,
+}
+
+/// What one event gives the aggregates of its view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    /// The partition the event came from.
+    pub source: String,
+    /// The event's position in `source`; positions grow with every event.
+    pub offset: i64,
+    pub event_time_micros: i64,
+    /// One per aggregate feature of the view, in [`aggregate_features`] order: the aggregated
+    /// field's value, `None` where the event lacks it.
+    pub inputs: Vec<Option<Value>>,
+}
+
+/// Folds the contributions of one entity into its stored tiles and returns the tiles that
+/// changed, to be written back whole.
+///
+/// `contributions` come in offset order per source. A contribution at or before a tile's
+/// `through_offset` is a replay and is skipped; one whose tile is already past its window at
+/// `now_micros` could change no value, so it is left out.
+pub fn fold(
+    view: &FeatureView,
+    stored: Vec<Tile>,
+    contributions: &[Contribution],
+    now_micros: i64,
+) -> Vec<Tile> {
+    let aggregates = aggregate_features(view);
+    let mut tiles: HashMap<(Name, i64, String), (Tile, bool)> = stored
+        .into_iter()
+        .map(|tile| {
+            let key = (tile.feature.clone(), tile.start_micros, tile.source.clone());
+            (key, (tile, false))
+        })
+        .collect();
+    for contribution in contributions {
+        for ((feature, aggregate), input) in aggregates.iter().zip(&contribution.inputs) {
+            let start = aggregate.tile_start(contribution.event_time_micros);
+            if aggregate
+                .tile_expiry_micros(start)
+                .is_some_and(|expiry| expiry <= now_micros)
+            {
+                continue;
+            }
+            let Some(partial) = Partial::of_event(
+                aggregate.function,
+                input.as_ref(),
+                contribution.event_time_micros,
+            ) else {
+                continue;
+            };
+            let key = (feature.name.clone(), start, contribution.source.clone());
+            match tiles.get_mut(&key) {
+                Some((tile, _)) if contribution.offset <= tile.through_offset => {}
+                Some((tile, changed)) => {
+                    tile.partial.merge(partial);
+                    tile.through_offset = contribution.offset;
+                    tile.newest_event_micros =
+                        tile.newest_event_micros.max(contribution.event_time_micros);
+                    *changed = true;
+                }
+                None => {
+                    let tile = Tile {
+                        feature: feature.name.clone(),
+                        start_micros: start,
+                        source: contribution.source.clone(),
+                        through_offset: contribution.offset,
+                        newest_event_micros: contribution.event_time_micros,
+                        partial,
+                    };
+                    tiles.insert(key, (tile, true));
+                }
+            }
+        }
+    }
+    let mut changed: Vec<Tile> = tiles
+        .into_values()
+        .filter_map(|(tile, changed)| changed.then_some(tile))
+        .collect();
+    changed.sort_by(|a, b| {
+        (&a.feature, a.start_micros, &a.source).cmp(&(&b.feature, b.start_micros, &b.source))
+    });
+    changed
+}
+
+/// The value of one aggregate feature at `now_micros` from an entity's tiles (of any features;
+/// the others are ignored), with the newest event time it covers; `None` when the function has
+/// no value over no events (min, max, avg, first, last).
+pub fn evaluate(
+    feature: &Feature,
+    aggregate: &Aggregate,
+    tiles: &[Tile],
+    now_micros: i64,
+) -> Option<(Value, Option<i64>)> {
+    let window = aggregate.window_at(now_micros);
+    let mut combined: Option<Partial> = None;
+    let mut newest: Option<i64> = None;
+    for tile in tiles.iter().filter(|tile| tile.feature == feature.name) {
+        if let Some((from, until)) = window
+            && !(from..until).contains(&tile.start_micros)
+        {
+            continue;
+        }
+        newest = newest.max(Some(tile.newest_event_micros));
+        match &mut combined {
+            Some(partial) => partial.merge(tile.partial.clone()),
+            None => combined = Some(tile.partial.clone()),
+        }
+    }
+    let value = match combined {
+        Some(partial) => partial.finish(feature.value_type)?,
+        None => empty_value(aggregate.function, feature.value_type)?,
+    };
+    Some((value, newest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::{SchemaRef, Source};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    fn feature(name: &str, function: AggregateFunction, window: Option<Seconds>) -> Feature {
+        let value_type = function
+            .output_type(
+                (function != AggregateFunction::Count)
+                    .then_some(ValueType::Scalar(ScalarType::Int64)),
+            )
+            .expect("a valid aggregate");
+        Feature {
+            name: name.parse().expect("a valid name"),
+            value_type,
+            derivation: Derivation::Aggregate(Aggregate {
+                function,
+                of: (function != AggregateFunction::Count).then(|| "x".to_owned()),
+                window,
+                resolution: window.map(default_resolution),
+            }),
+            default: None,
+            description: String::new(),
+        }
+    }
+
+    const FUNCTIONS: [AggregateFunction; 9] = [
+        AggregateFunction::Count,
+        AggregateFunction::Sum,
+        AggregateFunction::Min,
+        AggregateFunction::Max,
+        AggregateFunction::Avg,
+        AggregateFunction::First,
+        AggregateFunction::Last,
+        AggregateFunction::LastK(3),
+        AggregateFunction::ApproxDistinct,
+    ];
+
+    fn view(window: Option<Seconds>) -> FeatureView {
+        FeatureView {
+            name: "activity".parse().expect("a valid name"),
+            entity: "user".parse().expect("a valid name"),
+            source: Source {
+                topic: "events".into(),
+                schema: SchemaRef::Subject("events-value".into()),
+                key_fields: vec!["user_id".into()],
+                event_time: "at".into(),
+            },
+            ttl: None,
+            allowed_lateness: None,
+            description: String::new(),
+            owner: String::new(),
+            tags: BTreeMap::new(),
+            features: FUNCTIONS
+                .iter()
+                .enumerate()
+                .map(|(index, function)| feature(&format!("f{index}"), *function, window))
+                .collect(),
+        }
+    }
+
+    /// One event as produced: where it sits in its partition, when it happened, its input.
+    #[derive(Debug, Clone)]
+    struct Event {
+        source: &'static str,
+        offset: i64,
+        event_time_micros: i64,
+        x: Option<i64>,
+    }
+
+    fn contribution(view: &FeatureView, event: &Event) -> Contribution {
+        Contribution {
+            source: event.source.to_owned(),
+            offset: event.offset,
+            event_time_micros: event.event_time_micros,
+            inputs: aggregate_features(view)
+                .iter()
+                .map(|_| event.x.map(Value::Int64))
+                .collect(),
+        }
+    }
+
+    /// The value each function has over `events`, computed directly from the list.
+    fn brute_force(function: AggregateFunction, events: &[&Event]) -> Option<Value> {
+        let mut inputs: Vec<(i64, i64)> = events
+            .iter()
+            .filter_map(|event| event.x.map(|x| (event.event_time_micros, x)))
+            .collect();
+        inputs.sort();
+        let values = || inputs.iter().map(|(_, x)| *x);
+        Some(match function {
+            AggregateFunction::Count => Value::Int64(events.len() as i64),
+            AggregateFunction::Sum => Value::Int64(values().fold(0i64, i64::wrapping_add)),
+            AggregateFunction::Min => Value::Int64(values().min()?),
+            AggregateFunction::Max => Value::Int64(values().max()?),
+            AggregateFunction::Avg => {
+                if inputs.is_empty() {
+                    return None;
+                }
+                Value::Float64(values().map(|x| x as f64).sum::<f64>() / inputs.len() as f64)
+            }
+            AggregateFunction::First => Value::Int64(inputs.first()?.1),
+            AggregateFunction::Last => Value::Int64(inputs.last()?.1),
+            AggregateFunction::LastK(k) => Value::Int64List(
+                inputs
+                    .iter()
+                    .rev()
+                    .take(k as usize)
+                    .map(|(_, x)| *x)
+                    .collect(),
+            ),
+            AggregateFunction::ApproxDistinct => {
+                let mut distinct: Vec<i64> = values().collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                Value::Int64(distinct.len() as i64)
+            }
+        })
+    }
+
+    /// Delivers `events` in batches as an at-least-once consumer would: after a crash (which may
+    /// strike between the writes of a batch) it starts again from the batch after the last
+    /// committed one. Returns the stored tiles.
+    fn deliver(view: &FeatureView, events: &[Event], cuts: &[(usize, Option<usize>)]) -> Vec<Tile> {
+        let mut store: BTreeMap<(Name, i64, String), Tile> = BTreeMap::new();
+        let mut committed = 0;
+        let mut cuts = cuts.iter();
+        while committed < events.len() {
+            let (size, crash_after) = cuts.next().copied().unwrap_or((events.len(), None));
+            let end = (committed + size.max(1)).min(events.len());
+            let contributions: Vec<Contribution> = events[committed..end]
+                .iter()
+                .map(|event| contribution(view, event))
+                .collect();
+            let changed = fold(view, store.values().cloned().collect(), &contributions, NOW);
+            let written = crash_after.map_or(changed.len(), |count| count.min(changed.len()));
+            for tile in changed.into_iter().take(written) {
+                let key = (tile.feature.clone(), tile.start_micros, tile.source.clone());
+                store.insert(key, tile);
+            }
+            if crash_after.is_none() {
+                committed = end;
+            }
+        }
+        store.into_values().collect()
+    }
+
+    fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                0i64..3 * 86_400_000_000,
+                proptest::option::weighted(0.9, -50i64..50),
+            ),
+            0..120,
+        )
+        .prop_map(|raw| {
+            let mut offsets = [0i64; 2];
+            raw.into_iter()
+                .map(|(second, ago, x)| {
+                    let partition = usize::from(second);
+                    offsets[partition] += 1;
+                    Event {
+                        source: ["events/0", "events/1"][partition],
+                        offset: offsets[partition],
+                        event_time_micros: NOW - ago,
+                        x,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn window_strategy() -> impl Strategy<Value = Option<Seconds>> {
+        proptest::option::weighted(
+            0.8,
+            proptest::sample::select(vec![60u64, 600, 3_600, 7_200, 86_400, 2 * 86_400]),
+        )
+        .prop_map(|window| window.map(Seconds))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn tiles_give_the_brute_force_result_despite_replays_and_crashes(
+            events in events_strategy(),
+            window in window_strategy(),
+            cuts in proptest::collection::vec((1usize..40, proptest::option::weighted(0.3, 0usize..20)), 0..30),
+            request_ago in 0i64..3_600_000_000,
+        ) {
+            let view = view(window);
+            let tiles = deliver(&view, &events, &cuts);
+            let request_time = NOW + request_ago;
+            for (feature, aggregate) in aggregate_features(&view) {
+                let in_window: Vec<&Event> = events
+                    .iter()
+                    .filter(|event| match window {
+                        None => true,
+                        Some(window) => {
+                            let tile = aggregate.resolution.expect("set").0 as i64 * 1_000_000;
+                            let from = (request_time - window.0 as i64 * 1_000_000).div_euclid(tile) * tile;
+                            let until = request_time.div_euclid(tile) * tile + tile;
+                            (from..until).contains(&event.event_time_micros)
+                        }
+                    })
+                    .collect();
+                let expected = brute_force(aggregate.function, &in_window)
+                    .or_else(|| empty_value(aggregate.function, feature.value_type));
+                let served = evaluate(feature, aggregate, &tiles, request_time).map(|(value, _)| value);
+                if aggregate.function == AggregateFunction::ApproxDistinct {
+                    let (Some(Value::Int64(exact)), Some(Value::Int64(estimate))) = (&expected, &served) else {
+                        panic!("distinct counts are always served");
+                    };
+                    prop_assert!((exact - estimate).abs() as f64 <= (*exact as f64 * 0.02).max(1.0), "{estimate} for {exact}");
+                } else {
+                    prop_assert_eq!(&served, &expected, "{} over {} events", aggregate.function, in_window.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_resolutions_keep_windows_short_and_declared_ones_are_bounded() {
+        assert_eq!(default_resolution(Seconds(600)), Seconds(60));
+        assert_eq!(default_resolution(Seconds(3_600)), Seconds(300));
+        assert_eq!(default_resolution(Seconds(86_400)), Seconds(3_600));
+        assert_eq!(default_resolution(Seconds(30 * 86_400)), Seconds(86_400));
+        assert!(check_resolution(Seconds(86_400), Seconds(3_600)).is_ok());
+        let error = check_resolution(Seconds(30 * 86_400), Seconds(60)).unwrap_err();
+        assert!(
+            error.contains("43200 tiles") && error.contains("3h"),
+            "{error}"
+        );
+        assert!(check_resolution(Seconds(60), Seconds(3_600)).is_err());
+    }
+
+    #[test]
+    fn distinct_counts_stay_within_two_percent_when_dense() {
+        let mut sketch = HyperLogLog::default();
+        for n in 0..100_000i64 {
+            sketch.insert(&Value::Int64(n));
+            sketch.insert(&Value::Int64(n));
+        }
+        assert!(
+            !sketch.dense.is_empty(),
+            "large sets switch to the dense form"
+        );
+        let estimate = sketch.estimate() as f64;
+        assert!((estimate - 100_000.0).abs() < 2_000.0, "{estimate}");
+    }
+
+    #[test]
+    fn a_late_tile_past_its_window_is_not_written() {
+        let view = view(Some(Seconds(60)));
+        let old = Event {
+            source: "events/0",
+            offset: 1,
+            event_time_micros: NOW - 3_600_000_000,
+            x: Some(1),
+        };
+        assert!(fold(&view, Vec::new(), &[contribution(&view, &old)], NOW).is_empty());
+    }
+}

@@ -1,0 +1,105 @@
+//! Aggregates in the ingester: each batch's contributions are folded into the stored tiles of
+//! their entities, read, folded and rewritten one entity at a time, and late events are told
+//! apart before that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use prometheus_client::metrics::counter::Counter;
+use quiver_core::aggregate::{Contribution, fold};
+use quiver_core::key::EntityKey;
+use quiver_core::name::Name;
+use quiver_core::store::FeatureStore;
+
+use crate::route::{DeadLetterReason, Route};
+use crate::{IngestError, now_micros, retry_while_unavailable};
+
+/// Entities whose tiles are read and rewritten at once.
+const ENTITIES_IN_FLIGHT: usize = 64;
+
+/// The contributions of one batch to one view's aggregates, in record order.
+#[derive(Debug)]
+pub(crate) struct ViewContributions {
+    pub(crate) route: Arc<Route>,
+    pub(crate) events: Vec<(EntityKey, Contribution)>,
+}
+
+/// Folds `contributions` into the tiles of their entities and writes back the tiles that
+/// changed; returns how many were written. Calls for one source must not overlap: each reads
+/// what the last one wrote.
+pub(crate) async fn store_tiles<S: FeatureStore>(
+    store: &S,
+    contributions: &ViewContributions,
+    retries: &Counter,
+) -> Result<u64, IngestError> {
+    let route = &contributions.route;
+    let mut by_entity: HashMap<&EntityKey, Vec<Contribution>> = HashMap::new();
+    for (key, contribution) in &contributions.events {
+        by_entity.entry(key).or_default().push(contribution.clone());
+    }
+    futures::stream::iter(by_entity)
+        .map(|(key, events)| async move {
+            let stored = retry_while_unavailable(retries, || {
+                store.read_tiles(&route.entity, &route.view, key)
+            })
+            .await?;
+            let changed = fold(&route.view.view, stored, &events, now_micros());
+            if !changed.is_empty() {
+                retry_while_unavailable(retries, || {
+                    store.write_tiles(&route.entity, &route.view, key, &changed)
+                })
+                .await?;
+            }
+            Ok::<_, IngestError>(changed.len() as u64)
+        })
+        .buffer_unordered(ENTITIES_IN_FLIGHT)
+        .try_fold(0, |total, written| async move { Ok(total + written) })
+        .await
+}
+
+/// The newest event time seen per view and source partition, against which lateness is judged.
+///
+/// Kept in memory: after a restart it starts again from the events replayed, so an event right
+/// after a restart is judged against fewer predecessors than it first was.
+#[derive(Debug, Default)]
+pub(crate) struct Watermarks(HashMap<(Name, String), i64>);
+
+impl Watermarks {
+    /// Lets an event of `route` from `source` through, or names it late when it trails the
+    /// newest event seen there by more than the view's allowed lateness.
+    pub(crate) fn admit(
+        &mut self,
+        route: &Route,
+        source: &str,
+        event_time_micros: i64,
+    ) -> Result<(), DeadLetterReason> {
+        let view = &route.view.view;
+        let newest = self
+            .0
+            .entry((view.name.clone(), source.to_owned()))
+            .or_insert(event_time_micros);
+        if let Some(allowed) = view.allowed_lateness {
+            let behind = *newest - event_time_micros;
+            if behind > allowed.0 as i64 * 1_000_000 {
+                return Err(DeadLetterReason {
+                    reason: "late_event",
+                    detail: format!(
+                        "event time {event_time_micros} µs is {} s behind the newest event of \
+                         {source} ({} µs); feature view `{}` allows {allowed}",
+                        behind / 1_000_000,
+                        *newest,
+                        view.name
+                    ),
+                });
+            }
+        }
+        *newest = (*newest).max(event_time_micros);
+        Ok(())
+    }
+}
+
+/// The source name of a Kafka partition in tiles: `topic/partition`.
+pub(crate) fn partition_source(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
