@@ -10,8 +10,9 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::project::{ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC};
 use quiver_avro::wire;
+use quiver_core::aggregate::{aggregate_features, evaluate};
 use quiver_core::apply::apply;
-use quiver_core::definition::SchemaRef;
+use quiver_core::definition::{AggregateFunction, SchemaRef, Seconds};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
@@ -601,4 +602,101 @@ async fn a_view_applied_while_ingesting_is_picked_up_without_a_restart() {
         .remove(0)
         .map(|stored| stored.value);
     assert_eq!(stored, Some(Value::String("NZ".into())));
+}
+
+#[tokio::test]
+async fn a_late_event_is_dead_lettered_and_the_others_are_aggregated() {
+    let topic = quiver_testkit::create_topic("ingest_late", 1).await;
+    let dead_letter_topic = quiver_testkit::create_topic("ingest_late_dlq", 1).await;
+    let (store, registry) = applied(&topic, |definitions| {
+        definitions.feature_views[0].allowed_lateness = Some(Seconds(600));
+    })
+    .await;
+    let schema = events::match_event_schema();
+    let minute = 60_000;
+    let now_millis = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let start = now_millis() - 30 * minute;
+    // Minutes after `start`: the third is 15 minutes behind the newest, the fourth 5.
+    let minutes = [0, 20, 5, 15];
+    let records: Vec<(Option<String>, Vec<u8>)> = minutes
+        .iter()
+        .enumerate()
+        .map(|(n, after)| {
+            let event = with_field(
+                events::match_event(&schema, n as i64),
+                "ts",
+                Avro::TimestampMillis(start + after * minute),
+            );
+            let event = with_field(event, "user_id", Avro::Long(1));
+            let datum = apache_avro::to_avro_datum(&schema, event).unwrap();
+            (None, wire::encode(SCHEMA_ID, &datum))
+        })
+        .collect();
+    quiver_testkit::produce(&topic, &records).await;
+
+    let group = quiver_testkit::unique_name("ingest_late_group");
+    let writer_schemas = HashMap::from([(SCHEMA_ID, schema.clone())]);
+    let (summary, exposition) = ingest_all(
+        &config(&group, writer_schemas, &dead_letter_topic),
+        &registry,
+        &store,
+        &[(topic.clone(), 1)],
+    )
+    .await;
+    assert_eq!(summary.dead_lettered.get("late_event"), Some(&1));
+    let line = "quiver_ingest_dead_letters_total{view=\"user_activity\",reason=\"late_event\"} 1";
+    assert!(
+        exposition.contains(line),
+        "`{line}` missing from:\n{exposition}"
+    );
+
+    let dead = quiver_testkit::read_topic(&dead_letter_topic, 1, WAIT);
+    let headers: HashMap<&str, String> = dead[0]
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key,
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(headers["quiver.reason"], "late_event");
+    assert!(
+        headers["quiver.detail"].contains("900 s behind the newest event")
+            && headers["quiver.detail"].contains("allows 10m"),
+        "{}",
+        headers["quiver.detail"]
+    );
+    assert_eq!(dead[0].payload(), Some(records[2].1.as_slice()));
+
+    // The three others are counted, once each.
+    let view = registry
+        .latest_view(&"user_activity".parse().unwrap())
+        .unwrap();
+    let tiles = store
+        .read_tiles(
+            &registry.entities[0],
+            view,
+            &EntityKey::new(vec![KeyPart::Int64(1)]).unwrap(),
+        )
+        .await
+        .expect("reads tiles");
+    let now = now_millis() * 1_000;
+    for (feature, aggregate) in aggregate_features(&view.view) {
+        if matches!(aggregate.function, AggregateFunction::Count) {
+            assert_eq!(
+                evaluate(feature, aggregate, &tiles, now).map(|(value, _)| value),
+                Some(Value::Int64(3)),
+                "{}",
+                feature.name
+            );
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub struct Profile {
 pub struct Activity {
     pub event_time_millis: i64,
     pub country: String,
+    /// The user's match events in the file, replayed copies included: what the counts give.
+    pub actions: i64,
 }
 
 /// The profile updates: every user once, a third of them twice (the second one newer), in an
@@ -117,22 +119,20 @@ pub fn latest_profiles() -> HashMap<i64, Profile> {
     latest
 }
 
-/// The newest match event of every user who acted.
+/// The newest match event of every user who acted, and how many they made.
 pub fn latest_activity() -> HashMap<i64, Activity> {
     let mut latest: HashMap<i64, Activity> = HashMap::new();
     for event in shuffled_stream(&match_event_schema(), MATCH_EVENTS, USERS, SEED) {
         let user = event.user + 1;
-        let newer = latest
-            .get(&user)
-            .is_none_or(|known| known.event_time_millis < event.event_time_millis);
-        if newer {
-            latest.insert(
-                user,
-                Activity {
-                    event_time_millis: event.event_time_millis,
-                    country: event.country.to_owned(),
-                },
-            );
+        let known = latest.entry(user).or_insert_with(|| Activity {
+            event_time_millis: event.event_time_millis,
+            country: event.country.to_owned(),
+            actions: 0,
+        });
+        known.actions += 1;
+        if known.event_time_millis < event.event_time_millis {
+            known.event_time_millis = event.event_time_millis;
+            known.country = event.country.to_owned();
         }
     }
     latest

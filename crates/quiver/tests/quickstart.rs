@@ -15,11 +15,13 @@ use quiver_core::read::Status;
 use quiver_core::value::Value;
 use quiver_testkit::sample::{USERS, latest_activity, latest_profiles};
 
-const FEATURES: [&str; 4] = [
+const FEATURES: [&str; 6] = [
     "user_profile:country",
     "user_profile:photo_count",
     "user_profile:verified",
     "user_activity:last_country",
+    "user_activity:actions_total",
+    "user_activity:actions_1h",
 ];
 /// A user id the sample does not have.
 const STRANGER: i64 = 1_000_000;
@@ -110,9 +112,14 @@ async fn the_quickstart_serves_the_sample_and_keeps_it_across_a_restart() {
     for (row, user) in users.iter().enumerate() {
         let country = &column("user_profile:country").cells[row];
         let last_country = &column("user_activity:last_country").cells[row];
+        let counts = ["user_activity:actions_total", "user_activity:actions_1h"];
         if *user == STRANGER {
             for feature in FEATURES {
-                assert_eq!(column(feature).cells[row].status, Status::NotFound);
+                if counts.contains(&feature) {
+                    ok(Value::Int64(0), &column(feature).cells[row]);
+                } else {
+                    assert_eq!(column(feature).cells[row].status, Status::NotFound);
+                }
             }
             continue;
         }
@@ -130,6 +137,11 @@ async fn the_quickstart_serves_the_sample_and_keeps_it_across_a_restart() {
         match activity.get(user) {
             Some(latest) => ok(Value::String(latest.country.clone()), last_country),
             None => assert_eq!(last_country.status, Status::NotFound, "user {user}"),
+        }
+        // The sample's events all fall within the last hour once rebased.
+        let actions = activity.get(user).map_or(0, |latest| latest.actions);
+        for feature in counts {
+            ok(Value::Int64(actions), &column(feature).cells[row]);
         }
     }
     shifts.dedup();
