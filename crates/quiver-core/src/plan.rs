@@ -312,6 +312,16 @@ fn view_details(
         };
         details.push(safe(format!("ttl {} -> {}", show(old.ttl), show(new.ttl))));
     }
+    if old.allowed_lateness != new.allowed_lateness {
+        let show = |lateness: Option<crate::definition::Seconds>| {
+            lateness.map_or_else(|| "any".to_owned(), |lateness| lateness.to_string())
+        };
+        details.push(safe(format!(
+            "allowed lateness {} -> {}",
+            show(old.allowed_lateness),
+            show(new.allowed_lateness)
+        )));
+    }
     if old.description != new.description || old.owner != new.owner || old.tags != new.tags {
         details.push(safe("description, owner or tags".to_owned()));
     }
@@ -329,6 +339,20 @@ fn view_details(
     details
 }
 
+/// `derivation` with a window's resolution filled in, as registries applied before resolutions
+/// were recorded leave it out.
+fn normalized(derivation: &crate::definition::Derivation) -> crate::definition::Derivation {
+    let mut derivation = derivation.clone();
+    if let crate::definition::Derivation::Aggregate(aggregate) = &mut derivation
+        && let Some(window) = aggregate.window
+    {
+        aggregate
+            .resolution
+            .get_or_insert_with(|| crate::aggregate::default_resolution(window));
+    }
+    derivation
+}
+
 fn feature_details(old: &Feature, new: &Feature) -> Vec<Detail> {
     let mut details = Vec::new();
     let name = &new.name;
@@ -338,7 +362,7 @@ fn feature_details(old: &Feature, new: &Feature) -> Vec<Detail> {
             old.value_type, new.value_type
         )));
     }
-    if old.derivation != new.derivation {
+    if normalized(&old.derivation) != normalized(&new.derivation) {
         let aggregated = |feature: &Feature| {
             matches!(
                 feature.derivation,

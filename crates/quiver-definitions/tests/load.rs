@@ -270,6 +270,55 @@ fn bad_aggregates_say_what_would_work() {
         10,
         &["`soon` is not a duration", "7d"],
     );
+    assert_single_error(
+        &with("{name: n, type: int64, aggregate: {fn: count, window: 30d, resolution: 1m}}"),
+        10,
+        &[
+            "resolution 1m cuts the window 30d into 43200 tiles",
+            "at least 3h",
+        ],
+    );
+    assert_single_error(
+        &with("{name: n, type: int64, aggregate: {fn: count, resolution: 1h}}"),
+        10,
+        &["`resolution` applies to windows; a lifetime aggregate has none"],
+    );
+    assert_single_error(
+        &with("{name: n, type: int64, aggregate: {fn: count, window: 1h, resolution: 2h}}"),
+        10,
+        &["resolution 2h is longer than the window 1h"],
+    );
+}
+
+#[test]
+fn windows_get_a_resolution_and_views_a_lateness() {
+    let views = VALID_VIEW
+        .replace(
+            "    features:\n",
+            "    allowed_lateness: 10m\n    features:\n",
+        )
+        .replace(
+            "{name: last_country, type: string, from: country}",
+            "{name: a, type: int64, aggregate: {fn: count, window: 1d}}\n      \
+             - {name: b, type: int64, aggregate: {fn: count, window: 1d, resolution: 10m}}",
+        );
+    let folder = folder_with(&views);
+    let definitions = load_dir(folder.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    let view = &definitions.feature_views[0];
+    assert_eq!(view.allowed_lateness, Some(Seconds(600)));
+    let resolutions: Vec<Option<Seconds>> = view
+        .features
+        .iter()
+        .map(|feature| match &feature.derivation {
+            Derivation::Aggregate(aggregate) => aggregate.resolution,
+            Derivation::Field(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        resolutions,
+        vec![Some(Seconds(3_600)), Some(Seconds(600))],
+        "a window without a resolution gets the default one"
+    );
 }
 
 #[test]
