@@ -388,8 +388,9 @@ impl FeatureStore for Probe<'_> {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> Result<Vec<Tile>, StoreError> {
-        self.store.read_tiles(entity, view, key).await
+        self.store.read_tiles(entity, view, key, feature).await
     }
 }
 

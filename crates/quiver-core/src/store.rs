@@ -263,12 +263,14 @@ pub trait FeatureStore: Send + Sync {
         tiles: &[Tile],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Every stored tile of one entity in `view` whose window has not passed it, in any order.
+    /// The stored tiles of one entity in `view` whose window has not passed them, in any order:
+    /// those of `feature`, or of every aggregate feature when it is `None`.
     fn read_tiles(
         &self,
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> impl Future<Output = Result<Vec<Tile>, StoreError>> + Send;
 }
 

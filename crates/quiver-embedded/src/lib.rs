@@ -466,6 +466,7 @@ impl FeatureStore for EmbeddedStore {
         _entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> Result<Vec<Tile>, StoreError> {
         let failed = |error: redb::StorageError| unavailable("reading tiles", error);
         let transaction = self
@@ -475,12 +476,17 @@ impl FeatureStore for EmbeddedStore {
         let table = transaction
             .open_table(TILES)
             .map_err(|error| unavailable("reading tiles", error))?;
-        let row = row_key(view, key);
-        let end = row_end(&row);
+        // The tiles of one feature lie under the row key, the feature name and a NUL.
+        let mut start = row_key(view, key);
+        if let Some(feature) = feature {
+            start.extend_from_slice(feature.as_str().as_bytes());
+            start.push(0);
+        }
+        let end = row_end(&start);
         let now = now_micros();
         let mut tiles = Vec::new();
         for entry in table
-            .range(row.as_slice()..end.as_slice())
+            .range(start.as_slice()..end.as_slice())
             .map_err(failed)?
         {
             let (_, stored) = entry.map_err(failed)?;

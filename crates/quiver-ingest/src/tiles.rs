@@ -41,7 +41,7 @@ pub(crate) async fn store_tiles<S: FeatureStore>(
     futures::stream::iter(by_entity)
         .map(|(key, events)| async move {
             let stored = retry_while_unavailable(retries, || {
-                store.read_tiles(&route.entity, &route.view, key)
+                store.read_tiles(&route.entity, &route.view, key, None)
             })
             .await?;
             let changed = fold(&route.view.view, stored, &events, now_micros());

@@ -685,6 +685,7 @@ async fn a_late_event_is_dead_lettered_and_the_others_are_aggregated() {
             &registry.entities[0],
             view,
             &EntityKey::new(vec![KeyPart::Int64(1)]).unwrap(),
+            None,
         )
         .await
         .expect("reads tiles");

@@ -81,6 +81,7 @@ pub struct ScyllaStore {
     update_registry: PreparedStatement,
     insert_tile: PreparedStatement,
     select_tiles: PreparedStatement,
+    select_feature_tiles: PreparedStatement,
     delete_tiles: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
@@ -209,6 +210,11 @@ impl ScyllaStore {
              FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
         ))
         .await?;
+        let select_feature_tiles = prepare(format!(
+            "SELECT feature, tile_start, source, through_offset, newest_event, partial \
+             FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ? AND feature = ?"
+        ))
+        .await?;
         let delete_tiles = prepare(format!(
             "DELETE FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
         ))
@@ -221,6 +227,7 @@ impl ScyllaStore {
             update_registry,
             insert_tile,
             select_tiles,
+            select_feature_tiles,
             delete_tiles,
             statements: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
@@ -714,11 +721,25 @@ impl FeatureStore for ScyllaStore {
         _entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> Result<Vec<Tile>, StoreError> {
-        let result = self
-            .session
-            .execute_unpaged(&self.select_tiles, tile_partition(view, key))
-            .await
+        let (view_table, entity_key) = tile_partition(view, key);
+        let read = match feature {
+            None => {
+                self.session
+                    .execute_unpaged(&self.select_tiles, (view_table, entity_key))
+                    .await
+            }
+            Some(feature) => {
+                self.session
+                    .execute_unpaged(
+                        &self.select_feature_tiles,
+                        (view_table, entity_key, feature.as_str()),
+                    )
+                    .await
+            }
+        };
+        let result = read
             .map_err(|error| unavailable("reading tiles", error))?
             .into_rows_result()
             .map_err(|error| unavailable("reading tiles", error))?;

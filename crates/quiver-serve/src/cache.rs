@@ -11,6 +11,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::key::EntityKey;
+use quiver_core::name::Name;
 use quiver_core::store::{StoreError, StoredValue};
 use quiver_core::value::Value;
 
@@ -26,10 +27,12 @@ pub(crate) enum Cached {
 pub(crate) type Row = Arc<Cached>;
 
 /// Which part of an entity's data an entry holds: a request reads only the parts it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Part {
+    /// Every stored feature.
     Values,
-    Tiles,
+    /// The tiles of one aggregate feature.
+    Tiles(Name),
 }
 
 /// What the cache is keyed by: the view version's table name, the part and the entity key.

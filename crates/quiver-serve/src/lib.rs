@@ -34,6 +34,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Part, RowCache};
 use crate::service::Service;
+use quiver_core::aggregate::aggregate_features;
 
 /// Limits and cache settings of a server.
 #[derive(Debug, Clone)]
@@ -130,7 +131,13 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .filter(|view| view.view.entity.as_str() == entity)
             .flat_map(|view| {
                 let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
-                [Part::Values, Part::Tiles].map(|part| (table.clone(), part, key.clone()))
+                let tiles = aggregate_features(&view.view)
+                    .into_iter()
+                    .map(|(feature, _)| Part::Tiles(feature.name.clone()));
+                std::iter::once(Part::Values)
+                    .chain(tiles)
+                    .map(|part| (table.clone(), part, key.clone()))
+                    .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;

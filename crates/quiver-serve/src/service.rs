@@ -209,8 +209,8 @@ impl<S: FeatureStore + 'static> Service<S> {
             .iter()
             .map(|(_, view)| view_table_name(&view.view.name, view.version).into())
             .collect();
-        // Per view, the parts its columns need: values for stored features, tiles for
-        // aggregates (in that order).
+        // Per view, the parts its columns need: values for stored features (first), then the
+        // tiles of each aggregate.
         let parts: Vec<Vec<Part>> = (0..plan.views.len())
             .map(|index| {
                 let columns = || plan.columns.iter().filter(move |c| c.view == index);
@@ -218,8 +218,11 @@ impl<S: FeatureStore + 'static> Service<S> {
                 if columns().any(|column| column.slot.is_some()) {
                     parts.push(Part::Values);
                 }
-                if columns().any(|column| column.slot.is_none()) {
-                    parts.push(Part::Tiles);
+                for column in columns().filter(|column| column.slot.is_none()) {
+                    let part = Part::Tiles(column.feature.clone());
+                    if !parts.contains(&part) {
+                        parts.push(part);
+                    }
                 }
                 parts
             })
@@ -234,7 +237,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                 unique.iter().flat_map(move |key| {
                     parts
                         .iter()
-                        .map(move |part| self.row(entity, view, table, *part, key))
+                        .map(move |part| self.row(entity, view, table, part, key))
                 })
             });
         let mut loaded = try_join_all(reads).await?.into_iter();
@@ -259,6 +262,9 @@ impl<S: FeatureStore + 'static> Service<S> {
                 let aggregate = aggregate_features(&view.view)
                     .into_iter()
                     .find(|(feature, _)| feature.name == column.feature);
+                let tiles_part = parts[column.view]
+                    .iter()
+                    .position(|part| *part == Part::Tiles(column.feature.clone()));
                 let mut out = pb::FeatureColumn {
                     name: column.name,
                     values: Vec::with_capacity(rows),
@@ -270,7 +276,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                     let (value, state, event_time) = match (column.slot, aggregate) {
                         (Some(slot), _) => stored_value(&fetched[0], slot, view.view.ttl, now),
                         (None, Some((feature, aggregate))) => {
-                            let tiles = fetched.last().expect("tiles are read for aggregates");
+                            let tiles = &fetched[tiles_part.expect("read for every aggregate")];
                             aggregate_value(tiles, feature, aggregate, now)
                         }
                         (None, None) => (pb::Value::default(), ReadStatus::NotFound, 0),
@@ -340,7 +346,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         entity: &Entity,
         view: &VersionedView,
         table: &Arc<str>,
-        part: Part,
+        part: &Part,
         key: &EntityKey,
     ) -> Result<Fetched, Status> {
         let load = async {
@@ -353,7 +359,11 @@ impl<S: FeatureStore + 'static> Service<S> {
                             .read_features(entity, view, &stored_features(view), key)
                             .await?,
                     ),
-                    Part::Tiles => Cached::Tiles(self.store.read_tiles(entity, view, key).await?),
+                    Part::Tiles(feature) => Cached::Tiles(
+                        self.store
+                            .read_tiles(entity, view, key, Some(feature))
+                            .await?,
+                    ),
                 })
             })
             .await;
@@ -375,7 +385,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             let row = load.await.map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
-        let row_key = (table.clone(), part, key.clone());
+        let row_key = (table.clone(), part.clone(), key.clone());
         let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {

@@ -88,8 +88,9 @@ impl FeatureStore for Store {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> Result<Vec<Tile>, StoreError> {
-        self.inner.read_tiles(entity, view, key).await
+        self.inner.read_tiles(entity, view, key, feature).await
     }
 }
 

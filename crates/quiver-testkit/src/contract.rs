@@ -584,7 +584,7 @@ async fn sorted_tiles(
     id: i64,
 ) -> Vec<Tile> {
     let mut tiles = store
-        .read_tiles(entity, view, &user(id))
+        .read_tiles(entity, view, &user(id), None)
         .await
         .expect("reads tiles");
     tiles.sort_by(|a, b| {
@@ -623,6 +623,16 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
     assert!(
         sorted_tiles(store, &entity, &activity, 8).await.is_empty(),
         "another entity has no tiles"
+    );
+    let mut one_feature = store
+        .read_tiles(&entity, &activity, &user(7), Some(&name("actions_1h")))
+        .await
+        .expect("reads one feature's tiles");
+    one_feature.sort_by_key(|tile| (tile.start_micros, tile.source.clone()));
+    assert_eq!(
+        one_feature,
+        written[..3],
+        "only the tiles of the feature asked for"
     );
 
     let replacement = tile("actions_1h", this_hour, "match-events/1", 9);

@@ -203,10 +203,11 @@ impl FeatureStore for Store {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
+        feature: Option<&Name>,
     ) -> Result<Vec<Tile>, StoreError> {
         match self {
-            Store::Embedded(store) => store.read_tiles(entity, view, key).await,
-            Store::Scylla(store) => store.read_tiles(entity, view, key).await,
+            Store::Embedded(store) => store.read_tiles(entity, view, key, feature).await,
+            Store::Scylla(store) => store.read_tiles(entity, view, key, feature).await,
         }
     }
 }
