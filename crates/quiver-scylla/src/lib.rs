@@ -8,10 +8,11 @@
 //! as the event time.
 //!
 //! Aggregate tiles of every view live in one table, `quiver_tiles`, partitioned by view table
-//! and encoded entity key and clustered by feature, tile start and source, so that one query
-//! reads all tiles of an entity. A tile is rewritten whole each time it changes (never a CQL
-//! counter, whose increments a replay would repeat), with a TTL that ends when its window has
-//! passed it.
+//! and encoded entity key, with a row per feature and source holding the tiles as a map from
+//! tile start to the tile as JSON: one query reads all tiles of an entity, or of one of its
+//! features, and a 30-day window is one row of 30 cells rather than 30 rows. A tile is one map
+//! cell, rewritten whole each time it changes (never a CQL counter, whose increments a replay
+//! would repeat), with its own TTL that ends when its window has passed it.
 
 mod values;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 
-use quiver_core::aggregate::Tile;
+use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
 };
@@ -167,9 +168,9 @@ impl ScyllaStore {
             .query_unpaged(
                 format!(
                     "CREATE TABLE IF NOT EXISTS {keyspace}.quiver_tiles \
-                     (view_table text, entity blob, feature text, tile_start bigint, \
-                     source text, through_offset bigint, newest_event bigint, partial text, \
-                     PRIMARY KEY ((view_table, entity), feature, tile_start, source))"
+                     (view_table text, entity blob, feature text, source text, \
+                     tiles map<bigint, text>, \
+                     PRIMARY KEY ((view_table, entity), feature, source))"
                 ),
                 (),
             )
@@ -200,19 +201,18 @@ impl ScyllaStore {
         ))
         .await?;
         let insert_tile = prepare(format!(
-            "INSERT INTO {keyspace}.quiver_tiles (view_table, entity, feature, tile_start, \
-             source, through_offset, newest_event, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             USING TTL ?"
+            "UPDATE {keyspace}.quiver_tiles USING TTL ? SET tiles[?] = ? \
+             WHERE view_table = ? AND entity = ? AND feature = ? AND source = ?"
         ))
         .await?;
         let select_tiles = prepare(format!(
-            "SELECT feature, tile_start, source, through_offset, newest_event, partial \
-             FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
+            "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+             WHERE view_table = ? AND entity = ?"
         ))
         .await?;
         let select_feature_tiles = prepare(format!(
-            "SELECT feature, tile_start, source, through_offset, newest_event, partial \
-             FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ? AND feature = ?"
+            "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+             WHERE view_table = ? AND entity = ? AND feature = ?"
         ))
         .await?;
         let delete_tiles = prepare(format!(
@@ -680,20 +680,23 @@ impl FeatureStore for ScyllaStore {
                     i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
                 }
             };
-            let partial = serde_json::to_string(&tile.partial).map_err(|error| {
+            let cell = serde_json::to_string(&(
+                tile.through_offset,
+                tile.newest_event_micros,
+                &tile.partial,
+            ))
+            .map_err(|error| {
                 StoreError::new(StoreErrorKind::Invalid, format!("encoding a tile: {error}"))
             })?;
             let (view_table, entity_key) = tile_partition(view, key);
             rows.push((
+                ttl_secs,
+                tile.start_micros,
+                cell,
                 view_table,
                 entity_key,
                 tile.feature.to_string(),
-                tile.start_micros,
                 tile.source.clone(),
-                tile.through_offset,
-                tile.newest_event_micros,
-                partial,
-                ttl_secs,
             ));
         }
         // All tiles of an entity share its partition: small unlogged batches of them.
@@ -752,24 +755,37 @@ impl FeatureStore for ScyllaStore {
                 ),
             )
         };
-        result
-            .rows::<(String, i64, String, i64, i64, String)>()
+        let mut tiles = Vec::new();
+        for row in result
+            .rows::<(
+                String,
+                String,
+                Option<std::collections::BTreeMap<i64, String>>,
+            )>()
             .map_err(|error| unreadable(&error))?
-            .map(|row| {
-                let (feature, start_micros, source, through_offset, newest_event_micros, partial) =
-                    row.map_err(|error| unreadable(&error))?;
-                Ok(Tile {
-                    feature: feature.parse().map_err(|error| unreadable(&error))?,
+        {
+            let (feature, source, cells) = row.map_err(|error| unreadable(&error))?;
+            let feature: Name = feature.parse().map_err(|error| unreadable(&error))?;
+            for (start_micros, cell) in cells.unwrap_or_default() {
+                let (through_offset, newest_event_micros, partial): TileCell =
+                    serde_json::from_str(&cell).map_err(|error| unreadable(&error))?;
+                tiles.push(Tile {
+                    feature: feature.clone(),
                     start_micros,
-                    source,
+                    source: source.clone(),
                     through_offset,
                     newest_event_micros,
-                    partial: serde_json::from_str(&partial).map_err(|error| unreadable(&error))?,
-                })
-            })
-            .collect()
+                    partial,
+                });
+            }
+        }
+        Ok(tiles)
     }
 }
+
+/// One tile as a map cell, keyed by its start in the row of its feature and source: a JSON
+/// array of its through offset, newest event time and partial.
+type TileCell = (i64, i64, Partial);
 
 /// The partition key of an entity's tiles in one view version.
 fn tile_partition(view: &VersionedView, key: &EntityKey) -> (String, Vec<u8>) {
