@@ -85,10 +85,16 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     }
 
     let listener = serving::bind(args.serve.listen).await?;
-    let address = listener.local_addr()?;
+    let listening = listener.local_addr()?;
+    // Listening on every interface, it is reached on this machine through the loopback one.
+    let address = if listening.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], listening.port()))
+    } else {
+        listening
+    };
     let server = format!("http://{address}");
     println!(
-        "3. Serving quiver.v1.FeatureService on {address}, until Ctrl-C. Try:\n\
+        "3. Serving quiver.v1.FeatureService on {listening}, until Ctrl-C. Try:\n\
          \n   cargo run --release -- get --server {server} --service ranker_v1 --entity user_id=42 --entity user_id=7\
          \n   grpcurl -plaintext -d '{{\"feature_service\": \"ranker_v1\", \"entities\": {{\"user_id\": {{\"int64_values\": {{\"values\": [42]}}}}}}}}' \\\n     {address} quiver.v1.FeatureService/GetOnlineFeatures\
          \n   grpcurl -plaintext {address} list\n\nOne lookup, user 42 through the feature service ranker_v1:\n"
