@@ -17,7 +17,6 @@
     reason = "a benchmark's report is its standard output"
 )]
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value as Avro;
@@ -32,11 +31,12 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
 use quiver_core::value::{ScalarType, ValueType};
-use quiver_ingest::{IngestConfig, IngestMetrics, OnInvalid, WireFormat};
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_testkit::{contract, events};
 
-const SCHEMA_ID: u32 = 7;
+mod common;
+use common::{SCHEMA_ID, ingest_until_committed};
+
 const PARTITIONS: i32 = 4;
 const USERS: i64 = 1_000;
 const ROUNDS: usize = 3;
@@ -101,7 +101,7 @@ async fn main() {
                 .expect("applies")
                 .registry;
             let started = Instant::now();
-            ingest_until_committed(&registry, &store, &topic).await;
+            ingest_until_committed(&registry, &store, &topic, PARTITIONS).await;
             took[case].push(started.elapsed());
             if cases[case].1 {
                 last_store = Some((store, registry));
@@ -267,41 +267,6 @@ where
     latencies.sort();
     let at = |quantile: f64| latencies[((latencies.len() - 1) as f64 * quantile) as usize];
     (rate, at(0.5), at(0.99))
-}
-
-async fn ingest_until_committed(registry: &Registry, store: &ScyllaStore, topic: &str) {
-    let group = quiver_testkit::unique_name("bench_aggregates_group");
-    let config = IngestConfig {
-        brokers: quiver_testkit::kafka_brokers(),
-        group_id: group.clone(),
-        wire_format: WireFormat::Confluent {
-            writer_schemas: HashMap::from([(SCHEMA_ID, events::match_event_schema())]),
-            schema_registry: None,
-        },
-        on_invalid: OnInvalid::Stop,
-        upsert_topic: None,
-        deletion_topic: None,
-        invalidation_topic: None,
-        batch_size: 2_000,
-        batch_linger: Duration::from_millis(20),
-    };
-    let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let registry = tokio::sync::watch::channel(std::sync::Arc::new(registry.clone())).1;
-    let ingest = quiver_ingest::run(&config, registry, store, &metrics, async {
-        let _ = stopped.await;
-    });
-    let check = async {
-        quiver_testkit::wait_until_committed(
-            &group,
-            &[(topic.to_owned(), PARTITIONS)],
-            Duration::from_secs(900),
-        )
-        .await;
-        stop.send(()).expect("the ingester runs");
-    };
-    let (summary, ()) = tokio::join!(ingest, check);
-    summary.expect("ingests");
 }
 
 fn now_micros() -> i64 {

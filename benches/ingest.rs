@@ -17,7 +17,7 @@
     reason = "a benchmark's report is its standard output"
 )]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,20 +31,21 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoredValue};
 use quiver_core::value::Value;
-use quiver_ingest::{IngestConfig, IngestMetrics, OnInvalid, WireFormat};
+use quiver_ingest::IngestMetrics;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_testkit::{contract, events};
+
+mod common;
+use common::{BATCH_ROWS, SCHEMA_ID, ingest_config, ingest_until_committed};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
 
-const SCHEMA_ID: u32 = 7;
 const PARTITIONS: i32 = 4;
 const USERS: i64 = 1_000;
 const IN_FLIGHT: usize = 64;
-const BATCH_ROWS: usize = 2_000;
 const STEADY_RATE: u64 = 5_000;
 const STEADY_SECONDS: u64 = 20;
 const ROUNDS: usize = 4;
@@ -130,7 +131,7 @@ async fn main() {
                 }
                 _ => {
                     let probe = Probe::new(&store);
-                    ingest_until_committed(&registry, &probe, &topic).await;
+                    ingest_until_committed(&registry, &probe, &topic, PARTITIONS).await;
                     // To the last write, not to the commit check that ends the run.
                     rounds[path].push(probe.last_ack().duration_since(started));
                     continue;
@@ -270,44 +271,6 @@ async fn write_partition_batches(session: &Session, keyspace: &str, rows: &[Feat
         .try_collect::<Vec<_>>()
         .await
         .expect("writes");
-}
-
-fn ingest_config(group: &str) -> IngestConfig {
-    IngestConfig {
-        brokers: quiver_testkit::kafka_brokers(),
-        group_id: group.to_owned(),
-        wire_format: WireFormat::Confluent {
-            writer_schemas: HashMap::from([(SCHEMA_ID, events::match_event_schema())]),
-            schema_registry: None,
-        },
-        on_invalid: OnInvalid::Stop,
-        upsert_topic: None,
-        deletion_topic: None,
-        invalidation_topic: None,
-        batch_size: BATCH_ROWS,
-        batch_linger: Duration::from_millis(20),
-    }
-}
-
-async fn ingest_until_committed(registry: &Registry, store: &Probe<'_>, topic: &str) {
-    let group = quiver_testkit::unique_name("bench_group");
-    let config = ingest_config(&group);
-    let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingest = quiver_ingest::run(&config, fixed(registry), store, &metrics, async {
-        let _ = stopped.await;
-    });
-    let check = async {
-        quiver_testkit::wait_until_committed(
-            &group,
-            &[(topic.to_owned(), PARTITIONS)],
-            Duration::from_secs(600),
-        )
-        .await;
-        stop.send(()).expect("the ingester runs");
-    };
-    let (summary, ()) = tokio::join!(ingest, check);
-    summary.expect("ingests");
 }
 
 /// The store, noting for each written row how long after its event time the write was acked,

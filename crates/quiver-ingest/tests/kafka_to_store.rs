@@ -66,6 +66,21 @@ fn command(avsc: &str, schema_id: u32, fields: Vec<(&str, Avro)>) -> Vec<u8> {
     )
 }
 
+/// A dead letter's headers, as text.
+fn headers(message: &rdkafka::message::OwnedMessage) -> HashMap<&str, String> {
+    message
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key,
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 fn user_keys(entries: Vec<(&str, Avro)>) -> Avro {
     Avro::Map(
         entries
@@ -268,17 +283,7 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     // The dead letters keep the original bytes and say why, where from, and for which view.
     let mut reasons = Vec::new();
     for message in quiver_testkit::read_topic(&dead_letter_topic, 8, WAIT) {
-        let headers: HashMap<&str, String> = message
-            .headers()
-            .expect("headers")
-            .iter()
-            .map(|h| {
-                (
-                    h.key,
-                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = headers(&message);
         let source = &headers["quiver.source.topic"];
         let payload = message.payload().unwrap();
         let original = if source == &topic {
@@ -656,17 +661,7 @@ async fn a_late_event_is_dead_lettered_and_the_others_are_aggregated() {
     );
 
     let dead = quiver_testkit::read_topic(&dead_letter_topic, 1, WAIT);
-    let headers: HashMap<&str, String> = dead[0]
-        .headers()
-        .expect("headers")
-        .iter()
-        .map(|h| {
-            (
-                h.key,
-                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = headers(&dead[0]);
     assert_eq!(headers["quiver.reason"], "late_event");
     assert!(
         headers["quiver.detail"].contains("900 s behind the newest event")

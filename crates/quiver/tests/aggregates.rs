@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value as Avro;
-use common::{KillOnDrop, free_port};
+use common::{KillOnDrop, free_port, kill_after_rows, wait_until_done};
 use quiver_avro::wire;
 use quiver_core::aggregate::{aggregate_features, evaluate};
 use quiver_core::definition::{AggregateFunction, Seconds};
@@ -243,21 +243,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
         let log = folder.path().join(format!("ingest-{run}.log"));
         let metrics_port = free_port();
         let mut ingester = ingest(&log, metrics_port);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            ingester.assert_running(&log);
-            let records = records_ingested(metrics_port);
-            if records >= kill_at {
-                ingester.child().kill().expect("SIGKILL");
-                ingester.take().wait().unwrap();
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run} made too little progress: {records} records"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        kill_after_rows(&mut ingester, &log, metrics_port, kill_at).await;
         assert!(
             !quiver_testkit::committed_to_end(&group, &topics).await,
             "run {run} was killed mid-stream"
@@ -265,15 +251,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     }
     let log = folder.path().join("ingest-3.log");
     let mut last = ingest(&log, free_port());
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !quiver_testkit::committed_to_end(&group, &topics).await {
-        last.assert_running(&log);
-        assert!(
-            Instant::now() < deadline,
-            "the last run did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until_done(&mut last, &log, &group, &topics, Duration::from_secs(600)).await;
     drop(last);
 
     // Every user's aggregates as of the request time, from the stored tiles.
@@ -343,24 +321,4 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
         mismatches.len(),
         &mismatches[..mismatches.len().min(10)]
     );
-}
-
-/// `quiver_ingest_records_total` of the ingester serving metrics on `port`; 0 before it answers.
-fn records_ingested(port: u16) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .lines()
-        .filter(|line| line.starts_with("quiver_ingest_rows_written_total{"))
-        .filter_map(|line| line.rsplit(' ').next()?.trim().parse::<u64>().ok())
-        .sum()
 }

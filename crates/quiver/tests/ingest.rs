@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::{KillOnDrop, free_port};
+use common::{KillOnDrop, free_port, http_get, kill_after_rows, wait_until_done};
 use std::time::{Duration, Instant};
 
 use quiver_avro::wire;
@@ -191,21 +191,7 @@ async fn after_sigkill_mid_stream_a_restart_loses_nothing() {
     let metrics_port = free_port();
     let mut first = deployment.ingest(&group, metrics_port, &log);
     // Kill it without warning once it is well into the stream.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let written_at_kill = loop {
-        first.assert_running(&log);
-        let written = rows_written(metrics_port);
-        if written >= 3_000 {
-            first.child().kill().expect("SIGKILL");
-            first.take().wait().unwrap();
-            break written;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ingest made no progress: {written} rows"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let written_at_kill = kill_after_rows(&mut first, &log, metrics_port, 3_000).await;
     assert!(
         !quiver_testkit::committed_to_end(&group, &topics).await,
         "the first run was killed mid-stream, after {written_at_kill} rows"
@@ -213,15 +199,14 @@ async fn after_sigkill_mid_stream_a_restart_loses_nothing() {
 
     let restart_log = deployment.folder.join("restart.log");
     let mut second = deployment.ingest(&group, free_port(), &restart_log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !quiver_testkit::committed_to_end(&group, &topics).await {
-        second.assert_running(&restart_log);
-        assert!(
-            Instant::now() < deadline,
-            "the restart did not finish in time"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_done(
+        &mut second,
+        &restart_log,
+        &group,
+        &topics,
+        Duration::from_secs(120),
+    )
+    .await;
     drop(second);
 
     // Every user's stored country is that of their newest event, computed here directly.
@@ -256,33 +241,4 @@ async fn after_sigkill_mid_stream_a_restart_loses_nothing() {
         }
     }
     assert_eq!(wrong, 0, "users whose value is not their newest event's");
-}
-
-/// `quiver_ingest_rows_written_total` of the ingester serving metrics on `port`; 0 before it
-/// answers.
-fn rows_written(port: u16) -> u64 {
-    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        return 0;
-    }
-    http_get(port, "/metrics")
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("quiver_ingest_rows_written_total{view=\"user_activity\"} ")
-        })
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }

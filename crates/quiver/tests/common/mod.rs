@@ -45,3 +45,74 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The sum of `quiver_ingest_rows_written_total` over views, of the ingester serving metrics on
+/// `port`; 0 before it answers.
+pub(crate) fn rows_written(port: u16) -> u64 {
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return 0;
+    }
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|line| line.starts_with("quiver_ingest_rows_written_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+pub(crate) fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// SIGKILLs `ingester` (serving metrics on `metrics_port`) once it has written `rows` rows;
+/// returns how many it had written.
+pub(crate) async fn kill_after_rows(
+    ingester: &mut KillOnDrop,
+    log: &std::path::Path,
+    metrics_port: u16,
+    rows: u64,
+) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        ingester.assert_running(log);
+        let written = rows_written(metrics_port);
+        if written >= rows {
+            ingester.child().kill().expect("SIGKILL");
+            ingester.take().wait().unwrap();
+            return written;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest made too little progress: {written} rows"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `group` has committed every record of `topics`, while `ingester` keeps running.
+pub(crate) async fn wait_until_done(
+    ingester: &mut KillOnDrop,
+    log: &std::path::Path,
+    group: &str,
+    topics: &[(String, i32)],
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !quiver_testkit::committed_to_end(group, topics).await {
+        ingester.assert_running(log);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ingester did not finish in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
