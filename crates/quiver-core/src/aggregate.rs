@@ -113,13 +113,16 @@ impl Aggregate {
     }
 }
 
-/// The aggregate a tile belongs to, if `view` has that aggregate feature.
-pub fn tile_aggregate<'v>(view: &'v FeatureView, tile: &Tile) -> Option<&'v Aggregate> {
+/// The aggregate feature of `view` called `name`, if it has one.
+pub fn aggregate_feature<'v>(
+    view: &'v FeatureView,
+    name: &Name,
+) -> Option<(&'v Feature, &'v Aggregate)> {
     view.features
         .iter()
-        .find(|feature| feature.name == tile.feature)
+        .find(|feature| &feature.name == name)
         .and_then(|feature| match &feature.derivation {
-            Derivation::Aggregate(aggregate) => Some(aggregate),
+            Derivation::Aggregate(aggregate) => Some((feature, aggregate)),
             Derivation::Field(_) => None,
         })
 }
@@ -481,10 +484,10 @@ pub struct Contribution {
 /// `contributions` come in offset order per source. A contribution at or before a tile's
 /// `through_offset` is a replay and is skipped; one whose tile is already past its window at
 /// `now_micros` could change no value, so it is left out.
-pub fn fold(
+pub fn fold<'c>(
     view: &FeatureView,
     stored: Vec<Tile>,
-    contributions: &[Contribution],
+    contributions: impl IntoIterator<Item = &'c Contribution>,
     now_micros: i64,
 ) -> Vec<Tile> {
     let aggregates = aggregate_features(view);

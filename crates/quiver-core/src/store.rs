@@ -11,7 +11,7 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::aggregate::{Tile, tile_aggregate};
+use crate::aggregate::{Tile, aggregate_feature};
 use crate::definition::{Derivation, Entity, FeatureView, Registry, Seconds, VersionedView};
 use crate::key::EntityKey;
 use crate::name::Name;
@@ -196,25 +196,36 @@ pub fn feature_types(view: &FeatureView, names: &[Name]) -> Result<Vec<ValueType
         .collect()
 }
 
-/// Checks tiles against their view before anything is stored: each belongs to an aggregate
-/// feature of the view. Returns each tile's expiry in microseconds (`None` for lifetime tiles).
-pub fn check_tiles(view: &FeatureView, tiles: &[Tile]) -> Result<Vec<Option<i64>>, StoreError> {
-    tiles
-        .iter()
-        .map(|tile| {
-            tile_aggregate(view, tile)
-                .map(|aggregate| aggregate.tile_expiry_micros(tile.start_micros))
-                .ok_or_else(|| {
-                    StoreError::new(
-                        StoreErrorKind::Invalid,
-                        format!(
-                            "feature view `{}` has no aggregate feature `{}`",
-                            view.name, tile.feature
-                        ),
-                    )
-                })
-        })
-        .collect()
+/// Checks tiles of one entity against their view before anything is stored: the key fits the
+/// entity, and each tile belongs to an aggregate feature of the view. Returns the tiles still
+/// inside their windows at `now_micros`, the ones to store, each with its expiry in
+/// microseconds (`None` for lifetime tiles). Shared by every adapter, so they refuse and keep
+/// the same tiles.
+pub fn live_tiles<'t>(
+    entity: &Entity,
+    view: &FeatureView,
+    key: &EntityKey,
+    tiles: &'t [Tile],
+    now_micros: i64,
+) -> Result<Vec<(&'t Tile, Option<i64>)>, StoreError> {
+    check_key(entity, key)?;
+    let mut live = Vec::with_capacity(tiles.len());
+    for tile in tiles {
+        let (_, aggregate) = aggregate_feature(view, &tile.feature).ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "feature view `{}` has no aggregate feature `{}`",
+                    view.name, tile.feature
+                ),
+            )
+        })?;
+        let expires = aggregate.tile_expiry_micros(tile.start_micros);
+        if expires.is_none_or(|expires| expires > now_micros) {
+            live.push((tile, expires));
+        }
+    }
+    Ok(live)
 }
 
 /// The feature read and write half of the port.
@@ -253,7 +264,7 @@ pub trait FeatureStore: Send + Sync {
 
     /// Stores the tiles of one entity's aggregates ([`crate::aggregate::fold`] gives them), each
     /// replacing the stored tile of the same feature, start and source. A tile stays until its
-    /// window has passed it; lifetime tiles stay. Every tile is checked with [`check_tiles`]
+    /// window has passed it; lifetime tiles stay. Every tile is checked with [`live_tiles`]
     /// first; if one fails, nothing is written.
     fn write_tiles(
         &self,

@@ -27,7 +27,7 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{
     FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_tiles, check_write, feature_types, remaining_ttl_secs,
+    check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::Value;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -432,21 +432,17 @@ impl FeatureStore for EmbeddedStore {
         key: &EntityKey,
         tiles: &[Tile],
     ) -> Result<(), StoreError> {
-        check_key(entity, key)?;
-        let expiries = check_tiles(&view.view, tiles)?;
-        let now = now_micros();
         let row = row_key(view, key);
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = tiles
-            .iter()
-            .zip(expiries)
-            .filter(|(_, expires)| expires.is_none_or(|expires| expires > now))
-            .map(|(tile, expires)| {
-                (
-                    tile_key(&row, tile),
-                    encode_tile(expires.unwrap_or(i64::MAX), tile),
-                )
-            })
-            .collect();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> =
+            live_tiles(entity, &view.view, key, tiles, now_micros())?
+                .into_iter()
+                .map(|(tile, expires)| {
+                    (
+                        tile_key(&row, tile),
+                        encode_tile(expires.unwrap_or(i64::MAX), tile),
+                    )
+                })
+                .collect();
         self.in_write_transaction(move |transaction| {
             let mut table = transaction
                 .open_table(TILES)

@@ -11,8 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite};
 
-use crate::route::{DeadLetterReason, Projected, Route, routes};
-use crate::tiles::{ViewContributions, Watermarks, store_tiles};
+use crate::route::{DeadLetterReason, Projected, Route, ViewBatch, routes};
+use crate::tiles::{Watermarks, store_tiles};
 use crate::{IngestError, now_micros};
 
 /// How to read one file.
@@ -131,16 +131,7 @@ pub async fn ingest_file(
         0
     };
     let mut summary = FileSummary::default();
-    let mut pending: Vec<Pending> = routes
-        .iter()
-        .map(|route| Pending {
-            writes: Vec::new(),
-            contributions: ViewContributions {
-                route: route.clone(),
-                events: Vec::new(),
-            },
-        })
-        .collect();
+    let mut pending: Vec<ViewBatch> = routes.iter().cloned().map(ViewBatch::new).collect();
     let source = format!(
         "file:{}",
         path.file_name().unwrap_or_default().to_string_lossy()
@@ -152,8 +143,8 @@ pub async fn ingest_file(
             Ok(record) => record,
             Err(error) => {
                 // What came before the damage is kept, as the message says.
-                for (route, pending) in routes.iter().zip(&mut pending) {
-                    pending.flush(store, route).await?;
+                for batch in &mut pending {
+                    flush(store, batch).await?;
                 }
                 return Err(file_error(
                     path,
@@ -166,7 +157,8 @@ pub async fn ingest_file(
         };
         summary.records += 1;
         let now = now_micros();
-        for (route, pending) in routes.iter().zip(&mut pending) {
+        for batch in &mut pending {
+            let route = &batch.route;
             let projected =
                 project_record(route, &writer, &record, now).and_then(|mut projected| {
                     projected.write.event_time_micros += shift;
@@ -175,16 +167,9 @@ pub async fn ingest_file(
                 });
             match projected {
                 Ok(projected) => {
-                    if route.aggregates {
-                        let contribution = projected.contribution(source.clone(), number as i64);
-                        pending
-                            .contributions
-                            .events
-                            .push((projected.write.key.clone(), contribution));
-                    }
-                    pending.writes.push(projected.write);
-                    if pending.writes.len() >= options.batch_size.max(1) {
-                        summary.rows_written += pending.flush(store, route).await?;
+                    batch.push(projected, &source, number as i64);
+                    if batch.writes.len() >= options.batch_size.max(1) {
+                        summary.rows_written += flush(store, batch).await?;
                     }
                 }
                 Err(rejection) => {
@@ -198,30 +183,19 @@ pub async fn ingest_file(
             }
         }
     }
-    for (route, pending) in routes.iter().zip(&mut pending) {
-        summary.rows_written += pending.flush(store, route).await?;
+    for batch in &mut pending {
+        summary.rows_written += flush(store, batch).await?;
     }
     Ok(summary)
 }
 
-/// What a file has given one view and is not written yet.
-struct Pending {
-    writes: Vec<FeatureWrite>,
-    contributions: ViewContributions,
-}
-
-impl Pending {
-    /// Writes the rows and tiles gathered so far; returns the rows written.
-    async fn flush(
-        &mut self,
-        store: &impl FeatureStore,
-        route: &Route,
-    ) -> Result<u64, IngestError> {
-        let rows = write_rows(store, route, std::mem::take(&mut self.writes)).await?;
-        store_tiles(store, &self.contributions, &Counter::default()).await?;
-        self.contributions.events.clear();
-        Ok(rows)
-    }
+/// Writes the rows and tiles a file has given one view so far and empties `batch`; returns the
+/// rows written.
+async fn flush(store: &impl FeatureStore, batch: &mut ViewBatch) -> Result<u64, IngestError> {
+    let rows = write_rows(store, &batch.route, std::mem::take(&mut batch.writes)).await?;
+    store_tiles(store, batch, &Counter::default()).await?;
+    batch.contributions.clear();
+    Ok(rows)
 }
 
 /// Resolves `record` from the file's schema to the route's, then projects it as the Kafka path

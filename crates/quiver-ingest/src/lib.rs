@@ -29,7 +29,7 @@ use apache_avro::Schema;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use quiver_core::definition::Registry;
-use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
+use quiver_core::store::{FeatureStore, StoreErrorKind};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -38,9 +38,10 @@ use tokio::sync::watch;
 use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
 use crate::publish::Publisher;
 use crate::route::{
-    DeadLetterReason, Decoder, Framing, PendingDeletion, Route, deletion, routes, upsert_write,
+    DeadLetterReason, Decoder, Framing, PendingDeletion, Route, ViewBatch, deletion, routes,
+    upsert_write,
 };
-use crate::tiles::{ViewContributions, Watermarks, partition_source, store_tiles};
+use crate::tiles::{Watermarks, partition_source, store_tiles};
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
@@ -420,8 +421,7 @@ struct Outputs<'a, S> {
 struct Decoded {
     /// The batch's place in the stream: its tiles and deletions are stored strictly in turn.
     turn: u64,
-    writes: Vec<(Arc<Route>, Vec<FeatureWrite>)>,
-    contributions: Vec<ViewContributions>,
+    views: Vec<ViewBatch>,
     deletions: Vec<PendingDeletion>,
     /// Records to dead-letter, with the view they failed for (empty when none could be told).
     rejected: Vec<(OwnedMessage, String, DeadLetterReason)>,
@@ -443,30 +443,10 @@ fn decode(
     let now_micros = now_micros();
     let mut decoded = Decoded {
         turn,
-        writes: Vec::new(),
-        contributions: Vec::new(),
+        views: Vec::new(),
         deletions: Vec::new(),
         rejected: Vec::new(),
         next_offsets: BTreeMap::new(),
-    };
-    let mut add = |route: &Arc<Route>, write| match decoded
-        .writes
-        .iter_mut()
-        .find(|(r, _)| Arc::ptr_eq(r, route))
-    {
-        Some((_, list)) => list.push(write),
-        None => decoded.writes.push((route.clone(), vec![write])),
-    };
-    let mut contributions: Vec<ViewContributions> = Vec::new();
-    let mut contribute = |route: &Arc<Route>, key, contribution| match contributions
-        .iter_mut()
-        .find(|view| Arc::ptr_eq(&view.route, route))
-    {
-        Some(view) => view.events.push((key, contribution)),
-        None => contributions.push(ViewContributions {
-            route: route.clone(),
-            events: vec![(key, contribution)],
-        }),
     };
     let mut rejected = Vec::new();
     // Counted per topic, then added to the metric once per topic, not once per record.
@@ -499,7 +479,7 @@ fn decode(
                 payload,
                 now_micros,
             ) {
-                Ok((route, write)) => add(route, write),
+                Ok((route, write)) => ViewBatch::of(&mut decoded.views, route).writes.push(write),
                 Err(reason) => reasons.push((String::new(), reason)),
             }
         } else if config.deletion_topic.as_deref() == topic {
@@ -524,14 +504,11 @@ fn decode(
                             Ok(projected)
                         });
                 match projected {
-                    Ok(projected) => {
-                        if route.aggregates {
-                            let contribution =
-                                projected.contribution(source.clone(), message.offset());
-                            contribute(route, projected.write.key.clone(), contribution);
-                        }
-                        add(route, projected.write);
-                    }
+                    Ok(projected) => ViewBatch::of(&mut decoded.views, route).push(
+                        projected,
+                        &source,
+                        message.offset(),
+                    ),
                     Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
                 }
             }
@@ -552,7 +529,6 @@ fn decode(
         }
     }
     decoded.rejected = rejected;
-    decoded.contributions = contributions;
     Ok(decoded)
 }
 
@@ -577,7 +553,12 @@ async fn store_batch<S: FeatureStore>(
             *summary.dead_lettered.entry(reason.reason).or_default() += 1;
         }
     }
-    for (route, route_writes) in &decoded.writes {
+    for ViewBatch {
+        route,
+        writes: route_writes,
+        ..
+    } in &decoded.views
+    {
         let labels = ViewLabels {
             view: route.view.view.name.to_string(),
         };
@@ -608,13 +589,17 @@ async fn store_batch<S: FeatureStore>(
         .wait_for(|turn| *turn == decoded.turn)
         .await
         .expect("the sender lives in `outputs`");
-    for contributions in &decoded.contributions {
+    for batch in decoded
+        .views
+        .iter()
+        .filter(|batch| !batch.contributions.is_empty())
+    {
         let labels = ViewLabels {
-            view: contributions.route.view.view.name.to_string(),
+            view: batch.route.view.view.name.to_string(),
         };
         // Cloned: a family's guard must not be held across an await.
         let retries = metrics.write_retries.get_or_create(&labels).clone();
-        let written = store_tiles(outputs.store, contributions, &retries).await?;
+        let written = store_tiles(outputs.store, batch, &retries).await?;
         metrics.tiles_written.get_or_create(&labels).inc_by(written);
     }
     for pending in &decoded.deletions {

@@ -243,15 +243,51 @@ pub(crate) struct Projected {
     pub(crate) inputs: Vec<Option<Value>>,
 }
 
-impl Projected {
-    /// What this event gives the view's aggregates, from position `offset` of `source`.
-    pub(crate) fn contribution(&self, source: String, offset: i64) -> Contribution {
-        Contribution {
-            source,
-            offset,
-            event_time_micros: self.write.event_time_micros,
-            inputs: self.inputs.clone(),
+/// What a batch gives one view: its feature writes and, when it has aggregates, each event's
+/// contribution to them, in record order.
+#[derive(Debug)]
+pub(crate) struct ViewBatch {
+    pub(crate) route: Arc<Route>,
+    pub(crate) writes: Vec<FeatureWrite>,
+    pub(crate) contributions: Vec<(EntityKey, Contribution)>,
+}
+
+impl ViewBatch {
+    pub(crate) fn new(route: Arc<Route>) -> Self {
+        ViewBatch {
+            route,
+            writes: Vec::new(),
+            contributions: Vec::new(),
         }
+    }
+
+    /// The batch of `route` among `batches`, added if it is not there yet.
+    pub(crate) fn of<'b>(batches: &'b mut Vec<ViewBatch>, route: &Arc<Route>) -> &'b mut ViewBatch {
+        match batches
+            .iter()
+            .position(|batch| Arc::ptr_eq(&batch.route, route))
+        {
+            Some(index) => &mut batches[index],
+            None => {
+                batches.push(ViewBatch::new(route.clone()));
+                batches.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// Adds an event projected onto this view, found at `offset` of `source`.
+    pub(crate) fn push(&mut self, projected: Projected, source: &str, offset: i64) {
+        let Projected { write, inputs } = projected;
+        if self.route.aggregates {
+            let contribution = Contribution {
+                source: source.to_owned(),
+                offset,
+                event_time_micros: write.event_time_micros,
+                inputs,
+            };
+            self.contributions.push((write.key.clone(), contribution));
+        }
+        self.writes.push(write);
     }
 }
 

@@ -3,7 +3,6 @@
 //! apart before that.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use prometheus_client::metrics::counter::Counter;
@@ -12,31 +11,24 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
 
-use crate::route::{DeadLetterReason, Route};
+use crate::route::{DeadLetterReason, Route, ViewBatch};
 use crate::{IngestError, now_micros, retry_while_unavailable};
 
 /// Entities whose tiles are read and rewritten at once.
 const ENTITIES_IN_FLIGHT: usize = 64;
 
-/// The contributions of one batch to one view's aggregates, in record order.
-#[derive(Debug)]
-pub(crate) struct ViewContributions {
-    pub(crate) route: Arc<Route>,
-    pub(crate) events: Vec<(EntityKey, Contribution)>,
-}
-
-/// Folds `contributions` into the tiles of their entities and writes back the tiles that
-/// changed; returns how many were written. Calls for one source must not overlap: each reads
-/// what the last one wrote.
+/// Folds the contributions of `batch` into the tiles of their entities and writes back the
+/// tiles that changed; returns how many were written. Calls for one source must not overlap:
+/// each reads what the last one wrote.
 pub(crate) async fn store_tiles<S: FeatureStore>(
     store: &S,
-    contributions: &ViewContributions,
+    batch: &ViewBatch,
     retries: &Counter,
 ) -> Result<u64, IngestError> {
-    let route = &contributions.route;
-    let mut by_entity: HashMap<&EntityKey, Vec<Contribution>> = HashMap::new();
-    for (key, contribution) in &contributions.events {
-        by_entity.entry(key).or_default().push(contribution.clone());
+    let route = &batch.route;
+    let mut by_entity: HashMap<&EntityKey, Vec<&Contribution>> = HashMap::new();
+    for (key, contribution) in &batch.contributions {
+        by_entity.entry(key).or_default().push(contribution);
     }
     futures::stream::iter(by_entity)
         .map(|(key, events)| async move {
@@ -44,7 +36,7 @@ pub(crate) async fn store_tiles<S: FeatureStore>(
                 store.read_tiles(&route.entity, &route.view, key, None)
             })
             .await?;
-            let changed = fold(&route.view.view, stored, &events, now_micros());
+            let changed = fold(&route.view.view, stored, events, now_micros());
             if !changed.is_empty() {
                 retry_while_unavailable(retries, || {
                     store.write_tiles(&route.entity, &route.view, key, &changed)
@@ -60,10 +52,11 @@ pub(crate) async fn store_tiles<S: FeatureStore>(
 
 /// The newest event time seen per view and source partition, against which lateness is judged.
 ///
-/// Kept in memory: after a restart it starts again from the events replayed, so an event right
-/// after a restart is judged against fewer predecessors than it first was.
+/// Kept in memory, and only for views that declare an allowed lateness: after a restart it
+/// starts again from the events replayed, so an event right after a restart is judged against
+/// fewer predecessors than it first was.
 #[derive(Debug, Default)]
-pub(crate) struct Watermarks(HashMap<(Name, String), i64>);
+pub(crate) struct Watermarks(HashMap<Name, HashMap<String, i64>>);
 
 impl Watermarks {
     /// Lets an event of `route` from `source` through, or names it late when it trails the
@@ -75,24 +68,29 @@ impl Watermarks {
         event_time_micros: i64,
     ) -> Result<(), DeadLetterReason> {
         let view = &route.view.view;
-        let newest = self
-            .0
-            .entry((view.name.clone(), source.to_owned()))
-            .or_insert(event_time_micros);
-        if let Some(allowed) = view.allowed_lateness {
-            let behind = *newest - event_time_micros;
-            if behind > allowed.0 as i64 * 1_000_000 {
-                return Err(DeadLetterReason {
-                    reason: "late_event",
-                    detail: format!(
-                        "event time {event_time_micros} µs is {} s behind the newest event of \
-                         {source} ({} µs); feature view `{}` allows {allowed}",
-                        behind / 1_000_000,
-                        *newest,
-                        view.name
-                    ),
-                });
-            }
+        let Some(allowed) = view.allowed_lateness else {
+            return Ok(());
+        };
+        let sources = match self.0.get_mut(&view.name) {
+            Some(sources) => sources,
+            None => self.0.entry(view.name.clone()).or_default(),
+        };
+        let Some(newest) = sources.get_mut(source) else {
+            sources.insert(source.to_owned(), event_time_micros);
+            return Ok(());
+        };
+        let behind = *newest - event_time_micros;
+        if behind > allowed.0 as i64 * 1_000_000 {
+            return Err(DeadLetterReason {
+                reason: "late_event",
+                detail: format!(
+                    "event time {event_time_micros} µs is {} s behind the newest event of \
+                     {source} ({} µs); feature view `{}` allows {allowed}",
+                    behind / 1_000_000,
+                    *newest,
+                    view.name
+                ),
+            });
         }
         *newest = (*newest).max(event_time_micros);
         Ok(())

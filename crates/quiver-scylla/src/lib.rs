@@ -30,7 +30,7 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{
     FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_tiles, check_write, feature_types, remaining_ttl_secs,
+    check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -504,9 +504,7 @@ impl FeatureStore for ScyllaStore {
         for write in writes {
             check_write(entity, &view.view, write)?;
         }
-        let now_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |now| now.as_micros() as i64);
+        let now_micros = now_micros();
         let table = self.table(view);
         // Writes of one call nearly always carry the same features: each distinct column set is
         // looked up (or prepared) once per call, not once per row.
@@ -666,16 +664,12 @@ impl FeatureStore for ScyllaStore {
         key: &EntityKey,
         tiles: &[Tile],
     ) -> Result<(), StoreError> {
-        check_key(entity, key)?;
-        let expiries = check_tiles(&view.view, tiles)?;
-        let now_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |now| now.as_micros() as i64);
-        let mut rows = Vec::with_capacity(tiles.len());
-        for (tile, expires) in tiles.iter().zip(expiries) {
+        let now_micros = now_micros();
+        let live = live_tiles(entity, &view.view, key, tiles, now_micros)?;
+        let mut rows = Vec::with_capacity(live.len());
+        for (tile, expires) in live {
             let ttl_secs = match expires {
                 None => 0,
-                Some(expires) if expires <= now_micros => continue,
                 Some(expires) => {
                     i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
                 }
@@ -786,6 +780,12 @@ impl FeatureStore for ScyllaStore {
 /// One tile as a map cell, keyed by its start in the row of its feature and source: a JSON
 /// array of its through offset, newest event time and partial.
 type TileCell = (i64, i64, Partial);
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64)
+}
 
 /// The partition key of an entity's tiles in one view version.
 fn tile_partition(view: &VersionedView, key: &EntityKey) -> (String, Vec<u8>) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
-use quiver_core::aggregate::{aggregate_features, evaluate};
+use quiver_core::aggregate::{aggregate_feature, evaluate};
 use quiver_core::definition::{
     Aggregate, Entity, Feature, Registry, Seconds, VersionedView, view_table_name,
 };
@@ -259,12 +259,10 @@ impl<S: FeatureStore + 'static> Service<S> {
             .map(|column| {
                 let (_, view) = plan.views[column.view];
                 let (positions, _) = &per_view[column.view];
-                let aggregate = aggregate_features(&view.view)
-                    .into_iter()
-                    .find(|(feature, _)| feature.name == column.feature);
-                let tiles_part = parts[column.view]
-                    .iter()
-                    .position(|part| *part == Part::Tiles(column.feature.clone()));
+                let aggregate = aggregate_feature(&view.view, &column.feature);
+                let tiles_part = parts[column.view].iter().position(
+                    |part| matches!(part, Part::Tiles(feature) if *feature == column.feature),
+                );
                 let mut out = pb::FeatureColumn {
                     name: column.name,
                     values: Vec::with_capacity(rows),
