@@ -597,8 +597,11 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
     store: &(impl OnlineStore + FeatureStore),
 ) {
     let (entity, activity) = applied_view(store, "user_activity").await;
-    let hour = 3_600_000_000;
-    let this_hour = now_micros() / hour * hour;
+    // `actions_1h` has 5-minute tiles, each read until an hour after its end: both of these
+    // stay well inside their window whatever the time of day.
+    let tile_size = 300_000_000;
+    let recent = now_micros() / tile_size * tile_size;
+    let earlier = recent - 2 * tile_size;
     let distinct = {
         let mut sketch = quiver_core::aggregate::HyperLogLog::default();
         sketch.insert(&Value::Int64(5));
@@ -606,13 +609,13 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
     };
     // In the order `sorted_tiles` gives: feature, start, source.
     let mut written = vec![
-        tile("actions_1h", this_hour - hour / 2, "match-events/0", 1),
-        tile("actions_1h", this_hour, "match-events/0", 3),
-        tile("actions_1h", this_hour, "match-events/1", 4),
+        tile("actions_1h", earlier, "match-events/0", 1),
+        tile("actions_1h", recent, "match-events/0", 3),
+        tile("actions_1h", recent, "match-events/1", 4),
         tile("actions_total", 0, "match-events/0", 8),
         Tile {
             partial: distinct,
-            ..tile("distinct_candidates_30d", this_hour, "match-events/0", 1)
+            ..tile("distinct_candidates_30d", recent, "match-events/0", 1)
         },
     ];
     store
@@ -635,7 +638,7 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
         "only the tiles of the feature asked for"
     );
 
-    let replacement = tile("actions_1h", this_hour, "match-events/1", 9);
+    let replacement = tile("actions_1h", recent, "match-events/1", 9);
     store
         .write_tiles(
             &entity,
