@@ -16,7 +16,7 @@ pub(crate) const BATCH_ROWS: usize = 2_000;
 /// An ingester in `group` reading Confluent-framed match events, stopping at the first bad one.
 pub(crate) fn ingest_config(group: &str) -> IngestConfig {
     IngestConfig {
-        brokers: quiver_testkit::kafka_brokers(),
+        kafka: quiver_kafka::KafkaConnection::plaintext(quiver_testkit::kafka_brokers()),
         group_id: group.to_owned(),
         wire_format: WireFormat::Confluent {
             writer_schemas: HashMap::from([(SCHEMA_ID, events::match_event_schema())]),

@@ -30,9 +30,10 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, StoreErrorKind};
+use quiver_kafka::KafkaConnection;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
@@ -68,8 +69,8 @@ pub enum OnInvalid {
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The Kafka cluster: brokers, TLS and SASL.
+    pub kafka: KafkaConnection,
     /// The consumer group; ingesters sharing it split the partitions between them.
     pub group_id: String,
     pub wire_format: WireFormat,
@@ -184,8 +185,9 @@ pub async fn run<S: FeatureStore>(
         ));
     }
     let consumer: Arc<StreamConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        config
+            .kafka
+            .client_config()
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -196,13 +198,13 @@ pub async fn run<S: FeatureStore>(
     subscribe(&consumer, &topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
     let dead_letters = match &config.on_invalid {
-        OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.brokers, topic)?),
+        OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.kafka, topic)?),
         OnInvalid::Stop => None,
     };
     let invalidations = config
         .invalidation_topic
         .as_deref()
-        .map(|topic| Publisher::new(&config.brokers, topic))
+        .map(|topic| Publisher::new(&config.kafka, topic))
         .transpose()?;
 
     let outputs = Outputs {

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use quiver_kafka::KafkaConnection;
+use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
 
 use crate::IngestError;
 use crate::route::DeadLetterReason;
@@ -27,9 +28,9 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(brokers: &str, topic: &str) -> Result<Self, IngestError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub(crate) fn new(kafka: &KafkaConnection, topic: &str) -> Result<Self, IngestError> {
+        let producer = kafka
+            .client_config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .create()?;

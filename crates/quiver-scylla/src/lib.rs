@@ -17,11 +17,13 @@
 mod values;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
 use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
@@ -34,7 +36,7 @@ use quiver_core::store::{
 };
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
-use scylla::client::session::Session;
+use scylla::client::session::{OpenSsl010Config, Session};
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
@@ -56,6 +58,72 @@ pub struct ScyllaConfig {
     /// Create a missing keyspace with SimpleStrategy and one replica: for a laptop or a test
     /// cluster, never production.
     pub create_keyspace: bool,
+    /// A user and password for clusters with password authentication.
+    pub credentials: Option<Credentials>,
+    /// TLS to every node, when the cluster requires client-to-node encryption.
+    pub tls: Option<CqlTls>,
+}
+
+/// A CQL user and password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Client-to-node TLS. Nodes' certificates are verified against `ca_file`, or the system's
+/// trusted roots without one; a client certificate and key make it mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct CqlTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl CqlTls {
+    /// The driver's TLS context; an unreadable or malformed file is named.
+    fn context(&self) -> Result<OpenSsl010Config, StoreError> {
+        let invalid = |what: &str, path: &Path, error: &dyn std::fmt::Display| {
+            StoreError::new(
+                StoreErrorKind::Invalid,
+                format!("{what} {}: {error}", path.display()),
+            )
+        };
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|error| StoreError::new(StoreErrorKind::Invalid, format!("TLS: {error}")))?;
+        if let Some(path) = &self.ca_file {
+            builder
+                .set_ca_file(path)
+                .map_err(|error| invalid("CQL TLS CA file", path, &error))?;
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                builder
+                    .set_certificate_chain_file(cert)
+                    .map_err(|error| invalid("CQL TLS certificate file", cert, &error))?;
+                builder
+                    .set_private_key_file(key, SslFiletype::PEM)
+                    .map_err(|error| invalid("CQL TLS key file", key, &error))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Invalid,
+                    "a CQL TLS client certificate needs its key, and a key its certificate",
+                ));
+            }
+        }
+        Ok(OpenSsl010Config::new(builder))
+    }
 }
 
 impl ScyllaConfig {
@@ -68,6 +136,8 @@ impl ScyllaConfig {
             consistency: Consistency::One,
             request_timeout: Duration::from_secs(30),
             create_keyspace: false,
+            credentials: None,
+            tls: None,
         }
     }
 }
@@ -114,10 +184,17 @@ impl ScyllaStore {
             .consistency(config.consistency)
             .request_timeout(Some(config.request_timeout))
             .build();
-        let session = SessionBuilder::new()
+        let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
             .connection_timeout(config.request_timeout)
-            .default_execution_profile_handle(profile.into_handle())
+            .default_execution_profile_handle(profile.into_handle());
+        if let Some(credentials) = &config.credentials {
+            builder = builder.user(&credentials.username, &credentials.password);
+        }
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_context(Some(tls.context()?));
+        }
+        let session = builder
             .build()
             .await
             .map_err(|error| unavailable(&format!("connecting to {:?}", config.nodes), error))?;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use quiver_core::apply::apply;
 use quiver_core::definition::view_table_name;
-use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_core::store::StoreErrorKind;
+use quiver_scylla::{CqlTls, ScyllaConfig, ScyllaStore};
 use scylla::statement::Consistency;
 
 async fn fresh_store() -> ScyllaStore {
@@ -37,6 +38,8 @@ async fn a_missing_keyspace_is_named_with_how_to_create_it() {
         consistency: Consistency::One,
         request_timeout: Duration::from_secs(10),
         create_keyspace: false,
+        credentials: None,
+        tls: None,
     })
     .await
     .expect_err("the keyspace is missing");
@@ -47,6 +50,43 @@ async fn a_missing_keyspace_is_named_with_how_to_create_it() {
         "{error}"
     );
     assert!(error.to_string().contains("CREATE KEYSPACE"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreadable_tls_ca_file_is_named_before_any_connection() {
+    let mut config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), "quiver".into());
+    config.tls = Some(CqlTls {
+        ca_file: Some("/no/such/ca.pem".into()),
+        ..CqlTls::default()
+    });
+    let error = ScyllaStore::connect(&config)
+        .await
+        .expect_err("the CA file does not exist");
+    assert_eq!(error.kind, StoreErrorKind::Invalid, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("CQL TLS CA file /no/such/ca.pem"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn tls_to_a_plaintext_node_fails_promptly_instead_of_hanging() {
+    let _reachable = quiver_testkit::cql_session().await;
+    let mut config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), "quiver".into());
+    config.request_timeout = Duration::from_secs(5);
+    config.tls = Some(CqlTls::default());
+    let started = std::time::Instant::now();
+    let error = ScyllaStore::connect(&config)
+        .await
+        .expect_err("the test node speaks plain CQL, so the TLS handshake fails");
+    assert_eq!(error.kind, StoreErrorKind::Unavailable, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -12,15 +12,16 @@ use quiver_core::definition::Registry;
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
+use quiver_kafka::KafkaConnection;
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
 
 use crate::FeatureServer;
 
 /// Reads `topic` until `shutdown` resolves, invalidating each announced entity.
 pub async fn listen<S: FeatureStore + 'static>(
     server: Arc<FeatureServer<S>>,
-    brokers: &str,
+    kafka: &KafkaConnection,
     topic: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), rdkafka::error::KafkaError> {
@@ -31,8 +32,8 @@ pub async fn listen<S: FeatureStore + 'static>(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |now| now.as_millis())
     );
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = kafka
+        .client_config()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")

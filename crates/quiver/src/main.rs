@@ -1,6 +1,7 @@
 //! The `quiver` command line: one binary whose subcommands run each part of the feature store.
 
 mod files;
+mod kafka;
 mod quickstart;
 mod serving;
 mod store;
@@ -159,9 +160,8 @@ struct IngestArgs {
     /// a recorded sample replays as if live and TTLs count from today. Not for backfills.
     #[arg(long, requires = "from_file")]
     rebase_event_times: bool,
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "QUIVER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    connection: kafka::KafkaArgs,
     /// Consumer group id. Ingesters sharing it split the partitions, so run at most as many as
     /// the topics have partitions.
     #[arg(long, env = "QUIVER_GROUP_ID", default_value = "quiver-ingest")]
@@ -340,7 +340,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 writer_schemas.insert(*id, schema);
             }
             let config = quiver_ingest::IngestConfig {
-                brokers: kafka.brokers.clone(),
+                kafka: kafka.connection.connection()?,
                 group_id: kafka.group_id.clone(),
                 wire_format: match kafka.wire_format {
                     WireFormatArg::Confluent => quiver_ingest::WireFormat::Confluent {

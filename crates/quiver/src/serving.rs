@@ -11,6 +11,7 @@ use quiver_core::value::Value;
 use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 
 use crate::Stopper;
+use crate::kafka::KafkaArgs;
 use crate::store::{Store, StoreArgs};
 
 /// How `serve` listens, limits calls and caches.
@@ -53,9 +54,9 @@ pub(crate) struct ServeArgs {
     /// The ingester's --invalidation-topic: deleted entities are dropped from the cache.
     #[arg(long, env = "QUIVER_INVALIDATION_TOPIC")]
     invalidation_topic: Option<String>,
-    /// Kafka bootstrap servers, for --invalidation-topic.
-    #[arg(long, env = "QUIVER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    /// The Kafka cluster of --invalidation-topic.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Seconds between reloads of the registry: a `quiver apply` reaches the server within this.
     #[arg(long, default_value_t = 5)]
     registry_refresh_secs: u64,
@@ -117,15 +118,15 @@ pub(crate) async fn run_server(
         .serve_metrics(args.metrics_addr, metrics_registry)
         .await?;
     if let Some(topic) = &args.invalidation_topic {
-        let (server, brokers, topic, stopped) = (
+        let (server, kafka, topic, stopped) = (
             server.clone(),
-            args.brokers.clone(),
+            args.kafka.connection()?,
             topic.clone(),
             stopper.stopped(),
         );
         tokio::spawn(async move {
             if let Err(error) =
-                quiver_serve::invalidation::listen(server, &brokers, &topic, stopped).await
+                quiver_serve::invalidation::listen(server, &kafka, &topic, stopped).await
             {
                 tracing::error!(%error, "invalidation listener stopped");
             }

@@ -12,7 +12,7 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue};
 use quiver_embedded::EmbeddedStore;
-use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_scylla::{CqlTls, Credentials, ScyllaConfig, ScyllaStore};
 use scylla::statement::Consistency;
 
 /// The file of the embedded store inside `--data-dir`.
@@ -50,6 +50,30 @@ pub(crate) struct StoreArgs {
     /// Consistency level of reads and writes: one, local_one, quorum or local_quorum.
     #[arg(long, env = "QUIVER_CONSISTENCY", default_value = "local_quorum", value_parser = parse_consistency)]
     consistency: Consistency,
+    /// The CQL user, for clusters with password authentication (with QUIVER_CQL_PASSWORD).
+    #[arg(long, env = "QUIVER_CQL_USERNAME", requires = "cql_password")]
+    cql_username: Option<String>,
+    /// The CQL user's password; prefer the environment variable to the flag.
+    #[arg(
+        long,
+        env = "QUIVER_CQL_PASSWORD",
+        hide_env_values = true,
+        requires = "cql_username"
+    )]
+    cql_password: Option<String>,
+    /// Connect to the nodes over TLS (client-to-node encryption), verified with the system's
+    /// trusted roots unless --cql-tls-ca-file is given.
+    #[arg(long, env = "QUIVER_CQL_TLS")]
+    cql_tls: bool,
+    /// PEM file of the CA that signed the nodes' certificates.
+    #[arg(long, env = "QUIVER_CQL_TLS_CA_FILE", requires = "cql_tls")]
+    cql_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for clusters that require mutual TLS (with --cql-tls-key-file).
+    #[arg(long, env = "QUIVER_CQL_TLS_CERT_FILE", requires_all = ["cql_tls", "cql_tls_key_file"])]
+    cql_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --cql-tls-cert-file.
+    #[arg(long, env = "QUIVER_CQL_TLS_KEY_FILE", requires_all = ["cql_tls", "cql_tls_cert_file"])]
+    cql_tls_key_file: Option<PathBuf>,
     /// Seconds a single request to the store may take.
     #[arg(long, env = "QUIVER_CQL_TIMEOUT_SECS", default_value_t = 10)]
     cql_timeout_secs: u64,
@@ -89,6 +113,16 @@ impl StoreArgs {
                     consistency: self.consistency,
                     request_timeout: Duration::from_secs(self.cql_timeout_secs),
                     create_keyspace: self.create_keyspace,
+                    credentials: self
+                        .cql_username
+                        .clone()
+                        .zip(self.cql_password.clone())
+                        .map(|(username, password)| Credentials { username, password }),
+                    tls: self.cql_tls.then(|| CqlTls {
+                        ca_file: self.cql_tls_ca_file.clone(),
+                        cert_file: self.cql_tls_cert_file.clone(),
+                        key_file: self.cql_tls_key_file.clone(),
+                    }),
                 };
                 let store = ScyllaStore::connect(&config)
                     .await

@@ -49,7 +49,7 @@ pub(crate) fn config(
     dead_letters: &str,
 ) -> IngestConfig {
     IngestConfig {
-        brokers: quiver_testkit::kafka_brokers(),
+        kafka: quiver_kafka::KafkaConnection::plaintext(quiver_testkit::kafka_brokers()),
         group_id: group.to_owned(),
         wire_format: WireFormat::Confluent {
             writer_schemas,
