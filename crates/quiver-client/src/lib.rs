@@ -24,11 +24,17 @@ use quiver_core::read::Status;
 use quiver_core::value::Value;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::feature_service_client::FeatureServiceClient;
+use quiver_proto::v1::feature_service_server::SERVICE_NAME as FEATURE_SERVICE;
 use quiver_proto::v1::key_column::Values;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("`{url}` is not a server address such as http://127.0.0.1:50051: {reason}")]
+    Url { url: String, reason: String },
     #[error("cannot connect to {url}: {source}")]
     Connect {
         url: String,
@@ -129,18 +135,41 @@ pub struct PushedRow {
 #[derive(Debug, Clone)]
 pub struct QuiverClient {
     inner: FeatureServiceClient<Channel>,
+    /// The same connection, for the health checking protocol.
+    channel: Channel,
 }
 
 impl QuiverClient {
     /// Connects to `url`, such as `http://127.0.0.1:50051`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let inner = FeatureServiceClient::connect(url.to_owned())
-            .await
-            .map_err(|source| ClientError::Connect {
+        let connect_error = |source| ClientError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let channel = Channel::from_shared(url.to_owned())
+            .map_err(|error| ClientError::Url {
                 url: url.to_owned(),
-                source,
-            })?;
-        Ok(QuiverClient { inner })
+                reason: error.to_string(),
+            })?
+            .connect()
+            .await
+            .map_err(connect_error)?;
+        Ok(QuiverClient {
+            inner: FeatureServiceClient::new(channel.clone()),
+            channel,
+        })
+    }
+
+    /// Whether the server reports `quiver.v1.FeatureService` as serving, by the gRPC health
+    /// checking protocol (what Kubernetes probes ask).
+    pub async fn is_serving(&self) -> Result<bool, ClientError> {
+        let reply = HealthClient::new(self.channel.clone())
+            .check(HealthCheckRequest {
+                service: FEATURE_SERVICE.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(reply.status() == ServingStatus::Serving)
     }
 
     /// Reads `selection` for every row of `entities`.

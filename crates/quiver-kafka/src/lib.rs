@@ -59,7 +59,7 @@ pub struct Tls {
 /// A setting that cannot work, named with the option it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSettingsError {
-    #[error("{option} {path}: cannot read it: {source}")]
+    #[error("{option} {path}: cannot read it")]
     Unreadable {
         option: &'static str,
         path: PathBuf,

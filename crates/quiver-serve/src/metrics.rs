@@ -30,6 +30,7 @@ pub struct ServeMetrics {
     pub(crate) cache_misses: Counter,
     pub(crate) store_reads: Counter,
     pub(crate) store_read_seconds: Histogram,
+    pub(crate) store_errors: Counter,
     pub(crate) in_flight: Gauge,
     pub(crate) stale_rows: Counter,
     pub(crate) rows_pushed: Counter,
@@ -54,6 +55,7 @@ impl ServeMetrics {
             cache_misses,
             store_reads: Counter::default(),
             store_read_seconds: latency(),
+            store_errors: Counter::default(),
             in_flight: Gauge::default(),
             stale_rows: Counter::default(),
             rows_pushed: Counter::default(),
@@ -78,6 +80,11 @@ impl ServeMetrics {
             "store_read_seconds",
             "Time to read one entity's row of one view from the online store",
             metrics.store_read_seconds.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store reads that failed or took longer than the read timeout",
+            metrics.store_errors.clone(),
         );
         registry.register(
             "in_flight_requests",

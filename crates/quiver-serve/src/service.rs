@@ -368,7 +368,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             self.metrics
                 .store_read_seconds
                 .observe(started.elapsed().as_secs_f64());
-            match read {
+            let row = match read {
                 Ok(row) => row.map(Arc::new),
                 Err(_) => Err(StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -377,7 +377,11 @@ impl<S: FeatureStore + 'static> Service<S> {
                         self.config.read_timeout
                     ),
                 )),
+            };
+            if row.is_err() {
+                self.metrics.store_errors.inc();
             }
+            row
         };
         let Some(cache) = &self.cache else {
             let row = load.await.map_err(store_error)?;

@@ -526,6 +526,10 @@ async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_
         "{}",
         first.message()
     );
+    assert!(
+        served.counter("quiver_serve_store_errors_total") >= 1,
+        "the timed-out read is counted as a store error"
+    );
     let second = second.unwrap_err();
     assert_eq!(
         second.code(),

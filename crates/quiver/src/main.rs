@@ -34,12 +34,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     long_about,
     after_help = "New here? Run `quiver quickstart` from the repository root. The online store \
                   is a local file by default (--store embedded); --store scylla uses a ScyllaDB \
-                  cluster. Logs go to stderr; set RUST_LOG (such as RUST_LOG=debug) to change \
-                  how much."
+                  cluster. Logs go to stderr (--log-format json for a log pipeline); set RUST_LOG \
+                  (such as RUST_LOG=debug) to change how much."
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the structured fields) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        env = "QUIVER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +160,11 @@ enum Command {
     ///
     /// Example: quiver get --service ranker_v1 --entity user_id=42 --entity user_id=7
     Get(serving::GetArgs),
+    /// Ask a running server whether it is serving, by the gRPC health checking protocol: for
+    /// scripts, container probes and `helm test`.
+    ///
+    /// Exit codes: 0 serving; 1 not serving, unreachable, or no answer within --timeout-secs.
+    Health(serving::HealthArgs),
 }
 
 /// How `ingest` reads Kafka, or files.
@@ -245,13 +266,16 @@ const EXIT_BREAKING: u8 = 4;
 #[allow(clippy::print_stderr, reason = "the binary reports its errors")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -409,6 +433,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             serving::get(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health(args) => Ok(if serving::health(args).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Apply {
             dir,
             new_version,

@@ -166,6 +166,42 @@ fn parse_entity(text: &str) -> Result<(String, String), String> {
     Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
+/// Which server `health` asks.
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// The server's address.
+    #[arg(long, env = "QUIVER_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    timeout_secs: u64,
+}
+
+/// Whether the server says it is serving; prints its answer.
+#[allow(clippy::print_stdout, reason = "the answer is the command's output")]
+pub(crate) async fn health(args: HealthArgs) -> anyhow::Result<bool> {
+    let check = async {
+        QuiverClient::connect(&args.server)
+            .await?
+            .is_serving()
+            .await
+    };
+    let serving = tokio::time::timeout(Duration::from_secs(args.timeout_secs), check)
+        .await
+        .with_context(|| {
+            format!(
+                "{} did not answer within {} s",
+                args.server, args.timeout_secs
+            )
+        })??;
+    println!(
+        "{}: {}",
+        args.server,
+        if serving { "serving" } else { "not serving" }
+    );
+    Ok(serving)
+}
+
 #[allow(clippy::print_stdout, reason = "the table is the command's output")]
 pub(crate) async fn get(args: GetArgs) -> anyhow::Result<()> {
     let key = &args.entities[0].0;

@@ -141,6 +141,16 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         ["not_found", "-", "-"]
     );
 
+    let health = quiver()
+        .args(["health", "--server", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{health:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout).trim(),
+        format!("http://127.0.0.1:{port}: serving")
+    );
+
     // Delete user 42 as the ingester does: remove the row, then announce it.
     store
         .delete_entity(&registry.entities[0], profile, &user(42), now)
@@ -182,4 +192,19 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(server);
+}
+
+#[test]
+fn health_fails_naming_a_server_that_is_not_there() {
+    let address = format!("http://127.0.0.1:{}", free_port());
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["health", "--server", &address, "--timeout-secs", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to {address}")),
+        "{stderr}"
+    );
 }
