@@ -467,10 +467,9 @@ fn the_binary_accepts_every_rendered_command() {
                 .unwrap()
                 .iter()
                 .map(|arg| {
-                    arg.as_str().unwrap().replace(
-                        "/etc/quiver/definitions",
-                        mounted.path().to_str().unwrap(),
-                    )
+                    arg.as_str()
+                        .unwrap()
+                        .replace("/etc/quiver/definitions", mounted.path().to_str().unwrap())
                 })
                 .collect();
             let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));

@@ -28,13 +28,16 @@ fn json_logs_carry_level_message_and_fields() {
         .next()
         .expect("a log line")
         .unwrap();
-    let event: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+    let event: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
     assert_eq!(event["level"], "INFO", "{line}");
     assert_eq!(event["message"], "serving", "{line}");
     assert_eq!(event["target"], "quiver_serve", "{line}");
     assert!(
-        event["address"].as_str().unwrap_or_default().contains("127.0.0.1:"),
+        event["address"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1:"),
         "the structured field is its own key: {line}"
     );
     assert!(event["timestamp"].is_string(), "{line}");
