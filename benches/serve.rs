@@ -7,11 +7,18 @@
 //! in one run, for batches of 1, 10 and 100 entities x 20 features:
 //! - **cache hits**: the server with its cache warm;
 //! - **cache misses**: the same server with the cache off, so every call reads the database;
+//! - **adapter reads**: `ScyllaStore::read_features` called in process, the miss path without
+//!   the server;
 //! - **direct driver reads**: the scylla driver reading and deserializing the same rows (same
-//!   columns with their write times), the floor for a miss;
+//!   columns with their write times, replies without result metadata as the adapter asks), the
+//!   floor for a miss;
 //!
 //! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
 //! call that does no work.
+//!
+//! Then misses and direct reads again, at a steady rate well below what either sustains (2,000
+//! entities a second), started on schedule as independent clients would: latency when the
+//! machine is not saturated, where the closed loop above measures it at saturation.
 //!
 //! `QUIVER_BENCH_ONLY=<text>` runs only the cases whose name contains it (and the floor), for
 //! profiling one path.
@@ -49,6 +56,9 @@ const ENTITIES: i64 = 10_000;
 const FEATURES: usize = 20;
 const CONCURRENCY: usize = 16;
 const SECONDS: u64 = 3;
+/// Entities read per second in the open-loop cases (2,000 calls/s of one entity, 200 of ten,
+/// 20 of a hundred): a third or less of what the miss path sustains at each batch size.
+const OPEN_LOOP_ENTITIES_PER_SECOND: u32 = 2_000;
 /// Load before each case's counted calls: connection windows, allocator and caches settle.
 const WARMUP: Duration = Duration::from_millis(500);
 
@@ -178,7 +188,10 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let select = Arc::new(session.prepare(statement).await.expect("prepares"));
+    let mut select = session.prepare(statement).await.expect("prepares");
+    // As the adapter reads: replies without result metadata (ScyllaDB always does this).
+    select.set_use_cached_result_metadata(true);
+    let select = Arc::new(select);
     for batch in [1_usize, 10, 100] {
         let ask = {
             let features = features.clone();
@@ -251,6 +264,34 @@ async fn main() {
         if selected(&case) {
             let (session, select) = (session.clone(), select.clone());
             let measured = load(move |call| {
+                let (session, select) = (session.clone(), select.clone());
+                async move { read_directly(&session, &select, keys(batch, call)).await }
+            })
+            .await;
+            report(&case, measured);
+        }
+
+        // The same two paths at a steady rate well below what either sustains: what a client
+        // waits for one call when the server is not saturated, rather than queueing behind
+        // the other calls in flight.
+        let rate = OPEN_LOOP_ENTITIES_PER_SECOND / batch as u32;
+        let case = format!("batch {batch} at {rate} calls/s: cache misses (cache off)");
+        if selected(&case) {
+            let misses = FeatureServiceClient::new(uncached.clone());
+            let ask = ask.clone();
+            let measured = load_at_rate(rate, move |call| {
+                let (mut misses, request) = (misses.clone(), ask(call));
+                async move {
+                    misses.get_online_features(request).await.expect("answers");
+                }
+            })
+            .await;
+            report(&case, measured);
+        }
+        let case = format!("batch {batch} at {rate} calls/s: direct driver reads");
+        if selected(&case) {
+            let (session, select) = (session.clone(), select.clone());
+            let measured = load_at_rate(rate, move |call| {
                 let (session, select) = (session.clone(), select.clone());
                 async move { read_directly(&session, &select, keys(batch, call)).await }
             })
@@ -340,6 +381,40 @@ where
         .collect::<Vec<_>>()
         .concat();
     (latencies, counted_from.elapsed())
+}
+
+/// Latencies of calls started at a steady `rate` per second for `SECONDS`, after `WARMUP` at
+/// the same rate whose calls are not counted: an open loop, as independent clients make calls.
+/// Each call is its own task, started on schedule whether or not earlier ones have answered, so
+/// a slow answer cannot delay the next call and hide its own cost (coordinated omission). Calls
+/// are timed from when they are sent: the timer wheel's 1 ms ticks start them in small bursts.
+async fn load_at_rate<F, Fut>(rate: u32, call: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    wait_until_quiet().await;
+    let period = Duration::from_secs(1) / rate;
+    let start = tokio::time::Instant::now();
+    let warmup_calls = (WARMUP.as_secs_f64() * f64::from(rate)) as u64;
+    let calls = warmup_calls + SECONDS * u64::from(rate);
+    let mut in_flight = Vec::with_capacity(calls as usize);
+    for number in 0..calls {
+        let due = start + period * number as u32;
+        tokio::time::sleep_until(due).await;
+        let call = call(number);
+        in_flight.push(tokio::spawn(async move {
+            let sent = tokio::time::Instant::now();
+            call.await;
+            (number >= warmup_calls).then(|| sent.elapsed())
+        }));
+    }
+    let latencies = join_all(in_flight)
+        .await
+        .into_iter()
+        .filter_map(|latency| latency.expect("a call finishes"))
+        .collect();
+    (latencies, start.elapsed() - WARMUP)
 }
 
 /// Waits, up to 30 s, until the machine's CPUs are at least 90% idle over a quarter second, so

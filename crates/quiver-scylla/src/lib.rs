@@ -170,6 +170,15 @@ const MAX_BATCH_ROWS: usize = 16;
 
 const REGISTRY_ROW: &str = "current";
 
+/// A read whose replies leave out the result metadata, decoded with the metadata the driver
+/// kept from preparing it: a smaller reply to send and parse on every read. Safe because every
+/// read names its columns, so a column added later cannot change a reply's shape, and a new
+/// feature gets a new statement. ScyllaDB does this by itself; Cassandra needs asking.
+fn with_cached_result_metadata(mut statement: PreparedStatement) -> PreparedStatement {
+    statement.set_use_cached_result_metadata(true);
+    statement
+}
+
 fn unavailable(context: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::new(StoreErrorKind::Unavailable, format!("{context}: {error}"))
 }
@@ -282,16 +291,20 @@ impl ScyllaStore {
              WHERE view_table = ? AND entity = ? AND feature = ? AND source = ?"
         ))
         .await?;
-        let select_tiles = prepare(format!(
-            "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
-             WHERE view_table = ? AND entity = ?"
-        ))
-        .await?;
-        let select_feature_tiles = prepare(format!(
-            "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
-             WHERE view_table = ? AND entity = ? AND feature = ?"
-        ))
-        .await?;
+        let select_tiles = with_cached_result_metadata(
+            prepare(format!(
+                "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+                 WHERE view_table = ? AND entity = ?"
+            ))
+            .await?,
+        );
+        let select_feature_tiles = with_cached_result_metadata(
+            prepare(format!(
+                "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+                 WHERE view_table = ? AND entity = ? AND feature = ?"
+            ))
+            .await?,
+        );
         let delete_tiles = prepare(format!(
             "DELETE FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
         ))
@@ -354,7 +367,7 @@ impl ScyllaStore {
             selected.join(", "),
             key_conditions(entity).join(" AND ")
         );
-        let prepared = self.prepared(statement).await?;
+        let prepared = with_cached_result_metadata(self.prepared(statement).await?);
         self.reads
             .lock()
             .expect("not poisoned")
