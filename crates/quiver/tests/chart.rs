@@ -587,3 +587,24 @@ fn the_dockerfile_builds_in_stages_runs_as_non_root_and_lints_clean() {
     std::fs::write(&careless, "FROM debian:latest\nRUN apt-get install curl\n").unwrap();
     assert!(!lint(&careless).status.success());
 }
+
+#[test]
+fn a_restricted_network_policy_still_admits_the_helm_test_pod() {
+    let (_, objects) = render("ci/production-values.yaml");
+    let policy = find(&objects, "NetworkPolicy", "q-quiver-serve");
+    let grpc = &policy["spec"]["ingress"][0];
+    assert_eq!(grpc["ports"][0]["port"], 50051);
+    let sources = grpc["from"].as_array().expect("restricted sources");
+    assert_eq!(
+        sources[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "recommender"
+    );
+    let test_pod = find(&objects, "Pod", "q-quiver-test-health");
+    let test_labels = &test_pod["metadata"]["labels"];
+    let admitted = sources.iter().any(|source| {
+        source["podSelector"]["matchLabels"]
+            .as_object()
+            .is_some_and(|wanted| wanted.iter().all(|(key, value)| &test_labels[key] == value))
+    });
+    assert!(admitted, "{sources:?} does not admit {test_labels}");
+}
