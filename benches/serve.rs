@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Derivation, Feature};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -45,6 +45,7 @@ use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 use quiver_testkit::contract;
 use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 use tonic::transport::Channel;
 
 /// As in the `quiver` binary: glibc's allocator spent about a third of this benchmark's CPU on
@@ -210,29 +211,11 @@ async fn main() {
                 .buffer_unordered(CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await;
-            let hits = FeatureServiceClient::new(cached.clone());
-            let ask = ask.clone();
-            let measured = load(move |call| {
-                let (mut hits, request) = (hits.clone(), ask(call));
-                async move {
-                    hits.get_online_features(request).await.expect("answers");
-                }
-            })
-            .await;
-            report(&case, measured);
+            report(&case, load(get_calls(&cached, ask.clone())).await);
         }
         let case = format!("batch {batch}: cache misses (cache off)");
         if selected(&case) {
-            let misses = FeatureServiceClient::new(uncached.clone());
-            let ask = ask.clone();
-            let measured = load(move |call| {
-                let (mut misses, request) = (misses.clone(), ask(call));
-                async move {
-                    misses.get_online_features(request).await.expect("answers");
-                }
-            })
-            .await;
-            report(&case, measured);
+            report(&case, load(get_calls(&uncached, ask.clone())).await);
         }
         let case = format!("batch {batch}: adapter reads");
         if selected(&case) {
@@ -262,13 +245,7 @@ async fn main() {
         }
         let case = format!("batch {batch}: direct driver reads");
         if selected(&case) {
-            let (session, select) = (session.clone(), select.clone());
-            let measured = load(move |call| {
-                let (session, select) = (session.clone(), select.clone());
-                async move { read_directly(&session, &select, keys(batch, call)).await }
-            })
-            .await;
-            report(&case, measured);
+            report(&case, load(direct_calls(&session, &select, batch)).await);
         }
 
         // The same two paths at a steady rate well below what either sustains: what a client
@@ -277,26 +254,17 @@ async fn main() {
         let rate = OPEN_LOOP_ENTITIES_PER_SECOND / batch as u32;
         let case = format!("batch {batch} at {rate} calls/s: cache misses (cache off)");
         if selected(&case) {
-            let misses = FeatureServiceClient::new(uncached.clone());
-            let ask = ask.clone();
-            let measured = load_at_rate(rate, move |call| {
-                let (mut misses, request) = (misses.clone(), ask(call));
-                async move {
-                    misses.get_online_features(request).await.expect("answers");
-                }
-            })
-            .await;
-            report(&case, measured);
+            report(
+                &case,
+                load_at_rate(rate, get_calls(&uncached, ask.clone())).await,
+            );
         }
         let case = format!("batch {batch} at {rate} calls/s: direct driver reads");
         if selected(&case) {
-            let (session, select) = (session.clone(), select.clone());
-            let measured = load_at_rate(rate, move |call| {
-                let (session, select) = (session.clone(), select.clone());
-                async move { read_directly(&session, &select, keys(batch, call)).await }
-            })
-            .await;
-            report(&case, measured);
+            report(
+                &case,
+                load_at_rate(rate, direct_calls(&session, &select, batch)).await,
+            );
         }
     }
 }
@@ -325,11 +293,34 @@ fn request(features: &[String], batch: usize, call: u64) -> pb::GetOnlineFeature
     }
 }
 
-async fn read_directly(
-    session: &Session,
-    select: &scylla::statement::prepared::PreparedStatement,
-    ids: Vec<i64>,
-) {
+/// One `GetOnlineFeatures` call on `channel` per call number, asking `ask(number)`.
+fn get_calls(
+    channel: &Channel,
+    ask: impl Fn(u64) -> pb::GetOnlineFeaturesRequest + Send + Sync + 'static,
+) -> impl Fn(u64) -> BoxFuture<'static, ()> + Send + Sync + 'static {
+    let client = FeatureServiceClient::new(channel.clone());
+    move |call| {
+        let (mut client, request) = (client.clone(), ask(call));
+        Box::pin(async move {
+            client.get_online_features(request).await.expect("answers");
+        })
+    }
+}
+
+/// One direct driver read of `batch` entities per call number.
+fn direct_calls(
+    session: &Arc<Session>,
+    select: &Arc<PreparedStatement>,
+    batch: usize,
+) -> impl Fn(u64) -> BoxFuture<'static, ()> + Send + Sync + 'static {
+    let (session, select) = (session.clone(), select.clone());
+    move |call| {
+        let (session, select) = (session.clone(), select.clone());
+        Box::pin(async move { read_directly(&session, &select, keys(batch, call)).await })
+    }
+}
+
+async fn read_directly(session: &Session, select: &PreparedStatement, ids: Vec<i64>) {
     let reads = ids.into_iter().map(|id| async move {
         session
             .execute_unpaged(select, (id,))
