@@ -153,10 +153,14 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         health
             .set_serving::<FeatureServiceServer<Service<S>>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(quiver_proto::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(quiver_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // Both versions of the reflection protocol: ghz and grpcurl before 1.9 ask v1alpha.
+        let (reflection_v1, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
         // Twice the limit: requests up to it are decoded so that the refusal can say how large
         // they were (INVALID_ARGUMENT); beyond it the transport refuses them (OUT_OF_RANGE).
         let features = FeatureServiceServer::from_arc(self.service.clone())
@@ -165,7 +169,8 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         let shutdown = shutdown.shared();
         let serving = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(features)
             // No Nagle delay: a reply is written in several small frames, and waiting to
             // coalesce them costs tens of milliseconds against a delayed ACK.

@@ -594,6 +594,7 @@ async fn health_discovery_and_reflection_answer() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    let channel_alpha = channel.clone();
     let mut answers = ServerReflectionClient::new(channel)
         .server_reflection_info(futures::stream::iter([ask]))
         .await
@@ -612,6 +613,33 @@ async fn health_discovery_and_reflection_answer() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+
+    // The older protocol version too, which ghz and grpcurl before 1.9 ask.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let ask = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::FileContainingSymbol(
+            "quiver.v1.FeatureService".into(),
+        )),
+    };
+    let answer = AlphaClient::new(channel_alpha)
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await
+        .expect("v1alpha reflection answers")
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("an answer");
+    let Some(AlphaResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!(
+            "the file declaring the service, got {:?}",
+            answer.message_response
+        )
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
 }
 
 #[tokio::test]
