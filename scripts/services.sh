@@ -157,8 +157,17 @@ appender.stdout.layout.pattern=[%d] %p %m (%c)%n
 EOF
   if [ "$mode" = fresh ]; then
     log "formatting kafka storage in $data"
+    # A random cluster id, base64 of a UUID. One in 64 begins with `-`, which the tool's argument
+    # parser takes for an option, so those are drawn again.
+    local cluster_id
+    cluster_id=$(python3 -c 'import base64,uuid
+while True:
+    id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not id.startswith("-"):
+        print(id)
+        break')
     "$java" -Xmx256m -cp "$jars/*" kafka.tools.StorageTool format \
-      -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+      -t "$cluster_id" \
       -c "$config" >"$state_dir/kafka-format.log" 2>&1 \
       || { cat "$state_dir/kafka-format.log" >&2; die "kafka storage format failed"; }
   fi
