@@ -142,10 +142,6 @@ pub struct QuiverClient {
 impl QuiverClient {
     /// Connects to `url`, such as `http://127.0.0.1:50051`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let connect_error = |source| ClientError::Connect {
-            url: url.to_owned(),
-            source,
-        };
         let channel = Channel::from_shared(url.to_owned())
             .map_err(|error| ClientError::Url {
                 url: url.to_owned(),
@@ -153,7 +149,10 @@ impl QuiverClient {
             })?
             .connect()
             .await
-            .map_err(connect_error)?;
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         Ok(QuiverClient {
             inner: FeatureServiceClient::new(channel.clone()),
             channel,

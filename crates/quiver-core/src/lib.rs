@@ -22,5 +22,6 @@ pub mod key;
 pub mod name;
 pub mod plan;
 pub mod read;
+pub mod secret;
 pub mod store;
 pub mod value;

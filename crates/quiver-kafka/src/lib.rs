@@ -2,12 +2,12 @@
 //! SASL when the cluster asks for them, turned into librdkafka properties.
 //!
 //! The ingester's consumer and producers and the server's invalidation listener all start from
-//! one [`KafkaConnection`], so a secured cluster is configured once. Its `Debug` never shows the
-//! SASL password, so a connection can be logged.
+//! one [`KafkaConnection`], so a secured cluster is configured once. The SASL password is a
+//! [`Secret`], so a connection can be logged.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use quiver_core::secret::Secret;
 use rdkafka::ClientConfig;
 
 /// SASL mechanisms librdkafka offers without Kerberos.
@@ -30,21 +30,11 @@ impl SaslMechanism {
 }
 
 /// SASL credentials.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Sasl {
     pub mechanism: SaslMechanism,
     pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for Sasl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sasl")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// TLS to the brokers. Without a CA file the system's trusted roots verify the brokers; a
@@ -161,7 +151,7 @@ impl KafkaConnection {
             config
                 .set("sasl.mechanism", sasl.mechanism.as_str())
                 .set("sasl.username", &sasl.username)
-                .set("sasl.password", &sasl.password);
+                .set("sasl.password", sasl.password.expose());
         }
         config
     }

@@ -30,6 +30,7 @@ use quiver_core::definition::{
 };
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
+use quiver_core::secret::Secret;
 use quiver_core::store::{
     FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
     check_write, feature_types, live_tiles, remaining_ttl_secs,
@@ -65,19 +66,10 @@ pub struct ScyllaConfig {
 }
 
 /// A CQL user and password.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// Client-to-node TLS. Nodes' certificates are verified against `ca_file`, or the system's
@@ -198,7 +190,7 @@ impl ScyllaStore {
             .connection_timeout(config.request_timeout)
             .default_execution_profile_handle(profile.into_handle());
         if let Some(credentials) = &config.credentials {
-            builder = builder.user(&credentials.username, &credentials.password);
+            builder = builder.user(&credentials.username, credentials.password.expose());
         }
         if let Some(tls) = &config.tls {
             builder = builder.tls_context(Some(tls.context()?));

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use quiver_core::secret::Secret;
 use quiver_kafka::{KafkaConnection, Sasl, SaslMechanism, Tls};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -55,7 +56,7 @@ pub(crate) struct KafkaArgs {
         hide_env_values = true,
         requires = "kafka_sasl_mechanism"
     )]
-    kafka_sasl_password: Option<String>,
+    kafka_sasl_password: Option<Secret>,
 }
 
 impl KafkaArgs {

@@ -10,6 +10,7 @@ use quiver_core::aggregate::Tile;
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
+use quiver_core::secret::Secret;
 use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue};
 use quiver_embedded::EmbeddedStore;
 use quiver_scylla::{CqlTls, Credentials, ScyllaConfig, ScyllaStore};
@@ -60,7 +61,7 @@ pub(crate) struct StoreArgs {
         hide_env_values = true,
         requires = "cql_username"
     )]
-    cql_password: Option<String>,
+    cql_password: Option<Secret>,
     /// Connect to the nodes over TLS (client-to-node encryption), verified with the system's
     /// trusted roots unless --cql-tls-ca-file is given.
     #[arg(long, env = "QUIVER_CQL_TLS")]

@@ -142,6 +142,22 @@ fn pod_specs(objects: &[Json]) -> Vec<(String, &Json)> {
         .collect()
 }
 
+/// The files of the rendered definitions ConfigMap (if any) in a folder, as Kubernetes mounts
+/// them into the apply Job.
+fn mount_definitions(objects: &[Json]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let definitions = objects.iter().find(|object| {
+        object["kind"] == "ConfigMap" && object["metadata"]["name"] == "q-quiver-definitions"
+    });
+    for (file, content) in definitions
+        .into_iter()
+        .flat_map(|map| map["data"].as_object().unwrap())
+    {
+        std::fs::write(dir.path().join(file), content.as_str().unwrap()).unwrap();
+    }
+    dir
+}
+
 const VALUES_FILES: [&str; 3] = [
     "ci/minimal-values.yaml",
     "ci/production-values.yaml",
@@ -417,12 +433,8 @@ fn definitions_are_applied_by_a_hook_job_and_are_valid() {
     );
 
     // What the Job would apply passes `quiver validate`.
-    let dir = tempfile::tempdir().unwrap();
-    let files = definitions["data"].as_object().unwrap();
-    assert_eq!(files.len(), 2);
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content.as_str().unwrap()).unwrap();
-    }
+    assert_eq!(definitions["data"].as_object().unwrap().len(), 2);
+    let dir = mount_definitions(&objects);
     let output = run(Command::new(env!("CARGO_BIN_EXE_quiver"))
         .args(["validate", "--dir"])
         .arg(dir.path()));
@@ -450,16 +462,7 @@ fn definitions_are_applied_by_a_hook_job_and_are_valid() {
 fn the_binary_accepts_every_rendered_command() {
     for values in VALUES_FILES {
         let (_, objects) = render(values);
-        // The definitions ConfigMap, as mounted into the apply Job.
-        let mounted = tempfile::tempdir().unwrap();
-        if let Some(definitions) = objects
-            .iter()
-            .find(|object| object["metadata"]["name"] == "q-quiver-definitions")
-        {
-            for (file, content) in definitions["data"].as_object().unwrap() {
-                std::fs::write(mounted.path().join(file), content.as_str().unwrap()).unwrap();
-            }
-        }
+        let mounted = mount_definitions(&objects);
         for (name, pod) in pod_specs(&objects) {
             let container = &pod["containers"][0];
             let args: Vec<String> = container["args"]
