@@ -2,23 +2,27 @@
 //!
 //! Run: `scripts/services.sh up && cargo bench -p quiver-benches --bench serve`
 //!
-//! A Rust load generator in this process keeps `CONCURRENCY` calls in flight over one HTTP/2
-//! connection for `SECONDS` per case and reports throughput and latency percentiles. Side by side
-//! in one run, for batches of 1, 10 and 100 entities x 20 features:
+//! The server runs on a runtime of its own, built as `quiver serve` builds it, with a store of
+//! its own. The load generator, a lean gRPC client on HTTP/2 (one connection, one write per
+//! call), and the direct reads run on a second, single-threaded runtime: a client process of
+//! one thread beside the server. Side by side in one run, for batches of 1, 10 and 100 entities
+//! x 20 features:
 //! - **cache hits**: the server with its cache warm;
-//! - **cache misses**: the same server with the cache off, so every call reads the database;
-//! - **adapter reads**: `ScyllaStore::read_features` called in process, the miss path without
-//!   the server;
-//! - **direct driver reads**: the scylla driver reading and deserializing the same rows (same
-//!   columns with their write times, replies without result metadata as the adapter asks), the
-//!   floor for a miss;
+//! - **cache misses**: a second server with the cache off, so every call reads the database;
+//! - **adapter reads**: `ScyllaStore::read_features` called in the client, the miss path
+//!   without the server;
+//! - **direct driver reads**: the scylla driver in the client reading and deserializing the
+//!   same rows (same columns with their write times, replies without result metadata as the
+//!   adapter asks), the floor for a miss;
 //!
 //! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
 //! call that does no work.
 //!
-//! Then misses and direct reads again, at a steady rate well below what either sustains (2,000
-//! entities a second), started on schedule as independent clients would: latency when the
-//! machine is not saturated, where the closed loop above measures it at saturation.
+//! Each path first in a closed loop (`CONCURRENCY` calls in flight for `SECONDS`: throughput,
+//! and latency at saturation, with the CPU time this process spent per call), then in an open
+//! loop at a steady rate well below what it sustains, two paths taking turns call by call
+//! (misses with direct reads, hits with the empty call): latency when the machine is not
+//! saturated, where both paths of a pair meet the same moments of Cassandra's.
 //!
 //! `QUIVER_BENCH_ONLY=<text>` runs only the cases whose name contains it (and the floor), for
 //! profiling one path.
@@ -32,6 +36,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::{BoxFuture, join_all};
 use quiver_core::apply::apply;
@@ -40,13 +45,13 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::{FeatureStore, FeatureWrite};
 use quiver_core::value::{ScalarType, Value, ValueType};
 use quiver_proto::v1 as pb;
-use quiver_proto::v1::feature_service_client::FeatureServiceClient;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 use quiver_testkit::contract;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// As in the `quiver` binary: glibc's allocator spent about a third of this benchmark's CPU on
 /// its own bookkeeping and arena locks.
@@ -57,13 +62,18 @@ const ENTITIES: i64 = 10_000;
 const FEATURES: usize = 20;
 const CONCURRENCY: usize = 16;
 const SECONDS: u64 = 3;
-/// Entities read per second in the open-loop cases (2,000 calls/s of one entity, 200 of ten,
-/// 20 of a hundred): a third or less of what the miss path sustains at each batch size.
-const OPEN_LOOP_ENTITIES_PER_SECOND: u32 = 2_000;
+/// Counted seconds of each open-loop case: longer, since calls come slower and a p99 needs
+/// hundreds of them (10,000 calls of one entity, 100 of a hundred).
+const OPEN_LOOP_SECONDS: u64 = 10;
+/// Entities read per second on each path in the open-loop cases (1,000 calls/s of one entity,
+/// 100 of ten, 10 of a hundred; two paths take turns, so the machine serves twice that): a
+/// sixth or less of what the miss path sustains at each batch size.
+const OPEN_LOOP_ENTITIES_PER_SECOND: u32 = 1_000;
 /// Load before each case's counted calls: connection windows, allocator and caches settle.
 const WARMUP: Duration = Duration::from_millis(500);
 
-#[tokio::main]
+/// The client's runtime: one thread, beside the server's runtime (see the module doc).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let session = Arc::new(quiver_testkit::cql_session().await);
     let keyspace = quiver_testkit::create_keyspace(&session, "bench_serve").await;
@@ -124,8 +134,25 @@ async fn main() {
     }
     let registry = Arc::new(registry);
 
+    // The server runs on a runtime of its own, built as `quiver serve` builds it, with a store
+    // of its own whose connections that runtime drives; the load generator and the direct
+    // reads run on this one.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server_store = {
+        let config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), keyspace.clone());
+        Arc::new(
+            server_runtime
+                .spawn(async move { ScyllaStore::connect(&config).await.expect("connects") })
+                .await
+                .expect("connects"),
+        )
+    };
     let start = |cache: bool| {
-        let (store, registry) = (store.clone(), registry.clone());
+        let (store, registry) = (server_store.clone(), registry.clone());
+        let server_runtime = server_runtime.handle().clone();
         async move {
             let config = ServeConfig {
                 // Long enough that no entry expires between warming and measuring: the hit
@@ -144,14 +171,13 @@ async fn main() {
                 store,
                 ServeMetrics::register(&mut Default::default()),
             ));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            tokio::spawn(async move { server.run(listener, std::future::pending()).await });
-            Channel::from_shared(format!("http://{address}"))
-                .unwrap()
-                .connect()
-                .await
-                .expect("the server answers")
+            let (bound, address) = tokio::sync::oneshot::channel();
+            server_runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                bound.send(listener.local_addr().unwrap()).unwrap();
+                server.run(listener, std::future::pending()).await
+            });
+            GrpcClient::connect(address.await.unwrap()).await
         }
     };
     let cached = start(true).await;
@@ -160,26 +186,17 @@ async fn main() {
         .map(|i| format!("user_profile:f{i:02}"))
         .collect();
     println!(
-        "{ENTITIES} entities x {FEATURES} features; {CONCURRENCY} calls in flight, {SECONDS} s per \
-         case; {} cores shared by the load generator, the server and Cassandra\n",
+        "{ENTITIES} entities x {FEATURES} features; closed loops of {CONCURRENCY} calls in flight \
+         for {SECONDS} s, open loops for {OPEN_LOOP_SECONDS} s; \
+         {} cores shared by the load generator, the server and Cassandra\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| case | calls/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
+    println!("| case | calls/s | p50 ms | p99 ms | CPU µs/call |");
+    println!("|---|---:|---:|---:|---:|");
 
-    let health = tonic_health::pb::health_client::HealthClient::new(cached.clone());
     report(
         "empty call floor (health check)",
-        load(move |_| {
-            let mut health = health.clone();
-            async move {
-                health
-                    .check(tonic_health::pb::HealthCheckRequest::default())
-                    .await
-                    .expect("answers");
-            }
-        })
-        .await,
+        load(health_checks(&cached)).await,
     );
 
     let statement = format!(
@@ -198,75 +215,110 @@ async fn main() {
             let features = features.clone();
             move |call: u64| request(&features, batch, call)
         };
+        let hits = get_calls(&cached, ask.clone());
+        let misses = get_calls(&uncached, ask.clone());
+        let direct = direct_calls(&session, &select, batch);
         let case = format!("batch {batch}: cache hits");
-        if selected(&case) {
+        let rate = OPEN_LOOP_ENTITIES_PER_SECOND / batch as u32;
+        let open_hits = format!("batch {batch} at {rate} calls/s: cache hits");
+        if selected(&case) || selected(&open_hits) {
             // Warm the cache with every key this batch size will ask for.
-            let warm = FeatureServiceClient::new(cached.clone());
             futures::stream::iter(0..ENTITIES as u64 / batch as u64 + 1)
                 .map(|call| {
-                    let mut warm = warm.clone();
-                    let request = ask(call);
-                    async move { warm.get_online_features(request).await.expect("answers") }
+                    let (warm, request) = (cached.clone(), ask(call));
+                    async move { warm.get_online_features(&request).await }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await;
-            report(&case, load(get_calls(&cached, ask.clone())).await);
+        }
+        if selected(&case) {
+            report(&case, load(hits.clone()).await);
         }
         let case = format!("batch {batch}: cache misses (cache off)");
         if selected(&case) {
-            report(&case, load(get_calls(&uncached, ask.clone())).await);
+            report(&case, load(misses.clone()).await);
         }
         let case = format!("batch {batch}: adapter reads");
         if selected(&case) {
-            let (store, registry) = (store.clone(), registry.clone());
-            let measured = load(move |call| {
-                let (store, registry) = (store.clone(), registry.clone());
-                async move {
-                    let view = registry
-                        .latest_view(&"user_profile".parse().unwrap())
-                        .expect("applied");
-                    let features = quiver_core::read::stored_features(view);
-                    let reads = keys(batch, call).into_iter().map(|id| {
-                        let key = EntityKey::new(vec![KeyPart::Int64(id)]).unwrap();
-                        let (store, registry, features) = (&store, &registry, &features);
-                        async move {
-                            store
-                                .read_features(&registry.entities[0], view, features, &key)
-                                .await
-                                .expect("reads")
-                        }
-                    });
-                    std::hint::black_box(join_all(reads).await);
-                }
-            })
-            .await;
-            report(&case, measured);
+            report(&case, load(adapter_calls(&store, &registry, batch)).await);
         }
         let case = format!("batch {batch}: direct driver reads");
         if selected(&case) {
-            report(&case, load(direct_calls(&session, &select, batch)).await);
+            report(&case, load(direct.clone()).await);
         }
 
-        // The same two paths at a steady rate well below what either sustains: what a client
-        // waits for one call when the server is not saturated, rather than queueing behind
-        // the other calls in flight.
-        let rate = OPEN_LOOP_ENTITIES_PER_SECOND / batch as u32;
-        let case = format!("batch {batch} at {rate} calls/s: cache misses (cache off)");
-        if selected(&case) {
-            report(
-                &case,
-                load_at_rate(rate, get_calls(&uncached, ask.clone())).await,
-            );
-        }
-        let case = format!("batch {batch} at {rate} calls/s: direct driver reads");
-        if selected(&case) {
-            report(
-                &case,
-                load_at_rate(rate, direct_calls(&session, &select, batch)).await,
-            );
+        // Misses and direct reads again at a steady rate well below what either sustains: what
+        // a client waits for one call when the server is not saturated, rather than queueing
+        // behind the other calls in flight. Call by call in turn, so that both meet the same
+        // moments of the machine (a pause of Cassandra's, a flush); hits and the empty call
+        // likewise, for reference.
+        for group in [
+            [
+                (
+                    format!("batch {batch} at {rate} calls/s: empty call floor"),
+                    health_checks(&cached),
+                ),
+                (open_hits.clone(), hits),
+            ],
+            [
+                (
+                    format!("batch {batch} at {rate} calls/s: cache misses (cache off)"),
+                    misses,
+                ),
+                (
+                    format!("batch {batch} at {rate} calls/s: direct driver reads"),
+                    direct,
+                ),
+            ],
+        ] {
+            let group: Vec<_> = group
+                .into_iter()
+                .filter(|(case, _)| selected(case))
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let calls: Vec<Calls> = group.iter().map(|(_, calls)| calls.clone()).collect();
+            for ((case, _), measured) in group.iter().zip(load_at_rate(rate, calls).await) {
+                report(case, measured);
+            }
         }
     }
+    // Dropping a runtime may block, which a runtime's own thread must not do.
+    server_runtime.shutdown_background();
+}
+
+/// Makes call number `n` of a load, as a future to await.
+type Calls = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// One `ScyllaStore::read_features` of each of `batch` entities, concurrently, per call number.
+fn adapter_calls(
+    store: &Arc<ScyllaStore>,
+    registry: &Arc<quiver_core::definition::Registry>,
+    batch: usize,
+) -> Calls {
+    let (store, registry) = (store.clone(), registry.clone());
+    Arc::new(move |call| {
+        let (store, registry) = (store.clone(), registry.clone());
+        Box::pin(async move {
+            let view = registry
+                .latest_view(&"user_profile".parse().unwrap())
+                .expect("applied");
+            let features = quiver_core::read::stored_features(view);
+            let reads = keys(batch, call).into_iter().map(|id| {
+                let key = EntityKey::new(vec![KeyPart::Int64(id)]).unwrap();
+                let (store, registry, features) = (&store, &registry, &features);
+                async move {
+                    store
+                        .read_features(&registry.entities[0], view, features, &key)
+                        .await
+                        .expect("reads")
+                }
+            });
+            std::hint::black_box(join_all(reads).await);
+        })
+    })
 }
 
 /// The entity ids of call number `call` with `batch` entities.
@@ -293,31 +345,135 @@ fn request(features: &[String], batch: usize, call: u64) -> pb::GetOnlineFeature
     }
 }
 
-/// One `GetOnlineFeatures` call on `channel` per call number, asking `ask(number)`.
+/// One `GetOnlineFeatures` call with `client` per call number, asking `ask(number)`.
 fn get_calls(
-    channel: &Channel,
+    client: &GrpcClient,
     ask: impl Fn(u64) -> pb::GetOnlineFeaturesRequest + Send + Sync + 'static,
-) -> impl Fn(u64) -> BoxFuture<'static, ()> + Send + Sync + 'static {
-    let client = FeatureServiceClient::new(channel.clone());
-    move |call| {
-        let (mut client, request) = (client.clone(), ask(call));
+) -> Calls {
+    let client = client.clone();
+    Arc::new(move |call| {
+        let (client, request) = (client.clone(), ask(call));
         Box::pin(async move {
-            client.get_online_features(request).await.expect("answers");
+            std::hint::black_box(client.get_online_features(&request).await);
         })
+    })
+}
+
+/// One gRPC health check with `client` per call number: the empty call.
+fn health_checks(client: &GrpcClient) -> Calls {
+    let client = client.clone();
+    Arc::new(move |_| {
+        let client = client.clone();
+        Box::pin(async move {
+            let reply: HealthCheckResponse = client
+                .unary(
+                    "/grpc.health.v1.Health/Check",
+                    &HealthCheckRequest::default(),
+                )
+                .await;
+            assert_eq!(reply.status, ServingStatus::Serving as i32);
+        })
+    })
+}
+
+/// The load generator's gRPC client: unary calls over one HTTP/2 connection, on the h2 crate
+/// directly. Each call's headers and message leave in one write, as grpc-go's do; tonic's
+/// client sends a call in three frames and three writes (headers, message, end of stream),
+/// which would charge the client's own overhead to the server's paths and not to the direct
+/// reads.
+#[derive(Clone)]
+struct GrpcClient {
+    connection: h2::client::SendRequest<Bytes>,
+    origin: String,
+}
+
+impl GrpcClient {
+    async fn connect(address: std::net::SocketAddr) -> Self {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("the server listens");
+        tcp.set_nodelay(true).expect("sets TCP_NODELAY");
+        let (connection, driver) = h2::client::Builder::new()
+            // Windows large enough that flow control never waits on the reader.
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(1 << 24)
+            .handshake(tcp)
+            .await
+            .expect("an HTTP/2 server");
+        tokio::spawn(async move { driver.await.expect("the connection stays up") });
+        GrpcClient {
+            connection,
+            origin: format!("http://{address}"),
+        }
+    }
+
+    async fn get_online_features(
+        &self,
+        request: &pb::GetOnlineFeaturesRequest,
+    ) -> pb::GetOnlineFeaturesResponse {
+        self.unary("/quiver.v1.FeatureService/GetOnlineFeatures", request)
+            .await
+    }
+
+    /// Calls `method` with `message` and decodes the reply, which must be OK.
+    async fn unary<R: prost::Message + Default>(
+        &self,
+        method: &str,
+        message: &impl prost::Message,
+    ) -> R {
+        let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+        frame.put_u8(0); // not compressed
+        frame.put_u32(message.encoded_len() as u32);
+        message.encode(&mut frame).expect("the buffer has room");
+        let request = http::Request::post(format!("{}{method}", self.origin))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a valid request");
+        let mut connection = self
+            .connection
+            .clone()
+            .ready()
+            .await
+            .expect("the connection is open");
+        let (response, mut body) = connection
+            .send_request(request, false)
+            .expect("the request is sent");
+        body.send_data(frame.freeze(), true)
+            .expect("the message is sent");
+        let response = response.await.expect("the server answers");
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let trailers_only = response.headers().get("grpc-status").cloned();
+        let mut body = response.into_body();
+        let mut reply = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("the reply arrives");
+            body.flow_control()
+                .release_capacity(chunk.len())
+                .expect("capacity to release");
+            reply.extend_from_slice(&chunk);
+        }
+        let status = match trailers_only {
+            Some(status) => status,
+            None => body
+                .trailers()
+                .await
+                .expect("the trailers arrive")
+                .and_then(|trailers| trailers.get("grpc-status").cloned())
+                .expect("a grpc-status"),
+        };
+        assert_eq!(status, "0", "the call succeeds");
+        R::decode(reply.get(5..).expect("a length-prefixed message")).expect("the reply decodes")
     }
 }
 
 /// One direct driver read of `batch` entities per call number.
-fn direct_calls(
-    session: &Arc<Session>,
-    select: &Arc<PreparedStatement>,
-    batch: usize,
-) -> impl Fn(u64) -> BoxFuture<'static, ()> + Send + Sync + 'static {
+fn direct_calls(session: &Arc<Session>, select: &Arc<PreparedStatement>, batch: usize) -> Calls {
     let (session, select) = (session.clone(), select.clone());
-    move |call| {
+    Arc::new(move |call| {
         let (session, select) = (session.clone(), select.clone());
         Box::pin(async move { read_directly(&session, &select, keys(batch, call)).await })
-    }
+    })
 }
 
 async fn read_directly(session: &Session, select: &PreparedStatement, ids: Vec<i64>) {
@@ -338,26 +494,21 @@ async fn read_directly(session: &Session, select: &PreparedStatement, ids: Vec<i
 
 /// Latencies of every call made in `SECONDS` with `CONCURRENCY` in flight, after `WARMUP` of
 /// the same load whose calls are not counted, once the machine is quiet.
-async fn load<F, Fut>(call: F) -> (Vec<Duration>, Duration)
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+async fn load(calls: Calls) -> Measured {
     wait_until_quiet().await;
+    let cpu_before = process_cpu();
     let counted_from = Instant::now() + WARMUP;
     let until = counted_from + Duration::from_secs(SECONDS);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let call = Arc::new(call);
-    // Each worker is a task of its own, so the runtime's threads share them as they share the
-    // server's tasks.
+    // Each worker is a task of its own on the client's runtime.
     let workers = (0..CONCURRENCY).map(|_| {
-        let (call, next) = (call.clone(), next.clone());
+        let (calls, next) = (calls.clone(), next.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let number = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
-                call(number).await;
+                calls(number).await;
                 if sent >= counted_from {
                     latencies.push(sent.elapsed());
                 }
@@ -371,41 +522,87 @@ where
         .map(|worker| worker.expect("a load worker finishes"))
         .collect::<Vec<_>>()
         .concat();
-    (latencies, counted_from.elapsed())
+    let made = next.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    Measured {
+        took: counted_from.elapsed(),
+        latencies,
+        cpu_per_call: Some((process_cpu() - cpu_before) / made as u32),
+    }
 }
 
-/// Latencies of calls started at a steady `rate` per second for `SECONDS`, after `WARMUP` at
-/// the same rate whose calls are not counted: an open loop, as independent clients make calls.
-/// Each call is its own task, started on schedule whether or not earlier ones have answered, so
-/// a slow answer cannot delay the next call and hide its own cost (coordinated omission). Calls
-/// are timed from when they are sent: the timer wheel's 1 ms ticks start them in small bursts.
-async fn load_at_rate<F, Fut>(rate: u32, call: F) -> (Vec<Duration>, Duration)
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+/// Latencies of calls started at a steady `rate` per second on each of `paths`, taking turns
+/// call by call, for `OPEN_LOOP_SECONDS` after `WARMUP` at the same rate whose calls are not counted: an
+/// open loop, as independent clients make calls. Each call is its own task, started on schedule
+/// whether or not earlier ones have answered, so a slow answer cannot delay the next call and
+/// hide its own cost (coordinated omission). A thread of its own keeps the schedule, sleeping
+/// until each call is due: the runtime's timer wheel ticks every millisecond and would start
+/// calls in bursts, each then waiting on its burst's other calls.
+async fn load_at_rate(rate: u32, paths: Vec<Calls>) -> Vec<Measured> {
     wait_until_quiet().await;
-    let period = Duration::from_secs(1) / rate;
-    let start = tokio::time::Instant::now();
-    let warmup_calls = (WARMUP.as_secs_f64() * f64::from(rate)) as u64;
-    let calls = warmup_calls + SECONDS * u64::from(rate);
-    let mut in_flight = Vec::with_capacity(calls as usize);
-    for number in 0..calls {
-        let due = start + period * number as u32;
-        tokio::time::sleep_until(due).await;
-        let call = call(number);
-        in_flight.push(tokio::spawn(async move {
-            let sent = tokio::time::Instant::now();
-            call.await;
-            (number >= warmup_calls).then(|| sent.elapsed())
-        }));
-    }
-    let latencies = join_all(in_flight)
-        .await
-        .into_iter()
-        .filter_map(|latency| latency.expect("a call finishes"))
+    let turns = paths.len() as u64;
+    let period = Duration::from_secs(1) / (rate * turns as u32);
+    let warmup_calls = (WARMUP.as_secs_f64() * f64::from(rate)) as u64 * turns;
+    let calls = warmup_calls + OPEN_LOOP_SECONDS * u64::from(rate) * turns;
+    let runtime = tokio::runtime::Handle::current();
+    let (in_flight, took) = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let in_flight: Vec<_> = (0..calls)
+            .map(|number| {
+                let due = start + period * number as u32;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                let call = paths[(number % turns) as usize](number / turns);
+                runtime.spawn(async move {
+                    let sent = Instant::now();
+                    call.await;
+                    sent.elapsed()
+                })
+            })
+            .collect();
+        (in_flight, start.elapsed() - WARMUP)
+    })
+    .await
+    .expect("the schedule is kept");
+    let mut measured: Vec<Measured> = (0..turns)
+        .map(|_| Measured {
+            latencies: Vec::new(),
+            took,
+            cpu_per_call: None,
+        })
         .collect();
-    (latencies, start.elapsed() - WARMUP)
+    for (number, latency) in (0..).zip(join_all(in_flight).await) {
+        if number >= warmup_calls {
+            measured[(number % turns) as usize]
+                .latencies
+                .push(latency.expect("a call finishes"));
+        }
+    }
+    measured
+}
+
+/// What one case measured.
+struct Measured {
+    /// Of each counted call.
+    latencies: Vec<Duration>,
+    /// How long the counted calls took, together.
+    took: Duration,
+    /// CPU time of this process (load generator, server and driver; not Cassandra) per call,
+    /// warm-up included, where the case ran alone.
+    cpu_per_call: Option<Duration>,
+}
+
+/// CPU time this process has used so far, from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("a Linux /proc");
+    // utime and stime: fields 14 and 15, counted after the parenthesised command name.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| field.parse::<u64>().expect("a tick count"))
+        .sum();
+    // In units of USER_HZ, which Linux fixes at 100 a second.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Waits, up to 30 s, until the machine's CPUs are at least 90% idle over a quarter second, so
@@ -443,13 +640,19 @@ fn selected(name: &str) -> bool {
     std::env::var("QUIVER_BENCH_ONLY").map_or(true, |only| name.contains(&only))
 }
 
-fn report(case: &str, (mut latencies, took): (Vec<Duration>, Duration)) {
+fn report(case: &str, measured: Measured) {
+    let Measured {
+        mut latencies,
+        took,
+        cpu_per_call,
+    } = measured;
     latencies.sort_unstable();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "| {case} | {:.0} | {:.2} | {:.2} |",
+        "| {case} | {:.0} | {:.2} | {:.2} | {} |",
         latencies.len() as f64 / took.as_secs_f64(),
         at(0.50),
-        at(0.99)
+        at(0.99),
+        cpu_per_call.map_or(String::new(), |cpu| cpu.as_micros().to_string()),
     );
 }

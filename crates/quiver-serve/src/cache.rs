@@ -102,15 +102,16 @@ impl RowCache {
         self.last_read.as_ref()?.get(key).await
     }
 
-    /// The cached row, or the one `load` gives, which is cached; concurrent callers for one key
-    /// share one load. A failed load is not cached.
-    pub(crate) async fn get_or_load<F>(
+    /// The cached row, or the one the future `load` makes gives, which is cached; concurrent
+    /// callers for one key share one load. A failed load is not cached.
+    pub(crate) async fn get_or_load<F, Load>(
         &self,
         key: &RowKey,
         load: F,
     ) -> Result<(Row, bool), StoreError>
     where
-        F: Future<Output = Result<Row, StoreError>>,
+        F: FnOnce() -> Load,
+        Load: Future<Output = Result<Row, StoreError>>,
     {
         if let Some(row) = self.rows.get(key).await {
             return Ok((row, true));
@@ -122,7 +123,7 @@ impl RowCache {
             .rows
             .try_get_with(key.clone(), async {
                 loaded = true;
-                let row = load.await?;
+                let row = load().await?;
                 if let Some(last_read) = last_read {
                     last_read.insert(remembered, row.clone()).await;
                 }

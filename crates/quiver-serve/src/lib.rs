@@ -11,6 +11,7 @@
 //! (DEADLINE_EXCEEDED, never a late reply) and a timeout on each store read (UNAVAILABLE).
 
 mod cache;
+mod connection;
 mod convert;
 pub mod invalidation;
 mod metrics;
@@ -21,7 +22,7 @@ pub use metrics::ServeMetrics;
 
 use std::future::Future;
 
-use futures::FutureExt;
+use futures::{FutureExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,7 +176,9 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             // No Nagle delay: a reply is written in several small frames, and waiting to
             // coalesce them costs tens of milliseconds against a delayed ACK.
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map_ok(connection::Connection),
                 shutdown.clone(),
             );
         let drain_timeout = self.service.config.drain_timeout;

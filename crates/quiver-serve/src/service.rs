@@ -337,6 +337,51 @@ impl<S: FeatureStore + 'static> Service<S> {
         })
     }
 
+    /// One part of the stored data of one entity in one view version, read from the store
+    /// within the read timeout, and timed.
+    async fn read_store(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        part: &Part,
+        key: &EntityKey,
+    ) -> Result<Row, StoreError> {
+        let started = Instant::now();
+        self.metrics.store_reads.inc();
+        let read = tokio::time::timeout(self.config.read_timeout, async {
+            Ok(match part {
+                Part::Values => Cached::Values(
+                    self.store
+                        .read_features(entity, view, &stored_features(view), key)
+                        .await?,
+                ),
+                Part::Tiles(feature) => Cached::Tiles(
+                    self.store
+                        .read_tiles(entity, view, key, Some(feature))
+                        .await?,
+                ),
+            })
+        })
+        .await;
+        self.metrics
+            .store_read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let row = match read {
+            Ok(row) => row.map(Arc::new),
+            Err(_) => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "the online store did not answer within {:?}",
+                    self.config.read_timeout
+                ),
+            )),
+        };
+        if row.is_err() {
+            self.metrics.store_errors.inc();
+        }
+        row
+    }
+
     /// One part of the stored data of one entity in one view version (whose table is
     /// `table`), from the cache when it has it.
     async fn row(
@@ -347,44 +392,12 @@ impl<S: FeatureStore + 'static> Service<S> {
         part: &Part,
         key: &EntityKey,
     ) -> Result<Fetched, Status> {
-        let load = async {
-            let started = Instant::now();
-            self.metrics.store_reads.inc();
-            let read = tokio::time::timeout(self.config.read_timeout, async {
-                Ok(match part {
-                    Part::Values => Cached::Values(
-                        self.store
-                            .read_features(entity, view, &stored_features(view), key)
-                            .await?,
-                    ),
-                    Part::Tiles(feature) => Cached::Tiles(
-                        self.store
-                            .read_tiles(entity, view, key, Some(feature))
-                            .await?,
-                    ),
-                })
-            })
-            .await;
-            self.metrics
-                .store_read_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let row = match read {
-                Ok(row) => row.map(Arc::new),
-                Err(_) => Err(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    format!(
-                        "the online store did not answer within {:?}",
-                        self.config.read_timeout
-                    ),
-                )),
-            };
-            if row.is_err() {
-                self.metrics.store_errors.inc();
-            }
-            row
-        };
+        // Boxed, and built only on a miss: a store read's future holds the driver's whole state
+        // (kilobytes), and a call makes one `row` future per entity and part; kept inline, each
+        // of them, hits included, would be that large and be moved that much.
+        let load = || Box::pin(self.read_store(entity, view, part, key));
         let Some(cache) = &self.cache else {
-            let row = load.await.map_err(store_error)?;
+            let row = load().await.map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
         let row_key = (table.clone(), part.clone(), key.clone());
