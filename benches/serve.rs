@@ -77,14 +77,8 @@ const WARMUP: Duration = Duration::from_millis(500);
 async fn main() {
     let session = Arc::new(quiver_testkit::cql_session().await);
     let keyspace = quiver_testkit::create_keyspace(&session, "bench_serve").await;
-    let store = Arc::new(
-        ScyllaStore::connect(&ScyllaConfig::one_node(
-            quiver_testkit::cql_nodes(),
-            keyspace.clone(),
-        ))
-        .await
-        .expect("connects"),
-    );
+    let store_config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), keyspace.clone());
+    let store = Arc::new(ScyllaStore::connect(&store_config).await.expect("connects"));
     // The profile view with 20 string features.
     let mut definitions = contract::example_definitions();
     definitions.feature_services.clear();
@@ -141,15 +135,12 @@ async fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let server_store = {
-        let config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), keyspace.clone());
-        Arc::new(
-            server_runtime
-                .spawn(async move { ScyllaStore::connect(&config).await.expect("connects") })
-                .await
-                .expect("connects"),
-        )
-    };
+    let server_store = Arc::new(
+        server_runtime
+            .spawn(async move { ScyllaStore::connect(&store_config).await.expect("connects") })
+            .await
+            .expect("connects"),
+    );
     let start = |cache: bool| {
         let (store, registry) = (server_store.clone(), registry.clone());
         let server_runtime = server_runtime.handle().clone();

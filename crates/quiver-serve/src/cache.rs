@@ -102,8 +102,8 @@ impl RowCache {
         self.last_read.as_ref()?.get(key).await
     }
 
-    /// The cached row, or the one the future `load` makes gives, which is cached; concurrent
-    /// callers for one key share one load. A failed load is not cached.
+    /// The cached row, or else the row from the future that `load` makes, which is then
+    /// cached; concurrent callers for one key share one load. A failed load is not cached.
     pub(crate) async fn get_or_load<F, Load>(
         &self,
         key: &RowKey,
