@@ -14,15 +14,19 @@
 //! - **direct driver reads**: the scylla driver in the client reading and deserializing the
 //!   same rows (same columns with their write times, replies without result metadata as the
 //!   adapter asks), the floor for a miss;
+//! - **empty call making the direct reads**: the least any tonic server adds to a miss, a
+//!   gRPC health check (on a server of its own, on the server's runtime) whose handler makes
+//!   the call's direct driver reads and answers nothing from them;
 //!
 //! and, once, the **empty call floor**: a gRPC health check on the same server, a tonic unary
 //! call that does no work.
 //!
 //! Each path first in a closed loop (`CONCURRENCY` calls in flight for `SECONDS`: throughput,
 //! and latency at saturation, with the CPU time this process spent per call), then in an open
-//! loop at a steady rate well below what it sustains, two paths taking turns call by call
-//! (misses with direct reads, hits with the empty call): latency when the machine is not
-//! saturated, where both paths of a pair meet the same moments of Cassandra's.
+//! loop at a steady rate well below what it sustains, paths taking turns call by call (misses
+//! with direct reads and the empty call making them; hits with the empty call): latency when
+//! the machine is not saturated, where the paths of a group meet the same moments of
+//! Cassandra's.
 //!
 //! `QUIVER_BENCH_ONLY=<text>` runs only the cases whose name contains it (and the floor), for
 //! profiling one path.
@@ -51,6 +55,7 @@ use quiver_testkit::contract;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// As in the `quiver` binary: glibc's allocator spent about a third of this benchmark's CPU on
@@ -66,8 +71,8 @@ const SECONDS: u64 = 3;
 /// hundreds of them (10,000 calls of one entity, 100 of a hundred).
 const OPEN_LOOP_SECONDS: u64 = 10;
 /// Entities read per second on each path in the open-loop cases (1,000 calls/s of one entity,
-/// 100 of ten, 10 of a hundred; two paths take turns, so the machine serves twice that): a
-/// sixth or less of what the miss path sustains at each batch size.
+/// 100 of ten, 10 of a hundred; the paths of a group take turns, so the machine serves two or
+/// three times that): a sixth or less of what the miss path sustains at each batch size.
 const OPEN_LOOP_ENTITIES_PER_SECOND: u32 = 1_000;
 /// Load before each case's counted calls: connection windows, allocator and caches settle.
 const WARMUP: Duration = Duration::from_millis(500);
@@ -173,6 +178,7 @@ async fn main() {
     };
     let cached = start(true).await;
     let uncached = start(false).await;
+    let bound = serve_reading_health_check(server_runtime.handle(), keyspace.clone()).await;
     let features: Arc<[String]> = (0..FEATURES)
         .map(|i| format!("user_profile:f{i:02}"))
         .collect();
@@ -190,17 +196,7 @@ async fn main() {
         load(health_checks(&cached)).await,
     );
 
-    let statement = format!(
-        "SELECT {} FROM {keyspace}.user_profile_v1 WHERE user_id = ?",
-        (0..FEATURES)
-            .map(|i| format!("f{i:02}, WRITETIME(f{i:02})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut select = session.prepare(statement).await.expect("prepares");
-    // As the adapter reads: replies without result metadata (ScyllaDB always does this).
-    select.set_use_cached_result_metadata(true);
-    let select = Arc::new(select);
+    let select = Arc::new(prepare_select(&session, &keyspace).await);
     for batch in [1_usize, 10, 100] {
         let ask = {
             let features = features.clone();
@@ -238,21 +234,26 @@ async fn main() {
         if selected(&case) {
             report(&case, load(direct.clone()).await);
         }
+        let bounded = reading_checks(&bound, batch);
+        let case = format!("batch {batch}: empty call making the direct reads");
+        if selected(&case) {
+            report(&case, load(bounded.clone()).await);
+        }
 
-        // Misses and direct reads again at a steady rate well below what either sustains: what
-        // a client waits for one call when the server is not saturated, rather than queueing
-        // behind the other calls in flight. Call by call in turn, so that both meet the same
-        // moments of the machine (a pause of Cassandra's, a flush); hits and the empty call
-        // likewise, for reference.
+        // Misses, direct reads and the empty call making them again, at a steady rate well
+        // below what any of them sustains: what a client waits for one call when the server is
+        // not saturated, rather than queueing behind the other calls in flight. Call by call in
+        // turn, so that all meet the same moments of the machine (a pause of Cassandra's, a
+        // flush); hits and the empty call likewise, for reference.
         for group in [
-            [
+            vec![
                 (
                     format!("batch {batch} at {rate} calls/s: empty call floor"),
                     health_checks(&cached),
                 ),
                 (open_hits.clone(), hits),
             ],
-            [
+            vec![
                 (
                     format!("batch {batch} at {rate} calls/s: cache misses (cache off)"),
                     misses,
@@ -260,6 +261,10 @@ async fn main() {
                 (
                     format!("batch {batch} at {rate} calls/s: direct driver reads"),
                     direct,
+                ),
+                (
+                    format!("batch {batch} at {rate} calls/s: empty call making the direct reads"),
+                    bounded,
                 ),
             ],
         ] {
@@ -456,6 +461,98 @@ impl GrpcClient {
         assert_eq!(status, "0", "the call succeeds");
         R::decode(reply.get(5..).expect("a length-prefixed message")).expect("the reply decodes")
     }
+}
+
+/// The direct read of one profile row: its 20 columns and their write times.
+async fn prepare_select(session: &Session, keyspace: &str) -> PreparedStatement {
+    let statement = format!(
+        "SELECT {} FROM {keyspace}.user_profile_v1 WHERE user_id = ?",
+        (0..FEATURES)
+            .map(|i| format!("f{i:02}, WRITETIME(f{i:02})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut select = session.prepare(statement).await.expect("prepares");
+    // As the adapter reads: replies without result metadata (ScyllaDB always does this).
+    select.set_use_cached_result_metadata(true);
+    select
+}
+
+/// The least a server can add to a miss: the empty call (a tonic unary call, the gRPC health
+/// check) whose handler makes the call's direct driver reads, of the entity ids in the
+/// request's `service` field, and answers with nothing from them: no plan, no cache, no reply
+/// to build.
+struct ReadingHealthCheck {
+    session: Session,
+    select: PreparedStatement,
+}
+
+#[tonic::async_trait]
+impl Health for ReadingHealthCheck {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        let ids = request
+            .into_inner()
+            .service
+            .split(',')
+            .map(|id| id.parse().expect("entity ids"))
+            .collect();
+        read_directly(&self.session, &self.select, ids).await;
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+
+    type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "this health check reads rows; it does not watch",
+        ))
+    }
+}
+
+/// Serves a `ReadingHealthCheck` on `runtime`, as the feature servers are served, with a session
+/// of its own that `runtime` drives; a client of it.
+async fn serve_reading_health_check(
+    runtime: &tokio::runtime::Handle,
+    keyspace: String,
+) -> GrpcClient {
+    let (listening, address) = tokio::sync::oneshot::channel();
+    runtime.spawn(async move {
+        let session = quiver_testkit::cql_session().await;
+        let select = prepare_select(&session, &keyspace).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listening.send(listener.local_addr().unwrap()).unwrap();
+        tonic::transport::Server::builder()
+            .add_service(HealthServer::new(ReadingHealthCheck { session, select }))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
+            .await
+    });
+    GrpcClient::connect(address.await.unwrap()).await
+}
+
+/// One call of `client`'s reading health check per call number, for `batch` entities.
+fn reading_checks(client: &GrpcClient, batch: usize) -> Calls {
+    let client = client.clone();
+    Arc::new(move |call| {
+        let (client, ids) = (client.clone(), keys(batch, call));
+        Box::pin(async move {
+            let request = HealthCheckRequest {
+                service: ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+            };
+            let reply: HealthCheckResponse =
+                client.unary("/grpc.health.v1.Health/Check", &request).await;
+            assert_eq!(reply.status, ServingStatus::Serving as i32);
+        })
+    })
 }
 
 /// One direct driver read of `batch` entities per call number.
