@@ -18,7 +18,7 @@ mod values;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
@@ -148,9 +148,20 @@ pub struct ScyllaStore {
     delete_tiles: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
-    /// The read of each table, with the features it selects: the serving path reads the same
-    /// column set again and again, and finds it here without building the statement's text.
-    reads: Mutex<HashMap<String, (Vec<Name>, PreparedStatement)>>,
+    /// The read of each feature view, as of the version and features it last read: the
+    /// serving path reads the same column set again and again, and finds it here without
+    /// building the statement's text or looking up the features' types. (Reads of another
+    /// version or column set rebuild the entry from `statements`, without a round trip.)
+    reads: Mutex<HashMap<Name, Arc<FeatureRead>>>,
+}
+
+/// A prepared read of some features of one view version, with their types in read order.
+#[derive(Debug)]
+struct FeatureRead {
+    version: u32,
+    features: Vec<Name>,
+    types: Vec<ValueType>,
+    prepared: PreparedStatement,
 }
 
 /// Writes of one call in flight at once: enough to hide round trips, few enough to be polite.
@@ -343,28 +354,39 @@ impl ScyllaStore {
         entity: &Entity,
         view: &VersionedView,
         features: &[Name],
-    ) -> Result<PreparedStatement, StoreError> {
-        let table = self.table(view);
-        if let Some((selected, prepared)) = self.reads.lock().expect("not poisoned").get(&table)
-            && selected.as_slice() == features
+    ) -> Result<Arc<FeatureRead>, StoreError> {
+        if let Some(read) = self
+            .reads
+            .lock()
+            .expect("not poisoned")
+            .get(&view.view.name)
+            && read.version == view.version
+            && read.features.as_slice() == features
         {
-            return Ok(prepared.clone());
+            return Ok(read.clone());
         }
+        let types = feature_types(&view.view, features)?;
         let selected: Vec<String> = quoted(features)
             .into_iter()
             .map(|column| format!("{column}, WRITETIME({column})"))
             .collect();
         let statement = format!(
-            "SELECT {} FROM {table} WHERE {}",
+            "SELECT {} FROM {} WHERE {}",
             selected.join(", "),
+            self.table(view),
             key_conditions(entity).join(" AND ")
         );
-        let prepared = with_cached_result_metadata(self.prepared(statement).await?);
+        let read = Arc::new(FeatureRead {
+            version: view.version,
+            features: features.to_vec(),
+            types,
+            prepared: with_cached_result_metadata(self.prepared(statement).await?),
+        });
         self.reads
             .lock()
             .expect("not poisoned")
-            .insert(table, (features.to_vec(), prepared.clone()));
-        Ok(prepared)
+            .insert(view.view.name.clone(), read.clone());
+        Ok(read)
     }
 
     fn table(&self, view: &VersionedView) -> String {
@@ -695,15 +717,14 @@ impl FeatureStore for ScyllaStore {
         features: &[Name],
         key: &EntityKey,
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
-        let types = feature_types(&view.view, features)?;
         if features.is_empty() {
-            return Ok(Vec::new());
+            return feature_types(&view.view, features).map(|_| Vec::new());
         }
-        let prepared = self.read_statement(entity, view, features).await?;
+        let read = self.read_statement(entity, view, features).await?;
         let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
         let row: Option<Row> = self
             .session
-            .execute_unpaged(&prepared, bound)
+            .execute_unpaged(&read.prepared, bound)
             .await
             .map_err(|error| unavailable("reading features", error))?
             .into_rows_result()
@@ -715,7 +736,7 @@ impl FeatureStore for ScyllaStore {
         };
         let mut columns = row.columns.into_iter();
         let mut stored = Vec::with_capacity(features.len());
-        for (name, value_type) in features.iter().zip(types) {
+        for (name, &value_type) in features.iter().zip(&read.types) {
             let (value, written) = (columns.next().flatten(), columns.next().flatten());
             stored.push(match (value, written) {
                 (Some(cql), Some(CqlValue::BigInt(event_time_micros))) => {

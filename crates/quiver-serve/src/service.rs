@@ -204,10 +204,15 @@ impl<S: FeatureStore + 'static> Service<S> {
             per_view.push((positions, unique));
         }
         // Every distinct entity of every view, read concurrently.
-        let tables: Vec<Arc<str>> = plan
+        let view_reads: Vec<ViewRead> = plan
             .views
             .iter()
-            .map(|(_, view)| view_table_name(&view.view.name, view.version).into())
+            .map(|&(entity, view)| ViewRead {
+                entity,
+                view,
+                table: view_table_name(&view.view.name, view.version).into(),
+                stored: stored_features(view),
+            })
             .collect();
         // Per view, the parts its columns need: values for stored features (first), then the
         // tiles of each aggregate.
@@ -227,19 +232,13 @@ impl<S: FeatureStore + 'static> Service<S> {
                 parts
             })
             .collect();
-        let reads = plan
-            .views
-            .iter()
-            .zip(&per_view)
-            .zip(&tables)
-            .zip(&parts)
-            .flat_map(|((((entity, view), (_, unique)), table), parts)| {
-                unique.iter().flat_map(move |key| {
-                    parts
-                        .iter()
-                        .map(move |part| self.row(entity, view, table, part, key))
-                })
-            });
+        let reads = view_reads.iter().zip(&per_view).zip(&parts).flat_map(
+            |((read, (_, unique)), parts)| {
+                unique
+                    .iter()
+                    .flat_map(move |key| parts.iter().map(move |part| self.row(read, part, key)))
+            },
+        );
         let mut loaded = try_join_all(reads).await?.into_iter();
         // Per view, per distinct key, one fetched row per part.
         let view_rows: Vec<Vec<Vec<Fetched>>> = per_view
@@ -337,22 +336,22 @@ impl<S: FeatureStore + 'static> Service<S> {
         })
     }
 
-    /// One part of the stored data of one entity in one view version, read from the store
+    /// One part of the stored data of one entity in the view of `read`, read from the store
     /// within the read timeout, and timed.
     async fn read_store(
         &self,
-        entity: &Entity,
-        view: &VersionedView,
+        read: &ViewRead<'_>,
         part: &Part,
         key: &EntityKey,
     ) -> Result<Row, StoreError> {
+        let ViewRead { entity, view, .. } = *read;
         let started = Instant::now();
         self.metrics.store_reads.inc();
         let read = tokio::time::timeout(self.config.read_timeout, async {
             Ok(match part {
                 Part::Values => Cached::Values(
                     self.store
-                        .read_features(entity, view, &stored_features(view), key)
+                        .read_features(entity, view, &read.stored, key)
                         .await?,
                 ),
                 Part::Tiles(feature) => Cached::Tiles(
@@ -382,25 +381,23 @@ impl<S: FeatureStore + 'static> Service<S> {
         row
     }
 
-    /// One part of the stored data of one entity in one view version (whose table is
-    /// `table`), from the cache when it has it.
+    /// One part of the stored data of one entity in the view of `read`, from the cache when it
+    /// has it.
     async fn row(
         &self,
-        entity: &Entity,
-        view: &VersionedView,
-        table: &Arc<str>,
+        read: &ViewRead<'_>,
         part: &Part,
         key: &EntityKey,
     ) -> Result<Fetched, Status> {
         // Boxed, and built only on a miss: a store read's future holds the driver's whole state
         // (kilobytes), and a call makes one `row` future per entity and part; kept inline, each
         // of them, hits included, would be that large and be moved that much.
-        let load = || Box::pin(self.read_store(entity, view, part, key));
+        let load = || Box::pin(self.read_store(read, part, key));
         let Some(cache) = &self.cache else {
             let row = load().await.map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
-        let row_key = (table.clone(), part.clone(), key.clone());
+        let row_key = (read.table.clone(), part.clone(), key.clone());
         let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
@@ -423,6 +420,16 @@ impl<S: FeatureStore + 'static> Service<S> {
         }
         Ok(Fetched { row, stale: false })
     }
+}
+
+/// What reading one view of a call takes, worked out once per call rather than per entity.
+struct ViewRead<'r> {
+    entity: &'r Entity,
+    view: &'r VersionedView,
+    /// The view version's table, which the cache's keys name.
+    table: Arc<str>,
+    /// The view's stored features, in the order its cached rows hold them.
+    stored: Vec<Name>,
 }
 
 /// The view version a push names (`view` or `view@2`), with its entity.
