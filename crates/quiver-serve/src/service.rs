@@ -2,7 +2,7 @@
 //! entity of each view once (from the cache or the store), and answer in request order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
@@ -211,7 +211,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                 entity,
                 view,
                 table: view_table_name(&view.view.name, view.version).into(),
-                stored: stored_features(view),
+                stored: OnceLock::new(),
             })
             .collect();
         // Per view, the parts its columns need: values for stored features (first), then the
@@ -351,7 +351,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             Ok(match part {
                 Part::Values => Cached::Values(
                     self.store
-                        .read_features(entity, view, &read.stored, key)
+                        .read_features(entity, view, read.stored(), key)
                         .await?,
                 ),
                 Part::Tiles(feature) => Cached::Tiles(
@@ -428,8 +428,15 @@ struct ViewRead<'r> {
     view: &'r VersionedView,
     /// The view version's table, which the cache's keys name.
     table: Arc<str>,
-    /// The view's stored features, in the order its cached rows hold them.
-    stored: Vec<Name>,
+    /// The view's stored features, in the order its cached rows hold them: worked out on the
+    /// call's first miss, so that hits never pay for them.
+    stored: OnceLock<Vec<Name>>,
+}
+
+impl ViewRead<'_> {
+    fn stored(&self) -> &[Name] {
+        self.stored.get_or_init(|| stored_features(self.view))
+    }
 }
 
 /// The view version a push names (`view` or `view@2`), with its entity.
