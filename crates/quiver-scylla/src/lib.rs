@@ -718,7 +718,7 @@ impl FeatureStore for ScyllaStore {
         key: &EntityKey,
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
         if features.is_empty() {
-            return feature_types(&view.view, features).map(|_| Vec::new());
+            return Ok(Vec::new());
         }
         let read = self.read_statement(entity, view, features).await?;
         let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();

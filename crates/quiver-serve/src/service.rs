@@ -347,7 +347,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         let ViewRead { entity, view, .. } = *read;
         let started = Instant::now();
         self.metrics.store_reads.inc();
-        let read = tokio::time::timeout(self.config.read_timeout, async {
+        let outcome = tokio::time::timeout(self.config.read_timeout, async {
             Ok(match part {
                 Part::Values => Cached::Values(
                     self.store
@@ -365,7 +365,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         self.metrics
             .store_read_seconds
             .observe(started.elapsed().as_secs_f64());
-        let row = match read {
+        let row = match outcome {
             Ok(row) => row.map(Arc::new),
             Err(_) => Err(StoreError::new(
                 StoreErrorKind::Unavailable,

@@ -87,6 +87,11 @@ macro_rules! online_store_contract {
                 .await;
         }
         #[tokio::test]
+        async fn contract_each_view_version_and_column_set_reads_its_own() {
+            $crate::contract::each_view_version_and_column_set_reads_its_own(&$fresh_store().await)
+                .await;
+        }
+        #[tokio::test]
         async fn contract_the_newest_event_wins_in_any_order() {
             $crate::contract::the_newest_event_wins_in_any_order(&$fresh_store().await).await;
         }
@@ -342,6 +347,78 @@ pub async fn features_read_back_with_their_event_times(store: &(impl OnlineStore
         .await
         .expect("reads");
     assert_eq!(absent, vec![None; names.len()]);
+}
+
+/// Reads alternate between two versions of a view and between column sets of one version; each
+/// read gets its own version's values, in the order it asked for them.
+pub async fn each_view_version_and_column_set_reads_its_own(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, first) = applied_view(store, "user_profile").await;
+    let versioned = apply(store, &examples_with_breaking_change(), true)
+        .await
+        .expect("applies as a new version");
+    let second = versioned
+        .registry
+        .latest_view(&name("user_profile"))
+        .expect("the view is applied")
+        .clone();
+    assert_eq!((first.version, second.version), (1, 2));
+    let at = now_micros();
+    store
+        .write_features(
+            &entity,
+            &first,
+            &[write(42, at, &[("country", Value::String("SE".into()))])],
+        )
+        .await
+        .expect("writes version 1");
+    store
+        .write_features(
+            &entity,
+            &second,
+            &[write(
+                42,
+                at,
+                &[
+                    ("country", Value::String("NO".into())),
+                    ("photo_count", Value::Int64(3)),
+                ],
+            )],
+        )
+        .await
+        .expect("writes version 2");
+
+    let read = |view: &VersionedView, features: &[&str]| {
+        let (entity, view) = (entity.clone(), view.clone());
+        let names: Vec<Name> = features.iter().copied().map(name).collect();
+        async move {
+            store
+                .read_features(&entity, &view, &names, &user(42))
+                .await
+                .expect("reads")
+                .into_iter()
+                .map(|stored| stored.map(|stored| stored.value))
+                .collect::<Vec<_>>()
+        }
+    };
+    let country = |text: &str| Some(Value::String(text.into()));
+    for _ in 0..2 {
+        assert_eq!(read(&first, &["country"]).await, [country("SE")]);
+        assert_eq!(
+            read(&second, &["country", "photo_count"]).await,
+            [country("NO"), Some(Value::Int64(3))]
+        );
+        assert_eq!(
+            read(&second, &["photo_count", "country"]).await,
+            [Some(Value::Int64(3)), country("NO")]
+        );
+        assert_eq!(
+            read(&first, &["photo_count", "country"]).await,
+            [None, country("SE")],
+            "version 1 has no photo count written"
+        );
+    }
 }
 
 pub async fn the_newest_event_wins_in_any_order(store: &(impl OnlineStore + FeatureStore)) {
