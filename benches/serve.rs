@@ -193,7 +193,7 @@ async fn main() {
 
     report(
         "empty call floor (health check)",
-        load(health_checks(&cached)).await,
+        load(health_checks(&cached, |_| String::new())).await,
     );
 
     let select = Arc::new(prepare_select(&session, &keyspace).await);
@@ -234,7 +234,10 @@ async fn main() {
         if selected(&case) {
             report(&case, load(direct.clone()).await);
         }
-        let bounded = reading_checks(&bound, batch);
+        let bounded = health_checks(&bound, move |call| {
+            let ids: Vec<String> = keys(batch, call).iter().map(i64::to_string).collect();
+            ids.join(",")
+        });
         let case = format!("batch {batch}: empty call making the direct reads");
         if selected(&case) {
             report(&case, load(bounded.clone()).await);
@@ -249,7 +252,7 @@ async fn main() {
             vec![
                 (
                     format!("batch {batch} at {rate} calls/s: empty call floor"),
-                    health_checks(&cached),
+                    health_checks(&cached, |_| String::new()),
                 ),
                 (open_hits.clone(), hits),
             ],
@@ -355,18 +358,24 @@ fn get_calls(
     })
 }
 
-/// One gRPC health check with `client` per call number: the empty call.
-fn health_checks(client: &GrpcClient) -> Calls {
+/// One gRPC health check with `client` per call number, asking about the service that `service`
+/// names for the call number: on a feature server, with no name, the empty call; on the
+/// reading health check, the entity ids to read.
+fn health_checks(
+    client: &GrpcClient,
+    service: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> Calls {
     let client = client.clone();
-    Arc::new(move |_| {
-        let client = client.clone();
+    Arc::new(move |call| {
+        let (client, request) = (
+            client.clone(),
+            HealthCheckRequest {
+                service: service(call),
+            },
+        );
         Box::pin(async move {
-            let reply: HealthCheckResponse = client
-                .unary(
-                    "/grpc.health.v1.Health/Check",
-                    &HealthCheckRequest::default(),
-                )
-                .await;
+            let reply: HealthCheckResponse =
+                client.unary("/grpc.health.v1.Health/Check", &request).await;
             assert_eq!(reply.status, ServingStatus::Serving as i32);
         })
     })
@@ -537,22 +546,6 @@ async fn serve_reading_health_check(
             .await
     });
     GrpcClient::connect(address.await.unwrap()).await
-}
-
-/// One call of `client`'s reading health check per call number, for `batch` entities.
-fn reading_checks(client: &GrpcClient, batch: usize) -> Calls {
-    let client = client.clone();
-    Arc::new(move |call| {
-        let (client, ids) = (client.clone(), keys(batch, call));
-        Box::pin(async move {
-            let request = HealthCheckRequest {
-                service: ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
-            };
-            let reply: HealthCheckResponse =
-                client.unary("/grpc.health.v1.Health/Check", &request).await;
-            assert_eq!(reply.status, ServingStatus::Serving as i32);
-        })
-    })
 }
 
 /// One direct driver read of `batch` entities per call number.
