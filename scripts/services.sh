@@ -202,6 +202,9 @@ storage_port: $storage_port
 native_transport_port: $cql_port
 start_native_transport: true
 auto_snapshot: false
+# Small, so that statements are evicted as a busy node evicts them and tests exercise the
+# re-preparing of evicted statements.
+prepared_statements_cache_size: 1MiB
 data_file_directories:
   - $data/data
 commitlog_directory: $data/commitlog

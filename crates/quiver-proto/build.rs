@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("quiver_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
+        // Undecodable requests are the caller's mistake: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::QuiverCodec")
         .compile_with_config(config, &protos, &[proto_root])?;
     println!("cargo:rerun-if-env-changed=PROTOC");
     for proto in &protos {

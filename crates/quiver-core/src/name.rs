@@ -47,6 +47,16 @@ pub enum NameError {
     BadReference(String),
 }
 
+/// Text from a request or a file as an error message quotes it: whole when short, else its
+/// first 64 characters and its length, so that a huge input cannot make a huge message.
+pub fn excerpt(text: &str) -> String {
+    const QUOTED_CHARS: usize = 64;
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -59,17 +69,17 @@ impl FromStr for Name {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let first = text.chars().next().ok_or(NameError::Empty)?;
         if text.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(text.to_owned()));
+            return Err(NameError::TooLong(excerpt(text)));
         }
         if !first.is_ascii_lowercase() {
-            return Err(NameError::BadStart(text.to_owned()));
+            return Err(NameError::BadStart(excerpt(text)));
         }
         if let Some(character) = text
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
         {
             return Err(NameError::BadCharacter {
-                name: text.to_owned(),
+                name: excerpt(text),
                 character,
             });
         }
@@ -96,7 +106,7 @@ impl FromStr for FeatureRef {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (view, feature) = text
             .split_once(':')
-            .ok_or_else(|| NameError::BadReference(text.to_owned()))?;
+            .ok_or_else(|| NameError::BadReference(excerpt(text)))?;
         Ok(FeatureRef {
             view: view.parse()?,
             feature: feature.parse()?,
@@ -138,6 +148,16 @@ mod tests {
         );
         let long = "a".repeat(MAX_NAME_LEN + 1);
         assert_eq!(long.parse::<Name>(), Err(NameError::TooLong(long.clone())));
+    }
+
+    #[test]
+    fn errors_quote_a_huge_input_by_its_start_and_length() {
+        let huge = "b".repeat(4_000_000);
+        let message = huge.parse::<Name>().unwrap_err().to_string();
+        assert!(message.len() < 200, "{} bytes", message.len());
+        assert!(message.contains("(4000000 bytes)"), "{message}");
+        assert_eq!(excerpt("é".repeat(64).as_str()), "é".repeat(64));
+        assert!(excerpt("é".repeat(65).as_str()).ends_with("… (130 bytes)"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! What a read request resolves to: the view versions to read and, per requested feature, where
 //! its value is found, checked against the registry; and the status of each value served.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::definition::{Derivation, Entity, Registry, Seconds, ServiceFeature, VersionedView};
-use crate::name::Name;
+use crate::name::{Name, excerpt};
 
 /// A request that names something the registry does not have, or nothing at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,7 +62,7 @@ pub fn plan_service<'r>(registry: &'r Registry, name: &str) -> Result<ReadPlan<'
         .feature_services
         .iter()
         .find(|service| service.name.as_str() == name)
-        .ok_or_else(|| ReadError::UnknownService(name.to_owned()))?;
+        .ok_or_else(|| ReadError::UnknownService(excerpt(name)))?;
     let references: Vec<(String, &ServiceFeature)> = service
         .features
         .iter()
@@ -71,7 +72,8 @@ pub fn plan_service<'r>(registry: &'r Registry, name: &str) -> Result<ReadPlan<'
 }
 
 /// The plan for explicit `view:feature` (or `view@2:feature`) references, in their order; each
-/// column is named by its reference.
+/// column is named by its reference. A feature referenced more than once (also as `view` and
+/// `view@N` of the same version) is one column, where it was first referenced.
 pub fn plan_features(
     registry: &Registry,
     references: Vec<String>,
@@ -80,7 +82,7 @@ pub fn plan_features(
         .iter()
         .map(|text| {
             text.parse::<ServiceFeature>()
-                .map_err(|_| ReadError::BadReference(text.clone()))
+                .map_err(|_| ReadError::BadReference(excerpt(text)))
         })
         .collect::<Result<_, _>>()?;
     plan(registry, references.into_iter().zip(&parsed).collect())
@@ -97,6 +99,8 @@ fn plan<'r>(
         views: Vec::new(),
         columns: Vec::with_capacity(references.len()),
     };
+    // Each (view, feature) once: a repeated reference must not multiply the work of a call.
+    let mut planned: HashSet<(usize, &Name)> = HashSet::with_capacity(references.len());
     for (name, reference) in references {
         let view = registry
             .view(&reference.view, reference.version)
@@ -140,6 +144,9 @@ fn plan<'r>(
             .iter()
             .filter(|feature| matches!(feature.derivation, Derivation::Field(_)))
             .position(|stored| stored.name == reference.feature);
+        if !planned.insert((index, &reference.feature)) {
+            continue;
+        }
         plan.columns.push(ReadColumn {
             name,
             view: index,

@@ -8,6 +8,7 @@
 //! each entity keeps the value of its newest event whatever order events arrive in, and a replay
 //! changes nothing. A view's TTL counts from the event time, not from the write.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 
@@ -177,6 +178,67 @@ pub fn remaining_ttl_secs(ttl: Seconds, event_time_micros: i64, now_micros: i64)
         .filter(|remaining| *remaining > 0)
 }
 
+/// Why a write would change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchanged {
+    /// Each of its values has a stored (or earlier written) value at least as new.
+    OlderThanStored { newest_stored_micros: i64 },
+    /// Its event time is older than the view's TTL allows: it would never be read.
+    Expired,
+}
+
+impl Unchanged {
+    /// The reason's name, as replies and metrics give it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unchanged::OlderThanStored { .. } => "older_than_stored",
+            Unchanged::Expired => "expired",
+        }
+    }
+}
+
+/// Which of `writes` would change nothing, in order, given the event time of each feature value
+/// stored before them (`stored`, by entity key and feature): a write changes something when one
+/// of its values is newer than both the stored one and those of the earlier writes for the same
+/// entity. Equal event times change nothing, so a repeated write is reported, not counted.
+pub fn unchanged_writes(
+    view: &FeatureView,
+    writes: &[FeatureWrite],
+    mut stored: HashMap<(EntityKey, Name), i64>,
+    now_micros: i64,
+) -> Vec<(usize, Unchanged)> {
+    let mut unchanged = Vec::new();
+    for (index, write) in writes.iter().enumerate() {
+        let time = write.event_time_micros;
+        if view
+            .ttl
+            .is_some_and(|ttl| remaining_ttl_secs(ttl, time, now_micros).is_none())
+        {
+            unchanged.push((index, Unchanged::Expired));
+            continue;
+        }
+        let mut changes = false;
+        let mut newest_stored_micros = i64::MIN;
+        for (name, _) in &write.values {
+            let newest = stored
+                .entry((write.key.clone(), name.clone()))
+                .or_insert(i64::MIN);
+            changes |= time > *newest;
+            newest_stored_micros = newest_stored_micros.max(*newest);
+            *newest = (*newest).max(time);
+        }
+        if !changes {
+            unchanged.push((
+                index,
+                Unchanged::OlderThanStored {
+                    newest_stored_micros,
+                },
+            ));
+        }
+    }
+    unchanged
+}
+
 /// The declared types of `names` in `view`, or an `Invalid` error naming the first unknown one.
 pub fn feature_types(view: &FeatureView, names: &[Name]) -> Result<Vec<ValueType>, StoreError> {
     names
@@ -288,6 +350,51 @@ pub trait FeatureStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::KeyPart;
+
+    #[test]
+    fn writes_not_newer_than_what_is_stored_change_nothing() {
+        let view = FeatureView {
+            name: "activity".parse().expect("a valid name"),
+            entity: "user".parse().expect("a valid name"),
+            source: crate::definition::Source {
+                topic: "events".into(),
+                schema: crate::definition::SchemaRef::Subject("events-value".into()),
+                key_fields: vec!["user_id".into()],
+                event_time: "at".into(),
+            },
+            ttl: Some(Seconds(3_600)),
+            allowed_lateness: None,
+            description: String::new(),
+            owner: String::new(),
+            tags: Default::default(),
+            features: Vec::new(),
+        };
+        let now = 1_790_000_000_000_000;
+        let key = |user| EntityKey::new(vec![KeyPart::Int64(user)]).expect("a key");
+        let name = |text: &str| text.parse::<Name>().expect("a name");
+        let write = |user, at, features: &[&str]| FeatureWrite {
+            key: key(user),
+            event_time_micros: at,
+            values: features.iter().map(|f| (name(f), Value::Int64(1))).collect(),
+        };
+        let stored = HashMap::from([((key(1), name("a")), now - 10)]);
+        let writes = [
+            write(1, now - 20, &["a"]),         // older than stored
+            write(1, now - 20, &["a", "b"]),    // b is new
+            write(1, now - 20, &["b"]),         // b was just written at the same time
+            write(2, now - 7_200_000_000, &["a"]), // past the TTL
+            write(2, now, &["a"]),
+        ];
+        assert_eq!(
+            unchanged_writes(&view, &writes, stored, now),
+            vec![
+                (0, Unchanged::OlderThanStored { newest_stored_micros: now - 10 }),
+                (2, Unchanged::OlderThanStored { newest_stored_micros: now - 20 }),
+                (3, Unchanged::Expired),
+            ]
+        );
+    }
 
     #[test]
     fn ttl_counts_from_the_event_time() {

@@ -4,6 +4,7 @@
 //! crate only compiles them, so clients and the server share one definition, and converts
 //! feature values between their wire and domain forms ([`values`]).
 
+pub mod codec;
 pub mod values;
 
 /// Version 1 of the API: `quiver.v1.FeatureService`.

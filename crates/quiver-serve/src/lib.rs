@@ -37,17 +37,40 @@ use crate::cache::{Part, RowCache};
 use crate::service::Service;
 use quiver_core::aggregate::aggregate_features;
 
+/// Default of [`ServeConfig::max_entities`].
+pub const DEFAULT_MAX_ENTITIES: usize = 1_000;
+/// Default of [`ServeConfig::max_features`]: room for the 250-feature services of public
+/// benchmarks, twice over.
+pub const DEFAULT_MAX_FEATURES: usize = 500;
+/// Default of [`ServeConfig::max_cells`]: 500 entities of 400 features, a reply of tens of MB.
+pub const DEFAULT_MAX_CELLS: usize = 200_000;
+/// Default of [`ServeConfig::call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`ServeConfig::max_push_future`]: clock skew between hosts, not more.
+pub const DEFAULT_MAX_PUSH_FUTURE: Duration = Duration::from_secs(5);
+
 /// Limits and cache settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Most entity rows in one call.
     pub max_entities: usize,
+    /// Most feature references in one read call (a feature service counts its features).
+    pub max_features: usize,
+    /// Most cells (distinct features times entity rows) in one read call: what bounds the work
+    /// and memory of a reply.
+    pub max_cells: usize,
     /// Largest request, in bytes.
     pub max_request_bytes: usize,
     /// Most calls answered at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
     /// The longest one store read may take before the call fails with UNAVAILABLE.
     pub read_timeout: Duration,
+    /// The longest any call may take (DEADLINE_EXCEEDED beyond), also when the client sets no
+    /// deadline: a call's work always ends.
+    pub call_timeout: Duration,
+    /// How far ahead of the server's clock a pushed row's event time may be; further is
+    /// INVALID_ARGUMENT, since a value from the future would shadow every real one until then.
+    pub max_push_future: Duration,
     /// The cache; `None` reads the store on every call.
     pub cache: Option<CacheConfig>,
     /// After shutdown is asked for, how long open connections get to finish their calls and
@@ -59,10 +82,14 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            max_entities: 1_000,
+            max_entities: DEFAULT_MAX_ENTITIES,
+            max_features: DEFAULT_MAX_FEATURES,
+            max_cells: DEFAULT_MAX_CELLS,
             max_request_bytes: 4 * 1024 * 1024,
             max_in_flight: 1_024,
             read_timeout: Duration::from_millis(500),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_push_future: DEFAULT_MAX_PUSH_FUTURE,
             cache: Some(CacheConfig {
                 capacity_bytes: 256 * 1024 * 1024,
                 ttl: Duration::from_secs(5),
@@ -166,8 +193,27 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         // they were (INVALID_ARGUMENT); beyond it the transport refuses them (OUT_OF_RANGE).
         let features = FeatureServiceServer::from_arc(self.service.clone())
             .max_decoding_message_size(self.service.config.max_request_bytes.saturating_mul(2));
-        tracing::info!(address = ?listener.local_addr().ok(), "serving");
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving");
+        }
         let shutdown = shutdown.shared();
+        // Announced before the transport sends GOAWAY: health checks answer NOT_SERVING while
+        // the calls in flight finish, so that load balancers stop sending new ones here.
+        let draining = {
+            let (shutdown, health, service) = (shutdown.clone(), health.clone(), self.service.clone());
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    in_flight = service.config.max_in_flight - service.permits.available_permits(),
+                    drain_timeout = ?service.config.drain_timeout,
+                    "draining: finishing the calls in flight, accepting no new connections"
+                );
+                health
+                    .set_not_serving::<FeatureServiceServer<Service<S>>>()
+                    .await;
+            }
+        }
+        .shared();
         let serving = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -179,16 +225,23 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
                 tonic::transport::server::TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
                     .map_ok(connection::Connection),
-                shutdown.clone(),
+                draining.clone(),
             );
         let drain_timeout = self.service.config.drain_timeout;
         tokio::select! {
-            served = serving => served?,
+            served = serving => {
+                served?;
+                tracing::info!("drained: every call answered, every connection closed");
+            }
             () = async {
-                shutdown.await;
+                draining.await;
                 tokio::time::sleep(drain_timeout).await;
             } => {
-                tracing::warn!(?drain_timeout, "connections still open after the drain timeout; stopping");
+                tracing::warn!(
+                    ?drain_timeout,
+                    in_flight = self.service.config.max_in_flight - self.service.permits.available_permits(),
+                    "connections still open after the drain timeout; stopping"
+                );
             }
         }
         Ok(())

@@ -1,11 +1,12 @@
 //! `quiver.v1.FeatureService`: resolve the request against the registry, read each distinct
 //! entity of each view once (from the cache or the store), and answer in request order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use quiver_core::aggregate::{aggregate_feature, evaluate};
 use quiver_core::definition::{
     Aggregate, Entity, Feature, Registry, Seconds, VersionedView, view_table_name,
@@ -16,7 +17,8 @@ use quiver_core::read::{
     ReadError, Status as ReadStatus, plan_features, plan_service, status, stored_features,
 };
 use quiver_core::store::{
-    FeatureStore, FeatureWrite, StoreError, StoreErrorKind, check_write, plausible_event_time,
+    EARLIEST_EVENT_TIME_MICROS, FeatureStore, FeatureWrite, StoreError, StoreErrorKind, Unchanged,
+    check_write, unchanged_writes,
 };
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::get_online_features_request::Features;
@@ -27,6 +29,9 @@ use crate::ServeConfig;
 use crate::cache::{Cached, Part, Row, RowCache};
 use crate::convert;
 use crate::metrics::{MethodLabels, ServeMetrics};
+
+/// Entities read at once to tell which pushed rows change something.
+const PUSH_READS_IN_FLIGHT: usize = 64;
 
 pub(crate) struct Service<S> {
     pub(crate) store: Arc<S>,
@@ -100,6 +105,26 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The longest error message sent back: whatever part of a request an error quotes, the
+/// reply's headers stay small enough for every client to take.
+const MAX_ERROR_MESSAGE_BYTES: usize = 1_024;
+
+/// `status` with its message cut to [`MAX_ERROR_MESSAGE_BYTES`].
+fn bounded(status: Status) -> Status {
+    let message = status.message();
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return status;
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Status::new(
+        status.code(),
+        format!("{}… ({} bytes in all)", &message[..end], message.len()),
+    )
+}
+
 fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,19 +148,23 @@ impl<S: FeatureStore + 'static> Service<S> {
             ))),
             Ok(_permit) => {
                 self.metrics.in_flight.inc();
-                let result =
-                    // Early, so the answer reaches the client before its own timer fires and
-                    // before the transport cancels the call (as CANCELLED).
-                    match deadline {
-                        Some(deadline) => tokio::time::timeout(answer_by(deadline), work)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Status::deadline_exceeded(format!(
-                                    "not answered within the client's deadline of {deadline:?}"
-                                )))
-                            }),
-                        None => work.await,
-                    };
+                // Early, so the answer reaches the client before its own timer fires and
+                // before the transport cancels the call (as CANCELLED); and never later than
+                // the server's own bound, so that no call works on for ever.
+                let limit = deadline.map_or(self.config.call_timeout, |deadline| {
+                    answer_by(deadline).min(self.config.call_timeout)
+                });
+                let result = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(match deadline {
+                        Some(deadline) if answer_by(deadline) <= self.config.call_timeout => {
+                            format!("not answered within the client's deadline of {deadline:?}")
+                        }
+                        _ => format!(
+                            "not answered within the server's call timeout of {:?}",
+                            self.config.call_timeout
+                        ),
+                    }))
+                });
                 self.metrics.in_flight.dec();
                 result
             }
@@ -151,7 +180,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         if let Err(status) = &result {
             tracing::debug!(method, code = ?status.code(), message = status.message(), "call refused");
         }
-        result.map(Response::new)
+        result.map(Response::new).map_err(bounded)
     }
 
     /// INVALID_ARGUMENT for a request over the size limit (up to twice it; the transport
@@ -167,22 +196,48 @@ impl<S: FeatureStore + 'static> Service<S> {
         Ok(())
     }
 
+    /// INVALID_ARGUMENT for a read of more features than the server answers in one call.
+    fn refuse_too_many_features(&self, features: usize) -> Result<(), Status> {
+        if features > self.config.max_features {
+            return Err(Status::invalid_argument(format!(
+                "{features} features requested; this server answers at most {} per call \
+                 (--max-features)",
+                self.config.max_features
+            )));
+        }
+        Ok(())
+    }
+
     async fn online_features(
         &self,
         request: pb::GetOnlineFeaturesRequest,
     ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
         let registry = self.registry.borrow().clone();
+        let rows = convert::row_count(&request.entities)?;
+        if rows > self.config.max_entities {
+            return Err(Status::invalid_argument(format!(
+                "{rows} entity rows requested; this server answers at most {} per call \
+                 (--max-entities)",
+                self.config.max_entities
+            )));
+        }
+        if let Some(Features::FeatureList(list)) = &request.features {
+            self.refuse_too_many_features(list.features.len())?;
+        }
         let plan = match request.features {
             Some(Features::FeatureService(name)) => plan_service(&registry, &name),
             Some(Features::FeatureList(list)) => plan_features(&registry, list.features),
             None => Err(ReadError::NoFeatures),
         }
         .map_err(read_error)?;
-        let rows = convert::row_count(&request.entities)?;
-        if rows > self.config.max_entities {
+        self.refuse_too_many_features(plan.columns.len())?;
+        let cells = plan.columns.len().saturating_mul(rows);
+        if cells > self.config.max_cells {
             return Err(Status::invalid_argument(format!(
-                "{rows} entity rows requested; this server answers at most {} per call",
-                self.config.max_entities
+                "{} features of {rows} entity rows are {cells} cells; this server answers at \
+                 most {} cells per call (--max-cells); split the call",
+                plan.columns.len(),
+                self.config.max_cells
             )));
         }
 
@@ -306,34 +361,108 @@ impl<S: FeatureStore + 'static> Service<S> {
                 self.config.max_entities
             )));
         }
+        let now = now_micros();
+        let max_future = i64::try_from(self.config.max_push_future.as_micros()).unwrap_or(i64::MAX);
         let writes = request
             .rows
             .into_iter()
             .enumerate()
             .map(|(row, pushed)| {
-                pushed_write(entity, view, pushed)
+                pushed_write(entity, view, pushed, now, max_future)
                     .map_err(|why| Status::invalid_argument(format!("row {row}: {why}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let unchanged = unchanged_writes(
+            &view.view,
+            &writes,
+            self.stored_times(entity, view, &writes).await?,
+            now,
+        );
+        let ignored: HashSet<usize> = unchanged.iter().map(|&(row, _)| row).collect();
+        let changing: Vec<FeatureWrite> = writes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, write)| (!ignored.contains(&row)).then_some(write))
+            .collect();
         self.store
-            .write_features(entity, view, &writes)
+            .write_features(entity, view, &changing)
             .await
             .map_err(store_error)?;
         if let Some(cache) = &self.cache {
             let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
             cache
                 .invalidate(
-                    writes
+                    changing
                         .iter()
                         .map(|write| (table.clone(), Part::Values, write.key.clone()))
                         .collect(),
                 )
                 .await;
         }
-        self.metrics.rows_pushed.inc_by(writes.len() as u64);
+        self.metrics.rows_pushed.inc_by(changing.len() as u64);
         Ok(pb::WriteFeaturesResponse {
-            rows_written: writes.len() as u64,
+            rows_written: changing.len() as u64,
+            ignored_rows: unchanged
+                .into_iter()
+                .map(|(row, why)| pb::IgnoredRow {
+                    row: u32::try_from(row).unwrap_or(u32::MAX),
+                    reason: why.reason().to_owned(),
+                    detail: match why {
+                        Unchanged::OlderThanStored {
+                            newest_stored_micros,
+                        } => format!(
+                            "every value is at or before the stored one's event time \
+                             ({newest_stored_micros} µs)"
+                        ),
+                        Unchanged::Expired => format!(
+                            "its event time is older than the TTL of feature view `{}`",
+                            view.view.name
+                        ),
+                    },
+                })
+                .collect(),
         })
+    }
+
+    /// The stored event time of each feature that `writes` set, by entity: each entity is read
+    /// once, a bounded number at a time.
+    async fn stored_times(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writes: &[FeatureWrite],
+    ) -> Result<HashMap<(EntityKey, Name), i64>, Status> {
+        let mut features: Vec<Name> = writes
+            .iter()
+            .flat_map(|write| write.values.iter().map(|(name, _)| name.clone()))
+            .collect();
+        features.sort();
+        features.dedup();
+        let mut keys: Vec<EntityKey> = writes.iter().map(|write| write.key.clone()).collect();
+        keys.sort_by_key(EntityKey::encode);
+        keys.dedup();
+        let features = &features;
+        let stored: Vec<Vec<((EntityKey, Name), i64)>> = futures::stream::iter(keys)
+            .map(|key: EntityKey| async move {
+                let values = self
+                    .store
+                    .read_features(entity, view, features, &key)
+                    .await
+                    .map_err(store_error)?;
+                Ok::<_, Status>(
+                    features
+                        .iter()
+                        .zip(values)
+                        .filter_map(|(name, value)| {
+                            Some(((key.clone(), name.clone()), value?.event_time_micros))
+                        })
+                        .collect(),
+                )
+            })
+            .buffer_unordered(PUSH_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(stored.into_iter().flatten().collect())
     }
 
     /// One part of the stored data of one entity in the view of `read`, read from the store
@@ -467,19 +596,32 @@ fn pushed_view<'r>(
     Ok((entity, view))
 }
 
-/// One pushed row as a write, checked against the view; the error says what is wrong.
+/// One pushed row as a write, checked against the view at `now`, with event times up to
+/// `max_future` µs ahead; the error says what is wrong.
 fn pushed_write(
     entity: &Entity,
     view: &VersionedView,
     row: pb::FeatureRow,
+    now: i64,
+    max_future: i64,
 ) -> Result<FeatureWrite, String> {
     if row.event_time_micros == 0 {
         return Err("event_time_micros is not set".into());
     }
-    if !plausible_event_time(row.event_time_micros, now_micros()) {
+    if row.event_time_micros < EARLIEST_EVENT_TIME_MICROS {
         return Err(format!(
-            "event_time_micros {} is before 2000 or more than an hour ahead of now",
+            "event_time_micros {} is before 2000; event times are microseconds since the epoch",
             row.event_time_micros
+        ));
+    }
+    let ahead = row.event_time_micros.saturating_sub(now);
+    if ahead > max_future {
+        return Err(format!(
+            "event_time_micros {} is {} ms ahead of the server's clock; at most {} ms is \
+             accepted (--max-push-future-ms)",
+            row.event_time_micros,
+            ahead / 1_000,
+            max_future / 1_000
         ));
     }
     let key = convert::row_key(entity, row.keys)?;

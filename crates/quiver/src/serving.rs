@@ -14,6 +14,9 @@ use crate::Stopper;
 use crate::kafka::KafkaArgs;
 use crate::store::{Store, StoreArgs};
 
+/// Seconds after the drain timeout at which `serve` exits whatever its handlers are doing.
+const HARD_STOP_GRACE_SECS: u64 = 5;
+
 /// How `serve` listens, limits calls and caches.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -24,8 +27,23 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "QUIVER_METRICS_ADDR", default_value = "0.0.0.0:9465")]
     metrics_addr: std::net::SocketAddr,
     /// Most entity rows in one call; more is INVALID_ARGUMENT.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = quiver_serve::DEFAULT_MAX_ENTITIES)]
     max_entities: usize,
+    /// Most feature references in one read; more is INVALID_ARGUMENT.
+    #[arg(long, default_value_t = quiver_serve::DEFAULT_MAX_FEATURES)]
+    max_features: usize,
+    /// Most cells (distinct features times entity rows) in one read; more is INVALID_ARGUMENT.
+    /// Bounds the memory and time one call can take.
+    #[arg(long, default_value_t = quiver_serve::DEFAULT_MAX_CELLS)]
+    max_cells: usize,
+    /// Milliseconds any call may take, also when the client sets no deadline; beyond it the
+    /// call stops its work and fails with DEADLINE_EXCEEDED.
+    #[arg(long, default_value_t = quiver_serve::DEFAULT_CALL_TIMEOUT.as_millis() as u64)]
+    call_timeout_ms: u64,
+    /// Milliseconds a pushed row's event time may be ahead of this server's clock; more is
+    /// INVALID_ARGUMENT (a value from the future would shadow every real one until then).
+    #[arg(long, default_value_t = quiver_serve::DEFAULT_MAX_PUSH_FUTURE.as_millis() as u64)]
+    max_push_future_ms: u64,
     /// Largest request in bytes; more is INVALID_ARGUMENT (beyond twice this, OUT_OF_RANGE).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -89,6 +107,10 @@ pub(crate) async fn run_server(
 ) -> anyhow::Result<()> {
     let config = ServeConfig {
         max_entities: args.max_entities,
+        max_features: args.max_features,
+        max_cells: args.max_cells,
+        call_timeout: Duration::from_millis(args.call_timeout_ms),
+        max_push_future: Duration::from_millis(args.max_push_future_ms),
         max_request_bytes: args.max_request_bytes,
         max_in_flight: args.max_in_flight.max(1),
         read_timeout: Duration::from_millis(args.read_timeout_ms),
@@ -132,6 +154,17 @@ pub(crate) async fn run_server(
             }
         });
     }
+    let stopped = stopper.stopped();
+    let hard_stop = Duration::from_secs(args.drain_timeout_secs + HARD_STOP_GRACE_SECS);
+    tokio::spawn(async move {
+        stopped.await;
+        // A thread of its own, not a task: it must fire even if every worker is busy.
+        std::thread::spawn(move || {
+            std::thread::sleep(hard_stop);
+            tracing::error!(?hard_stop, "still running this long after the stop signal; exiting");
+            std::process::exit(1);
+        });
+    });
     server.run(listener, stopper.stopped()).await?;
     metrics_server.abort();
     Ok(())
