@@ -376,21 +376,34 @@ mod tests {
         let write = |user, at, features: &[&str]| FeatureWrite {
             key: key(user),
             event_time_micros: at,
-            values: features.iter().map(|f| (name(f), Value::Int64(1))).collect(),
+            values: features
+                .iter()
+                .map(|f| (name(f), Value::Int64(1)))
+                .collect(),
         };
         let stored = HashMap::from([((key(1), name("a")), now - 10)]);
         let writes = [
-            write(1, now - 20, &["a"]),         // older than stored
-            write(1, now - 20, &["a", "b"]),    // b is new
-            write(1, now - 20, &["b"]),         // b was just written at the same time
+            write(1, now - 20, &["a"]),            // older than stored
+            write(1, now - 20, &["a", "b"]),       // b is new
+            write(1, now - 20, &["b"]),            // b was just written at the same time
             write(2, now - 7_200_000_000, &["a"]), // past the TTL
             write(2, now, &["a"]),
         ];
         assert_eq!(
             unchanged_writes(&view, &writes, stored, now),
             vec![
-                (0, Unchanged::OlderThanStored { newest_stored_micros: now - 10 }),
-                (2, Unchanged::OlderThanStored { newest_stored_micros: now - 20 }),
+                (
+                    0,
+                    Unchanged::OlderThanStored {
+                        newest_stored_micros: now - 10
+                    }
+                ),
+                (
+                    2,
+                    Unchanged::OlderThanStored {
+                        newest_stored_micros: now - 20
+                    }
+                ),
                 (3, Unchanged::Expired),
             ]
         );

@@ -50,16 +50,24 @@ async fn writes_and_reads_survive_a_node_that_keeps_evicting_prepared_statements
 
     let stop = Arc::new(AtomicBool::new(false));
     let session = Arc::new(session);
-    let thrashers: Vec<_> = (0..4).map(|_| tokio::spawn(thrash(session.clone(), stop.clone()))).collect();
+    let thrashers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(thrash(session.clone(), stop.clone())))
+        .collect();
     let event_time = 1_790_000_000_000_000;
     let rows = 20_000i64;
     let row = |user: i64| FeatureWrite {
         key: EntityKey::new(vec![KeyPart::Int64(user % 500)]).unwrap(),
         event_time_micros: event_time + user,
         values: vec![
-            ("country".parse().unwrap(), Value::String(format!("c{user}"))),
+            (
+                "country".parse().unwrap(),
+                Value::String(format!("c{user}")),
+            ),
             ("birth_year".parse().unwrap(), Value::Int32(1990)),
-            ("photo_count".parse().unwrap(), Value::Int32((user % 100) as i32)),
+            (
+                "photo_count".parse().unwrap(),
+                Value::Int32((user % 100) as i32),
+            ),
         ],
     };
     let mut failures = Vec::new();
@@ -73,7 +81,12 @@ async fn writes_and_reads_survive_a_node_that_keeps_evicting_prepared_statements
     let mut missing = 0;
     for user in 0..rows {
         match store
-            .read_features(entity, view, &features, &EntityKey::new(vec![KeyPart::Int64(user % 500)]).unwrap())
+            .read_features(
+                entity,
+                view,
+                &features,
+                &EntityKey::new(vec![KeyPart::Int64(user % 500)]).unwrap(),
+            )
             .await
         {
             Ok(values) if values.iter().all(Option::is_some) => {}
@@ -83,8 +96,13 @@ async fn writes_and_reads_survive_a_node_that_keeps_evicting_prepared_statements
     }
     stop.store(true, Ordering::Relaxed);
     let mut prepared = 0;
-    for thrasher in thrashers { prepared += thrasher.await.unwrap(); }
+    for thrasher in thrashers {
+        prepared += thrasher.await.unwrap();
+    }
     failures.truncate(3);
-    assert!(failures.is_empty() && missing == 0, "{failures:?}, {missing} missing; thrasher prepared {prepared}");
+    assert!(
+        failures.is_empty() && missing == 0,
+        "{failures:?}, {missing} missing; thrasher prepared {prepared}"
+    );
     eprintln!("thrasher prepared {prepared}");
 }

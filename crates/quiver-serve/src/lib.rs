@@ -200,7 +200,8 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
         // Announced before the transport sends GOAWAY: health checks answer NOT_SERVING while
         // the calls in flight finish, so that load balancers stop sending new ones here.
         let draining = {
-            let (shutdown, health, service) = (shutdown.clone(), health.clone(), self.service.clone());
+            let (shutdown, health, service) =
+                (shutdown.clone(), health.clone(), self.service.clone());
             async move {
                 shutdown.await;
                 tracing::info!(

@@ -161,7 +161,10 @@ pub(crate) async fn run_server(
         // A thread of its own, not a task: it must fire even if every worker is busy.
         std::thread::spawn(move || {
             std::thread::sleep(hard_stop);
-            tracing::error!(?hard_stop, "still running this long after the stop signal; exiting");
+            tracing::error!(
+                ?hard_stop,
+                "still running this long after the stop signal; exiting"
+            );
             std::process::exit(1);
         });
     });
