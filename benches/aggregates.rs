@@ -178,7 +178,7 @@ async fn read_latencies(store: &ScyllaStore, registry: &Registry) {
             .read_tiles(entity, view, &users[0], Some(&feature.name))
             .await
             .unwrap();
-        tiles.len()
+        tiles.tiles.len()
     };
 
     let read_plain = |key: &EntityKey| {
@@ -204,7 +204,7 @@ async fn read_latencies(store: &ScyllaStore, registry: &Registry) {
                     .read_tiles(entity, view, &key, Some(&feature.name))
                     .await
                     .unwrap();
-                let value = evaluate(feature, aggregate, &tiles, now_micros());
+                let value = evaluate(feature, aggregate, &tiles.tiles, now_micros());
                 std::hint::black_box(value);
                 started.elapsed()
             }

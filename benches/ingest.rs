@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::types::Value as Avro;
 use futures::{StreamExt, TryStreamExt};
 use quiver_avro::wire;
-use quiver_core::aggregate::Tile;
+use quiver_core::aggregate::{EntityTiles, Tile};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -352,7 +352,7 @@ impl FeatureStore for Probe<'_> {
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
-    ) -> Result<Vec<Tile>, StoreError> {
+    ) -> Result<EntityTiles, StoreError> {
         self.store.read_tiles(entity, view, key, feature).await
     }
 }

@@ -465,6 +465,15 @@ pub struct Tile {
     pub partial: Partial,
 }
 
+/// What the store holds of one entity's aggregates in one view version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityTiles {
+    pub tiles: Vec<Tile>,
+    /// When the entity was last deleted, if the store still remembers it: events at or before
+    /// this time were removed and count no more, also when they arrive after the deletion.
+    pub deleted_through_micros: Option<i64>,
+}
+
 /// What one event gives the aggregates of its view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
@@ -483,13 +492,16 @@ pub struct Contribution {
 ///
 /// `contributions` come in offset order per source. A contribution at or before a tile's
 /// `through_offset` is a replay and is skipped; one whose tile is already past its window at
-/// `now_micros` could change no value, so it is left out.
+/// `now_micros` could change no value, so it is left out; so is one at or before the entity's
+/// deletion.
 pub fn fold<'c>(
     view: &FeatureView,
-    stored: Vec<Tile>,
+    stored: EntityTiles,
     contributions: impl IntoIterator<Item = &'c Contribution>,
     now_micros: i64,
 ) -> Vec<Tile> {
+    let deleted_through = stored.deleted_through_micros.unwrap_or(i64::MIN);
+    let stored = stored.tiles;
     let aggregates = aggregate_features(view);
     let mut tiles: HashMap<(Name, i64, String), (Tile, bool)> = stored
         .into_iter()
@@ -499,6 +511,9 @@ pub fn fold<'c>(
         })
         .collect();
     for contribution in contributions {
+        if contribution.event_time_micros <= deleted_through {
+            continue;
+        }
         for ((feature, aggregate), input) in aggregates.iter().zip(&contribution.inputs) {
             let start = aggregate.tile_start(contribution.event_time_micros);
             if aggregate
@@ -717,7 +732,11 @@ mod tests {
                 .iter()
                 .map(|event| contribution(view, event))
                 .collect();
-            let changed = fold(view, store.values().cloned().collect(), &contributions, NOW);
+            let stored = EntityTiles {
+                tiles: store.values().cloned().collect(),
+                deleted_through_micros: None,
+            };
+            let changed = fold(view, stored, &contributions, NOW);
             let written = crash_after.map_or(changed.len(), |count| count.min(changed.len()));
             for tile in changed.into_iter().take(written) {
                 let key = (tile.feature.clone(), tile.start_micros, tile.source.clone());
@@ -844,6 +863,39 @@ mod tests {
             event_time_micros: NOW - 3_600_000_000,
             x: Some(1),
         };
-        assert!(fold(&view, Vec::new(), &[contribution(&view, &old)], NOW).is_empty());
+        assert!(
+            fold(
+                &view,
+                EntityTiles::default(),
+                &[contribution(&view, &old)],
+                NOW
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn events_at_or_before_a_deletion_count_no_more() {
+        let view = view(None);
+        let event = |offset, event_time_micros| Event {
+            source: "events/0",
+            offset,
+            event_time_micros,
+            x: Some(1),
+        };
+        let deleted = EntityTiles {
+            tiles: Vec::new(),
+            deleted_through_micros: Some(NOW - 1_000),
+        };
+        let (before, at, after) = (
+            event(1, NOW - 60_000_000),
+            event(2, NOW - 1_000),
+            event(3, NOW),
+        );
+        let contributions = [&before, &at].map(|event| contribution(&view, event));
+        assert!(fold(&view, deleted.clone(), &contributions, NOW).is_empty());
+        let changed = fold(&view, deleted, &[contribution(&view, &after)], NOW);
+        assert!(!changed.is_empty());
+        assert!(changed.iter().all(|tile| tile.newest_event_micros == NOW));
     }
 }

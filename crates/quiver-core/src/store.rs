@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 
-use crate::aggregate::{Tile, aggregate_feature};
+use crate::aggregate::{EntityTiles, Tile, aggregate_feature};
 use crate::definition::{Derivation, Entity, FeatureView, Registry, Seconds, VersionedView};
 use crate::key::EntityKey;
 use crate::name::Name;
@@ -130,20 +130,24 @@ pub fn check_write(
     Ok(())
 }
 
-/// Checks that `key` has a part of the right type for each key field of `entity`.
+/// How long a store remembers an entity's deletion for its aggregates at least: an event older
+/// than the deletion that arrives within this time is not counted.
+pub const DELETION_MARK_TTL_SECS: u32 = 30 * 86_400;
+
 /// Events from before 2000-01-01 are taken for a unit or clock mistake.
 pub const EARLIEST_EVENT_TIME_MICROS: i64 = 946_684_800_000_000;
 /// Events may come from clocks a little ahead; more than this ahead is a mistake.
 pub const MAX_FUTURE_MICROS: i64 = 3_600_000_000;
 
 /// Whether an event time is believable at `now_micros`: not before 2000 (a unit or clock
-/// mistake) and at most an hour ahead (a clock a little fast). Ingested events and pushed rows
-/// outside it are refused.
+/// mistake) and at most an hour ahead (a clock a little fast). Ingested events outside it are
+/// refused; pushed rows have a narrower bound of their own.
 pub fn plausible_event_time(event_time_micros: i64, now_micros: i64) -> bool {
     (EARLIEST_EVENT_TIME_MICROS..=now_micros.saturating_add(MAX_FUTURE_MICROS))
         .contains(&event_time_micros)
 }
 
+/// Checks that `key` has a part of the right type for each key field of `entity`.
 pub fn check_key(entity: &Entity, key: &EntityKey) -> Result<(), StoreError> {
     let invalid = |message: String| Err(StoreError::new(StoreErrorKind::Invalid, message));
     let parts = key.parts();
@@ -302,10 +306,12 @@ pub trait FeatureStore: Send + Sync {
         writes: &[FeatureWrite],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Removes every value of one entity in `view` whose event time is not after
-    /// `event_time_micros`: as of that time the entity has no values there, and an older event
-    /// that arrives later stays removed, while a newer one is stored as usual. Every tile of
-    /// the entity goes too: aggregates start again from the events that arrive after.
+    /// Removes everything stored for one entity in `view`: every value and every tile,
+    /// whatever their event times. The deletion then holds as of the later of
+    /// `event_time_micros` and the newest event time it removed (its effective time): a value
+    /// or an event at or before that time, arriving later, stays removed (also from
+    /// aggregates, for [`DELETION_MARK_TTL_SECS`] at least); a newer one is stored as usual, and
+    /// aggregates start again from it.
     fn delete_entity(
         &self,
         entity: &Entity,
@@ -337,14 +343,15 @@ pub trait FeatureStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stored tiles of one entity in `view` whose window has not passed them, in any order:
-    /// those of `feature`, or of every aggregate feature when it is `None`.
+    /// those of `feature`, or of every aggregate feature when it is `None`; with the effective
+    /// time of the entity's last deletion, while it is remembered.
     fn read_tiles(
         &self,
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
-    ) -> impl Future<Output = Result<Vec<Tile>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<EntityTiles, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -7,13 +7,14 @@
 //! - `features`: one entry per (view version, entity, feature), keyed by the view's table name, a
 //!   NUL, the entity key's canonical encoding ([`EntityKey::encode`]) and the feature name;
 //!   the value holds the event time, the expiry and the value as JSON;
-//! - `deletions`: per (view version, entity), the event time of its latest deletion;
+//! - `deletions`: per (view version, entity), the effective time of its latest deletion (the
+//!   later of its event time and the newest event time it removed), kept for good;
 //! - `tiles`: one entry per aggregate tile, keyed by the entity's row key, the feature name, a
 //!   NUL, the tile start and the source; the value holds the tile's expiry and the tile as JSON.
 //!
 //! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
-//! replaces the stored one only if its event time is not older, a deletion removes what is not
-//! newer than it and keeps shadowing older writes, and an expired value reads as absent. Each call
+//! replaces the stored one only if its event time is not older, a deletion removes everything
+//! and keeps shadowing writes not newer than its effective time, and an expired value reads as absent. Each call
 //! is one transaction, so a refused batch writes nothing, and a commit is durable (fsync) before
 //! the call returns.
 
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use quiver_core::aggregate::Tile;
+use quiver_core::aggregate::{EntityTiles, Tile};
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -343,30 +344,53 @@ impl FeatureStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         check_key(entity, key)?;
         let row = row_key(view, key);
+        let unreadable_tile = format!("a tile of {key} in {} is unreadable", view.view.name);
         self.in_write_transaction(move |transaction| {
             let failed = |error: redb::StorageError| unavailable("deleting an entity", error);
             let mut deletions = transaction
                 .open_table(DELETIONS)
                 .map_err(|error| unavailable("deleting an entity", error))?;
-            let latest = deletions
+            let mut features = transaction
+                .open_table(FEATURES)
+                .map_err(|error| unavailable("deleting an entity", error))?;
+            let mut tiles = transaction
+                .open_table(TILES)
+                .map_err(|error| unavailable("deleting an entity", error))?;
+            let end = row_end(&row);
+            // The deletion holds as of the newest event time it removes, so that none of
+            // what it removed (values from a clock running fast included) comes back.
+            let mut effective = deletions
                 .get(row.as_slice())
                 .map_err(failed)?
                 .map_or(event_time_micros, |stored| {
                     stored.value().max(event_time_micros)
                 });
-            deletions.insert(row.as_slice(), latest).map_err(failed)?;
-            let mut features = transaction
-                .open_table(FEATURES)
-                .map_err(|error| unavailable("deleting an entity", error))?;
-            let end = row_end(&row);
-            features
-                .retain_in(row.as_slice()..end.as_slice(), |_, entry| {
-                    entry_times(entry).is_some_and(|(event_time, _)| event_time > latest)
-                })
+            for entry in features
+                .range(row.as_slice()..end.as_slice())
+                .map_err(failed)?
+            {
+                let (_, stored) = entry.map_err(failed)?;
+                if let Some((event_time, _)) = entry_times(stored.value()) {
+                    effective = effective.max(event_time);
+                }
+            }
+            for entry in tiles
+                .range(row.as_slice()..end.as_slice())
+                .map_err(failed)?
+            {
+                let (_, stored) = entry.map_err(failed)?;
+                let tile: Tile =
+                    serde_json::from_slice(stored.value().get(8..).unwrap_or_default())
+                        .map_err(|_| corrupt(unreadable_tile.clone()))?;
+                effective = effective.max(tile.newest_event_micros);
+            }
+            deletions
+                .insert(row.as_slice(), effective)
                 .map_err(failed)?;
-            transaction
-                .open_table(TILES)
-                .map_err(|error| unavailable("deleting an entity", error))?
+            features
+                .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
+                .map_err(failed)?;
+            tiles
                 .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
                 .map_err(failed)?;
             Ok(())
@@ -463,7 +487,7 @@ impl FeatureStore for EmbeddedStore {
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
-    ) -> Result<Vec<Tile>, StoreError> {
+    ) -> Result<EntityTiles, StoreError> {
         let failed = |error: redb::StorageError| unavailable("reading tiles", error);
         let transaction = self
             .database
@@ -472,8 +496,15 @@ impl FeatureStore for EmbeddedStore {
         let table = transaction
             .open_table(TILES)
             .map_err(|error| unavailable("reading tiles", error))?;
+        let row = row_key(view, key);
+        let deleted_through_micros = transaction
+            .open_table(DELETIONS)
+            .map_err(|error| unavailable("reading tiles", error))?
+            .get(row.as_slice())
+            .map_err(failed)?
+            .map(|stored| stored.value());
         // The tiles of one feature lie under the row key, the feature name and a NUL.
-        let mut start = row_key(view, key);
+        let mut start = row;
         if let Some(feature) = feature {
             start.extend_from_slice(feature.as_str().as_bytes());
             start.push(0);
@@ -498,6 +529,9 @@ impl FeatureStore for EmbeddedStore {
             }
             tiles.push(serde_json::from_slice(&stored[8..]).map_err(|_| unreadable())?);
         }
-        Ok(tiles)
+        Ok(EntityTiles {
+            tiles,
+            deleted_through_micros,
+        })
     }
 }

@@ -683,7 +683,8 @@ async fn a_late_event_is_dead_lettered_and_the_others_are_aggregated() {
             None,
         )
         .await
-        .expect("reads tiles");
+        .expect("reads tiles")
+        .tiles;
     let now = now_millis() * 1_000;
     for (feature, aggregate) in aggregate_features(&view.view) {
         if matches!(aggregate.function, AggregateFunction::Count) {

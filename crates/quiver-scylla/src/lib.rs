@@ -24,21 +24,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
-use quiver_core::aggregate::{Partial, Tile};
+use quiver_core::aggregate::{EntityTiles, Partial, Tile};
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
 };
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
+use quiver_core::read::stored_features;
 use quiver_core::secret::Secret;
 use quiver_core::store::{
-    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_write, feature_types, live_tiles, remaining_ttl_secs,
+    DELETION_MARK_TTL_SECS, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind,
+    StoredValue, check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::{OpenSsl010Config, Session};
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -146,6 +148,7 @@ pub struct ScyllaStore {
     select_tiles: PreparedStatement,
     select_feature_tiles: PreparedStatement,
     delete_tiles: PreparedStatement,
+    mark_deleted: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
     /// The read of each feature view, as of the version and features it last read: the
@@ -258,13 +261,14 @@ impl ScyllaStore {
                 format!(
                     "CREATE TABLE IF NOT EXISTS {keyspace}.quiver_tiles \
                      (view_table text, entity blob, feature text, source text, \
-                     tiles map<bigint, text>, \
+                     tiles map<bigint, text>, deleted_through bigint static, \
                      PRIMARY KEY ((view_table, entity), feature, source))"
                 ),
                 (),
             )
             .await
             .map_err(|error| unavailable("creating the tiles table", error))?;
+        add_deletion_mark(&session, &keyspace).await?;
 
         let prepare = |statement: String| {
             let session = &session;
@@ -296,20 +300,28 @@ impl ScyllaStore {
         .await?;
         let select_tiles = with_cached_result_metadata(
             prepare(format!(
-                "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+                "SELECT feature, source, tiles, deleted_through FROM {keyspace}.quiver_tiles \
                  WHERE view_table = ? AND entity = ?"
             ))
             .await?,
         );
         let select_feature_tiles = with_cached_result_metadata(
             prepare(format!(
-                "SELECT feature, source, tiles FROM {keyspace}.quiver_tiles \
+                "SELECT feature, source, tiles, deleted_through FROM {keyspace}.quiver_tiles \
                  WHERE view_table = ? AND entity = ? AND feature = ?"
             ))
             .await?,
         );
+        // A range deletion of every row, not a partition deletion: the static deletion mark
+        // written beside it must survive it.
         let delete_tiles = prepare(format!(
-            "DELETE FROM {keyspace}.quiver_tiles WHERE view_table = ? AND entity = ?"
+            "DELETE FROM {keyspace}.quiver_tiles \
+             WHERE view_table = ? AND entity = ? AND feature >= ''"
+        ))
+        .await?;
+        let mark_deleted = prepare(format!(
+            "UPDATE {keyspace}.quiver_tiles USING TTL {DELETION_MARK_TTL_SECS} \
+             SET deleted_through = ? WHERE view_table = ? AND entity = ?"
         ))
         .await?;
         Ok(ScyllaStore {
@@ -322,6 +334,7 @@ impl ScyllaStore {
             select_tiles,
             select_feature_tiles,
             delete_tiles,
+            mark_deleted,
             statements: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
         })
@@ -399,17 +412,17 @@ impl ScyllaStore {
 
     /// Names of the columns a table has now.
     async fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .session
-            .query_unpaged(
+        let rows = retry_evicted(|| {
+            self.session.query_unpaged(
                 "SELECT column_name FROM system_schema.columns \
                  WHERE keyspace_name = ? AND table_name = ?",
                 (self.keyspace.as_str(), table),
             )
-            .await
-            .map_err(|error| unavailable("reading table columns", error))?
-            .into_rows_result()
-            .map_err(|error| unavailable("reading table columns", error))?;
+        })
+        .await
+        .map_err(|error| unavailable("reading table columns", error))?
+        .into_rows_result()
+        .map_err(|error| unavailable("reading table columns", error))?;
         rows.rows::<(String,)>()
             .map_err(|error| unavailable("reading table columns", error))?
             .map(|row| {
@@ -452,9 +465,7 @@ pub fn cql_type(value_type: ValueType) -> String {
 
 impl OnlineStore for ScyllaStore {
     async fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.load_registry, ())
+        let rows = retry_evicted(|| self.session.execute_unpaged(&self.load_registry, ()))
             .await
             .map_err(|error| unavailable("loading the registry", error))?
             .into_rows_result()
@@ -484,15 +495,19 @@ impl OnlineStore for ScyllaStore {
         let revision = i64::try_from(registry.revision)
             .map_err(|_| StoreError::new(StoreErrorKind::Invalid, "revision out of range"))?;
         let result = if expected_revision == 0 {
-            self.session
-                .execute_unpaged(&self.insert_registry, (revision, json))
-                .await
+            retry_evicted(|| {
+                self.session
+                    .execute_unpaged(&self.insert_registry, (revision, &json))
+            })
+            .await
         } else {
             let expected = i64::try_from(expected_revision)
                 .map_err(|_| StoreError::new(StoreErrorKind::Invalid, "revision out of range"))?;
-            self.session
-                .execute_unpaged(&self.update_registry, (revision, json, expected))
-                .await
+            retry_evicted(|| {
+                self.session
+                    .execute_unpaged(&self.update_registry, (revision, &json, expected))
+            })
+            .await
         }
         .map_err(|error| unavailable("publishing the registry", error))?;
         let row: Row = result
@@ -658,8 +673,7 @@ impl FeatureStore for ScyllaStore {
             .map(|mut rows| async move {
                 let result = if rows.len() == 1 {
                     let (statement, bound) = rows.remove(0);
-                    self.session
-                        .execute_unpaged(&statement, bound)
+                    retry_evicted(|| self.session.execute_unpaged(&statement, &bound))
                         .await
                         .map(|_| ())
                 } else {
@@ -669,7 +683,9 @@ impl FeatureStore for ScyllaStore {
                         batch.append_statement(statement);
                         values.push(bound);
                     }
-                    self.session.batch(&batch, values).await.map(|_| ())
+                    retry_evicted(|| self.session.batch(&batch, &values))
+                        .await
+                        .map(|_| ())
                 };
                 result.map_err(|error| unavailable("writing features", error))
             })
@@ -687,26 +703,44 @@ impl FeatureStore for ScyllaStore {
         event_time_micros: i64,
     ) -> Result<(), StoreError> {
         check_key(entity, key)?;
-        // A partition tombstone at the event time: it hides older cells, also ones written
-        // after it, and newer writes shadow it.
+        // Everything stored goes, whatever its event time: the deletion holds as of the newest
+        // event time it removes (a value from a clock running fast included), so a partition
+        // tombstone at that time hides every cell stored now, and older ones written later.
+        let stored = self
+            .read_features(entity, view, &stored_features(view), key)
+            .await?;
+        let tiles = self.read_tiles(entity, view, key, None).await?;
+        let effective = stored
+            .iter()
+            .flatten()
+            .map(|value| value.event_time_micros)
+            .chain(tiles.tiles.iter().map(|tile| tile.newest_event_micros))
+            .chain(tiles.deleted_through_micros)
+            .fold(event_time_micros, i64::max);
         let statement = format!(
             "DELETE FROM {} USING TIMESTAMP ? WHERE {}",
             self.table(view),
             key_conditions(entity).join(" AND ")
         );
         let prepared = self.prepared(statement).await?;
-        let mut bound: Vec<CqlValue> = vec![CqlValue::BigInt(event_time_micros)];
+        let mut bound: Vec<CqlValue> = vec![CqlValue::BigInt(effective)];
         bound.extend(key.parts().iter().map(values::key_part));
-        self.session
-            .execute_unpaged(&prepared, bound)
+        retry_evicted(|| self.session.execute_unpaged(&prepared, &bound))
             .await
             .map_err(|error| unavailable("deleting an entity", error))?;
         // Tiles are rewritten with the current time as their timestamp, so their deletion
-        // carries the current time too: it removes every tile written before it.
-        self.session
-            .execute_unpaged(&self.delete_tiles, tile_partition(view, key))
+        // carries the current time too: it removes every tile written before it. The mark
+        // keeps events at or before the deletion out of the tiles written after it.
+        let partition = tile_partition(view, key);
+        retry_evicted(|| self.session.execute_unpaged(&self.delete_tiles, &partition))
             .await
             .map_err(|error| unavailable("deleting an entity's tiles", error))?;
+        retry_evicted(|| {
+            self.session
+                .execute_unpaged(&self.mark_deleted, (effective, &partition.0, &partition.1))
+        })
+        .await
+        .map_err(|error| unavailable("marking an entity deleted", error))?;
         Ok(())
     }
 
@@ -722,15 +756,14 @@ impl FeatureStore for ScyllaStore {
         }
         let read = self.read_statement(entity, view, features).await?;
         let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
-        let row: Option<Row> = self
-            .session
-            .execute_unpaged(&read.prepared, bound)
-            .await
-            .map_err(|error| unavailable("reading features", error))?
-            .into_rows_result()
-            .map_err(|error| unavailable("reading features", error))?
-            .maybe_first_row()
-            .map_err(|error| unavailable("reading features", error))?;
+        let row: Option<Row> =
+            retry_evicted(|| self.session.execute_unpaged(&read.prepared, &bound))
+                .await
+                .map_err(|error| unavailable("reading features", error))?
+                .into_rows_result()
+                .map_err(|error| unavailable("reading features", error))?
+                .maybe_first_row()
+                .map_err(|error| unavailable("reading features", error))?;
         let Some(row) = row else {
             return Ok(vec![None; features.len()]);
         };
@@ -804,8 +837,7 @@ impl FeatureStore for ScyllaStore {
                 for _ in &chunk {
                     batch.append_statement(self.insert_tile.clone());
                 }
-                self.session
-                    .batch(&batch, chunk)
+                retry_evicted(|| self.session.batch(&batch, &chunk))
                     .await
                     .map(|_| ())
                     .map_err(|error| unavailable("writing tiles", error))
@@ -822,21 +854,24 @@ impl FeatureStore for ScyllaStore {
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
-    ) -> Result<Vec<Tile>, StoreError> {
+    ) -> Result<EntityTiles, StoreError> {
         let (view_table, entity_key) = tile_partition(view, key);
         let read = match feature {
             None => {
-                self.session
-                    .execute_unpaged(&self.select_tiles, (view_table, entity_key))
-                    .await
+                retry_evicted(|| {
+                    self.session
+                        .execute_unpaged(&self.select_tiles, (&view_table, &entity_key))
+                })
+                .await
             }
             Some(feature) => {
-                self.session
-                    .execute_unpaged(
+                retry_evicted(|| {
+                    self.session.execute_unpaged(
                         &self.select_feature_tiles,
-                        (view_table, entity_key, feature.as_str()),
+                        (&view_table, &entity_key, feature.as_str()),
                     )
-                    .await
+                })
+                .await
             }
         };
         let result = read
@@ -852,21 +887,23 @@ impl FeatureStore for ScyllaStore {
                 ),
             )
         };
-        let mut tiles = Vec::new();
+        let mut stored = EntityTiles::default();
         for row in result
-            .rows::<(
-                String,
-                String,
-                Option<std::collections::BTreeMap<i64, String>>,
-            )>()
+            .rows::<TileRow>()
             .map_err(|error| unreadable(&error))?
         {
-            let (feature, source, cells) = row.map_err(|error| unreadable(&error))?;
+            let (feature, source, cells, deleted_through) =
+                row.map_err(|error| unreadable(&error))?;
+            // Static: the same on every row, and alone on a row without tiles.
+            stored.deleted_through_micros = deleted_through;
+            let (Some(feature), Some(source)) = (feature, source) else {
+                continue;
+            };
             let feature: Name = feature.parse().map_err(|error| unreadable(&error))?;
             for (start_micros, cell) in cells.unwrap_or_default() {
                 let (through_offset, newest_event_micros, partial): TileCell =
                     serde_json::from_str(&cell).map_err(|error| unreadable(&error))?;
-                tiles.push(Tile {
+                stored.tiles.push(Tile {
                     feature: feature.clone(),
                     start_micros,
                     source: source.clone(),
@@ -876,13 +913,84 @@ impl FeatureStore for ScyllaStore {
                 });
             }
         }
-        Ok(tiles)
+        Ok(stored)
     }
 }
+
+/// A row of `quiver_tiles` as read: feature, source, tiles and the entity's deletion mark;
+/// feature and source are null on a partition that holds only the mark.
+type TileRow = (
+    Option<String>,
+    Option<String>,
+    Option<std::collections::BTreeMap<i64, String>>,
+    Option<i64>,
+);
 
 /// One tile as a map cell, keyed by its start in the row of its feature and source: a JSON
 /// array of its through offset, newest event time and partial.
 type TileCell = (i64, i64, Partial);
+
+/// Adds the deletion mark to a tiles table made before it existed.
+async fn add_deletion_mark(session: &Session, keyspace: &Name) -> Result<(), StoreError> {
+    let columns = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = 'quiver_tiles'",
+            (keyspace.as_str(),),
+        )
+        .await
+        .map_err(|error| unavailable("reading the tiles table", error))?
+        .into_rows_result()
+        .map_err(|error| unavailable("reading the tiles table", error))?;
+    let has_mark = columns
+        .rows::<(String,)>()
+        .map_err(|error| unavailable("reading the tiles table", error))?
+        .any(|row| row.is_ok_and(|(name,)| name == "deleted_through"));
+    if !has_mark {
+        session
+            .query_unpaged(
+                format!("ALTER TABLE {keyspace}.quiver_tiles ADD deleted_through bigint static"),
+                (),
+            )
+            .await
+            .map_err(|error| unavailable("adding the deletion mark to the tiles table", error))?;
+    }
+    Ok(())
+}
+
+/// Runs a request again when the node answers that it no longer has the statement prepared
+/// and the driver's own re-prepare did not cure it: Cassandra and ScyllaDB evict prepared
+/// statements under memory pressure, on schema changes and on restarts, and a busy node can
+/// evict one again between the driver's re-prepare and its retry. Each attempt re-prepares.
+async fn retry_evicted<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, ExecutionError>
+where
+    F: Future<Output = Result<T, ExecutionError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(error) if tries < EVICTED_STATEMENT_TRIES && is_unprepared(&error) => {
+                tracing::debug!(%error, tries, "prepared statement evicted; retrying");
+                tries += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Tries of one request whose prepared statement the node keeps evicting.
+const EVICTED_STATEMENT_TRIES: u32 = 3;
+
+/// Whether the node said it does not have the statement prepared.
+fn is_unprepared(error: &ExecutionError) -> bool {
+    matches!(
+        error,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Unprepared { .. },
+            _
+        ))
+    )
+}
 
 fn now_micros() -> i64 {
     SystemTime::now()

@@ -486,7 +486,8 @@ impl<S: FeatureStore + 'static> Service<S> {
                 Part::Tiles(feature) => Cached::Tiles(
                     self.store
                         .read_tiles(entity, view, key, Some(feature))
-                        .await?,
+                        .await?
+                        .tiles,
                 ),
             })
         })

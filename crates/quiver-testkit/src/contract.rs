@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
-use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreErrorKind};
+use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreErrorKind, StoredValue};
 use quiver_core::value::Value;
 use quiver_core::value::{ScalarType, ValueType};
 
@@ -98,6 +98,13 @@ macro_rules! online_store_contract {
         #[tokio::test]
         async fn contract_values_expire_with_the_view_ttl() {
             $crate::contract::values_expire_with_the_view_ttl(&$fresh_store().await).await;
+        }
+        #[tokio::test]
+        async fn contract_a_deletion_removes_values_from_the_future_and_holds_as_of_them() {
+            $crate::contract::a_deletion_removes_values_from_the_future_and_holds_as_of_them(
+                &$fresh_store().await,
+            )
+            .await;
         }
         #[tokio::test]
         async fn contract_a_deletion_removes_older_values_only() {
@@ -556,6 +563,80 @@ pub async fn a_deletion_removes_older_values_only(store: &(impl OnlineStore + Fe
     assert_eq!(refused.kind, StoreErrorKind::Invalid);
 }
 
+/// A value stamped ahead of the deletion (a clock running fast) goes too, and the deletion then
+/// holds as of the newest event time it removed, for values and for the tiles written after it.
+pub async fn a_deletion_removes_values_from_the_future_and_holds_as_of_them(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let now = now_micros();
+    let minutes = |m: i64| now + m * 60_000_000;
+    let country = |c: &str| [("last_country", Value::String(c.into()))];
+    store
+        .write_features(
+            &entity,
+            &activity,
+            &[write(43, minutes(50), &country("SE"))],
+        )
+        .await
+        .expect("writes");
+    let future_tile = Tile {
+        newest_event_micros: minutes(55),
+        ..tile("actions_total", 0, "match-events/0", 1)
+    };
+    store
+        .write_tiles(&entity, &activity, &user(43), &[future_tile])
+        .await
+        .expect("writes tiles");
+    store
+        .delete_entity(&entity, &activity, &user(43), now)
+        .await
+        .expect("deletes");
+    let read = || async {
+        store
+            .read_features(&entity, &activity, &[name("last_country")], &user(43))
+            .await
+            .expect("reads")
+    };
+    assert_eq!(read().await, [None], "the future value is gone");
+    let stored = store
+        .read_tiles(&entity, &activity, &user(43), None)
+        .await
+        .expect("reads tiles");
+    assert!(stored.tiles.is_empty(), "{:?}", stored.tiles);
+    assert_eq!(
+        stored.deleted_through_micros,
+        Some(minutes(55)),
+        "the deletion holds as of the newest event it removed"
+    );
+    for (at, c) in [(now - 60_000_000, "OLD"), (minutes(54), "EARLY")] {
+        store
+            .write_features(&entity, &activity, &[write(43, at, &country(c))])
+            .await
+            .expect("writes");
+        assert_eq!(
+            read().await,
+            [None],
+            "{c} is not after what the deletion removed"
+        );
+    }
+    store
+        .write_features(
+            &entity,
+            &activity,
+            &[write(43, minutes(56), &country("FI"))],
+        )
+        .await
+        .expect("writes");
+    assert_eq!(
+        read().await,
+        [Some(StoredValue {
+            value: Value::String("FI".into()),
+            event_time_micros: minutes(56)
+        })]
+    );
+}
+
 pub async fn values_expire_with_the_view_ttl(store: &(impl OnlineStore + FeatureStore)) {
     // user_activity keeps values for 7 days after their event time.
     let (entity, activity) = applied_view(store, "user_activity").await;
@@ -663,7 +744,8 @@ async fn sorted_tiles(
     let mut tiles = store
         .read_tiles(entity, view, &user(id), None)
         .await
-        .expect("reads tiles");
+        .expect("reads tiles")
+        .tiles;
     tiles.sort_by(|a, b| {
         (&a.feature, a.start_micros, &a.source).cmp(&(&b.feature, b.start_micros, &b.source))
     });
@@ -707,7 +789,8 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
     let mut one_feature = store
         .read_tiles(&entity, &activity, &user(7), Some(&name("actions_1h")))
         .await
-        .expect("reads one feature's tiles");
+        .expect("reads one feature's tiles")
+        .tiles;
     one_feature.sort_by_key(|tile| (tile.start_micros, tile.source.clone()));
     assert_eq!(
         one_feature,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use quiver_core::aggregate::Tile;
+use quiver_core::aggregate::{EntityTiles, Tile};
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -239,7 +239,7 @@ impl FeatureStore for Store {
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
-    ) -> Result<Vec<Tile>, StoreError> {
+    ) -> Result<EntityTiles, StoreError> {
         match self {
             Store::Embedded(store) => store.read_tiles(entity, view, key, feature).await,
             Store::Scylla(store) => store.read_tiles(entity, view, key, feature).await,

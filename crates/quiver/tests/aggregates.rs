@@ -272,7 +272,11 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     let mut compared = 0;
     for (user, events) in &by_user {
         let key = EntityKey::new(vec![KeyPart::Int64(*user)]).unwrap();
-        let tiles = store.read_tiles(&entity, &view, &key, None).await.unwrap();
+        let tiles = store
+            .read_tiles(&entity, &view, &key, None)
+            .await
+            .unwrap()
+            .tiles;
         for (feature, aggregate) in aggregate_features(&view.view) {
             let covered: Vec<&Produced> = events
                 .iter()

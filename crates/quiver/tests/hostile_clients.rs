@@ -117,7 +117,8 @@ fn now_micros() -> i64 {
 
 #[tokio::test]
 async fn a_request_that_multiplies_its_work_is_refused_at_once_and_memory_stays_bounded() {
-    let mut server = Server::start(&["--max-cells", "5000"]).await;
+    // 1,000 cold reads at once: beyond the default per-read timeout on a busy test machine.
+    let mut server = Server::start(&["--max-cells", "5000", "--read-timeout-ms", "10000"]).await;
     let before = server.rss_bytes();
 
     // The probe's request: one reference 2,000 times, 1,000 entities, 46 KB on the wire.
@@ -188,11 +189,6 @@ async fn a_request_that_multiplies_its_work_is_refused_at_once_and_memory_stays_
     assert!(
         after < before + 100 * 1024 * 1024,
         "the server grew from {} MB to {} MB",
-        before / 1_000_000,
-        after / 1_000_000
-    );
-    eprintln!(
-        "server RSS: {} MB before, {} MB after",
         before / 1_000_000,
         after / 1_000_000
     );
