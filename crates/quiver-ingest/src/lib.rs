@@ -31,6 +31,7 @@ use futures::stream::FuturesOrdered;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, StoreErrorKind};
 use quiver_kafka::KafkaConnection;
+use quiver_kafka::context::LoggingContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -141,6 +142,9 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// The longest wait between retries of a write while the store is unavailable.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The ingester's consumer, logging through `tracing` without repeating itself.
+type KafkaConsumer = StreamConsumer<LoggingContext>;
+
 /// Batches decoded ahead of those being stored: one, so decoding overlaps the writes, while a
 /// slow or unavailable store stops consumption soon after.
 const BATCHES_AHEAD: usize = 1;
@@ -184,7 +188,7 @@ pub async fn run<S: FeatureStore>(
             "the registry has no feature views; run `quiver apply` first".into(),
         ));
     }
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let consumer: Arc<KafkaConsumer> = Arc::new(
         config
             .kafka
             .client_config()
@@ -192,7 +196,7 @@ pub async fn run<S: FeatureStore>(
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", PREFETCH_KIB)
-            .create()?,
+            .create_with_context(LoggingContext::default())?,
     );
     let mut topics = inputs.topics(config);
     subscribe(&consumer, &topics)?;
@@ -332,14 +336,15 @@ pub async fn run<S: FeatureStore>(
 
 /// Waits for one record, then takes what else arrives within the linger, up to the batch size.
 ///
-/// Consumer errors (a subscribed topic that does not exist yet, a broker that went away) are
-/// reported by librdkafka as it retries by itself, so they are logged and reading goes on.
-async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<OwnedMessage> {
+/// Consumer errors (a subscribed topic that was deleted or does not exist yet, a broker that
+/// went away) are reported by librdkafka as it retries by itself, so reading goes on. Each
+/// distinct error is logged once, then at growing intervals (see `quiver_kafka::context`).
+async fn next_batch(consumer: &KafkaConsumer, config: &IngestConfig) -> Vec<OwnedMessage> {
     let first = loop {
         match consumer.recv().await {
             Ok(message) => break message.detach(),
             Err(error) => {
-                tracing::warn!(%error, "kafka consumer error; retrying");
+                consumer.context().warn_consumer_error(&error, "retrying");
                 tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
             }
         }
@@ -350,7 +355,9 @@ async fn next_batch(consumer: &StreamConsumer, config: &IngestConfig) -> Vec<Own
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => batch.push(message.detach()),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "kafka consumer error; cutting the batch short");
+                consumer
+                    .context()
+                    .warn_consumer_error(&error, "cutting the batch short");
                 break;
             }
             Err(_) => break,
@@ -402,7 +409,7 @@ impl Inputs {
     }
 }
 
-fn subscribe(consumer: &StreamConsumer, topics: &[String]) -> Result<(), IngestError> {
+fn subscribe(consumer: &KafkaConsumer, topics: &[String]) -> Result<(), IngestError> {
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     Ok(consumer.subscribe(&topics)?)
 }
@@ -709,7 +716,7 @@ impl Positions {
 /// Sets the lag gauge of every partition this ingester has committed, every [`LAG_REFRESH`].
 /// Never returns.
 async fn measure_lag(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<KafkaConsumer>,
     positions: &Positions,
     metrics: &IngestMetrics,
 ) -> std::convert::Infallible {
@@ -723,7 +730,7 @@ async fn measure_lag(
 /// Sets the lag gauge of every partition this ingester has committed: the broker round trips
 /// run on the blocking pool, off the ingest path.
 async fn measure_lag_once(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<KafkaConsumer>,
     positions: &Positions,
     metrics: &IngestMetrics,
 ) {

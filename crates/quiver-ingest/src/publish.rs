@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use quiver_kafka::KafkaConnection;
 use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::IngestError;
@@ -59,8 +59,10 @@ impl Publisher {
             .map_err(|(error, _)| IngestError::Kafka(error))
     }
 
-    /// Sends a record that cannot be used, with its original bytes and key, and headers saying
-    /// why, where it came from, and for which view (empty when no view could be told).
+    /// Sends a record that cannot be used, with its original bytes, key and headers, and
+    /// `quiver.*` headers saying why, where it came from, and for which view (empty when no view
+    /// could be told). A producer's own `quiver.*` headers (a record dead-lettered before and
+    /// replayed) are replaced, so each header says what this ingester found.
     pub(crate) async fn dead_letter(
         &self,
         message: &OwnedMessage,
@@ -69,7 +71,7 @@ impl Publisher {
     ) -> Result<(), IngestError> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
+        let headers = producer_headers(message)
             .insert(header("quiver.reason", reason.reason))
             .insert(header("quiver.detail", &reason.detail))
             .insert(header("quiver.source.topic", message.topic()))
@@ -107,6 +109,19 @@ impl Publisher {
         self.send(Some(key.as_bytes()), command, headers).await
     }
 }
+
+/// The record's own headers, less those in Quiver's `quiver.` namespace.
+fn producer_headers(message: &OwnedMessage) -> OwnedHeaders {
+    let Some(headers) = message.headers() else {
+        return OwnedHeaders::new();
+    };
+    headers
+        .iter()
+        .filter(|own| !own.key.starts_with(QUIVER_HEADER_PREFIX))
+        .fold(OwnedHeaders::new(), |kept, own| kept.insert(own))
+}
+
+const QUIVER_HEADER_PREFIX: &str = "quiver.";
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {

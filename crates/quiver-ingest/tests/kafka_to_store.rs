@@ -22,6 +22,7 @@ mod common;
 use common::{
     SCHEMA_ID, WAIT, applied, config, differences, framed, ground_truth, ingest_all, read_country,
 };
+use quiver_testkit::ProducedRecord;
 use quiver_testkit::contract;
 use quiver_testkit::events::{self, with_field};
 use rdkafka::Message;
@@ -32,6 +33,8 @@ const DELETION_SCHEMA_ID: u32 = 9;
 const NULLABLE_TS_SCHEMA_ID: u32 = 10;
 const V2_SCHEMA_ID: u32 = 11;
 const PARTITIONS: i32 = 2;
+const TRACE_HEADER: &str = "traceparent";
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn country(code: &str) -> Avro {
     Avro::Union(1, Box::new(Avro::String(code.into())))
@@ -188,11 +191,19 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
     };
     quiver_testkit::produce(&upsert_topic, &unkeyed(&upserts)).await;
     quiver_testkit::produce(&deletion_topic, &unkeyed(&deletions)).await;
-    let keyed: Vec<(Option<String>, Vec<u8>)> = records
+    // Producers set headers of their own (trace context, and here a forged reason); the
+    // dead letters keep the first and say what this ingester found.
+    let user_keys_text: Vec<String> = records.iter().map(|(user, _)| user.to_string()).collect();
+    let keyed: Vec<ProducedRecord<'_>> = records
         .iter()
-        .map(|(user, payload)| (Some(user.to_string()), payload.clone()))
+        .zip(&user_keys_text)
+        .map(|((_, payload), key)| ProducedRecord {
+            key: Some(key),
+            payload,
+            headers: &[(TRACE_HEADER, TRACE), ("quiver.reason", "forged")],
+        })
         .collect();
-    quiver_testkit::produce(&topic, &keyed).await;
+    quiver_testkit::produce_records(&topic, &keyed).await;
 
     let group = quiver_testkit::unique_name("ingest_group");
     let writer_schemas = HashMap::from([
@@ -288,6 +299,16 @@ async fn events_become_features_and_bad_ones_are_dead_lettered() {
         let payload = message.payload().unwrap();
         let original = if source == &topic {
             assert_eq!(headers["quiver.view"], "user_activity");
+            assert_eq!(
+                headers[TRACE_HEADER], TRACE,
+                "the producer's own header is kept"
+            );
+            let reasons = message.headers().unwrap().iter();
+            assert_eq!(
+                reasons.filter(|h| h.key == "quiver.reason").count(),
+                1,
+                "one reason, this ingester's"
+            );
             records.iter().any(|(_, sent)| sent.as_slice() == payload)
         } else if source == &upsert_topic {
             upserts.iter().any(|sent| sent.as_slice() == payload)

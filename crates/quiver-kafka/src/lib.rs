@@ -5,6 +5,8 @@
 //! one [`KafkaConnection`], so a secured cluster is configured once. The SASL password is a
 //! [`Secret`], so a connection can be logged.
 
+pub mod context;
+
 use std::path::{Path, PathBuf};
 
 use quiver_core::secret::Secret;

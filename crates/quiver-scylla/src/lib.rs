@@ -36,7 +36,7 @@ use quiver_core::store::{
     DELETION_MARK_TTL_SECS, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind,
     StoredValue, check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
-use quiver_core::value::{ScalarType, ValueType};
+use quiver_core::value::{ScalarType, Value, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::{OpenSsl010Config, Session};
 use scylla::client::session_builder::SessionBuilder;
@@ -58,8 +58,8 @@ pub struct ScyllaConfig {
     pub consistency: Consistency,
     /// The longest a single request may take.
     pub request_timeout: Duration,
-    /// Create a missing keyspace with SimpleStrategy and one replica: for a laptop or a test
-    /// cluster, never production.
+    /// Create a missing keyspace with SimpleStrategy and one replica (the CLI's
+    /// `--create-keyspace`): for a laptop or a test cluster, never production.
     pub create_keyspace: bool,
     /// A user and password for clusters with password authentication.
     pub credentials: Option<Credentials>,
@@ -214,16 +214,18 @@ impl ScyllaStore {
             .await
             .map_err(|error| unavailable(&format!("connecting to {:?}", config.nodes), error))?;
 
-        let exists = session
-            .query_unpaged(
+        // With values, an unpaged query is prepared by the driver first: evictable too.
+        let exists = retry_evicted(|| {
+            session.query_unpaged(
                 "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
                 (keyspace.as_str(),),
             )
-            .await
-            .map_err(|error| unavailable("reading the schema", error))?
-            .into_rows_result()
-            .map_err(|error| unavailable("reading the schema", error))?
-            .rows_num()
+        })
+        .await
+        .map_err(|error| unavailable("reading the schema", error))?
+        .into_rows_result()
+        .map_err(|error| unavailable("reading the schema", error))?
+        .rows_num()
             > 0;
         if !exists && config.create_keyspace {
             session
@@ -242,7 +244,8 @@ impl ScyllaStore {
                 format!(
                     "keyspace `{keyspace}` does not exist; create it with the replication you \
                      want, for example: CREATE KEYSPACE {keyspace} WITH replication = \
-                     {{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}}"
+                     {{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}}; on a \
+                     laptop or test cluster, --create-keyspace creates it with one replica"
                 ),
             ));
         }
@@ -354,10 +357,13 @@ impl ScyllaStore {
             .prepare(statement.as_str())
             .await
             .map_err(|error| unavailable("preparing a feature statement", error))?;
-        self.statements
-            .lock()
-            .expect("not poisoned")
-            .insert(statement, prepared.clone());
+        let mut statements = self.statements.lock().expect("not poisoned");
+        // Column sets are subsets of a view's features, so a client could make many; past the
+        // bound the statements are forgotten and prepared again as they come back.
+        if statements.len() >= MAX_REMEMBERED_STATEMENTS {
+            statements.clear();
+        }
+        statements.insert(statement, prepared.clone());
         Ok(prepared)
     }
 
@@ -605,6 +611,15 @@ fn insert_statement(table: &str, entity: &Entity, features: &[&Name]) -> String 
     )
 }
 
+/// A write's values sorted by feature name: rows naming the same features in another order
+/// (a push's values are a protobuf map, in no order) share one statement, so a call of many
+/// rows prepares once, not once per ordering, and the node's statement cache is not flooded.
+fn by_name(values: &[(Name, Value)]) -> Vec<&(Name, Value)> {
+    let mut sorted: Vec<&(Name, Value)> = values.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted
+}
+
 /// `"<key field>" = ?` for each key field of `entity`, in key order.
 fn key_conditions(entity: &Entity) -> Vec<String> {
     quoted(entity.keys.iter().map(|key| &key.name))
@@ -638,7 +653,8 @@ impl FeatureStore for ScyllaStore {
                     None => continue,
                 },
             };
-            let features: Vec<&Name> = write.values.iter().map(|(name, _)| name).collect();
+            let named = by_name(&write.values);
+            let features: Vec<&Name> = named.iter().map(|(name, _)| name).collect();
             let statement = match prepared.get(&features) {
                 Some(statement) => statement.clone(),
                 None => {
@@ -650,7 +666,7 @@ impl FeatureStore for ScyllaStore {
                 }
             };
             let mut bound: Vec<CqlValue> = write.key.parts().iter().map(values::key_part).collect();
-            bound.extend(write.values.iter().map(|(_, value)| values::to_cql(value)));
+            bound.extend(named.iter().map(|(_, value)| values::to_cql(value)));
             bound.push(CqlValue::BigInt(write.event_time_micros));
             bound.push(CqlValue::Int(ttl_secs));
             match by_partition.get_mut(&write.key) {
@@ -932,16 +948,17 @@ type TileCell = (i64, i64, Partial);
 
 /// Adds the deletion mark to a tiles table made before it existed.
 async fn add_deletion_mark(session: &Session, keyspace: &Name) -> Result<(), StoreError> {
-    let columns = session
-        .query_unpaged(
+    let columns = retry_evicted(|| {
+        session.query_unpaged(
             "SELECT column_name FROM system_schema.columns \
              WHERE keyspace_name = ? AND table_name = 'quiver_tiles'",
             (keyspace.as_str(),),
         )
-        .await
-        .map_err(|error| unavailable("reading the tiles table", error))?
-        .into_rows_result()
-        .map_err(|error| unavailable("reading the tiles table", error))?;
+    })
+    .await
+    .map_err(|error| unavailable("reading the tiles table", error))?
+    .into_rows_result()
+    .map_err(|error| unavailable("reading the tiles table", error))?;
     let has_mark = columns
         .rows::<(String,)>()
         .map_err(|error| unavailable("reading the tiles table", error))?
@@ -960,8 +977,10 @@ async fn add_deletion_mark(session: &Session, keyspace: &Name) -> Result<(), Sto
 
 /// Runs a request again when the node answers that it no longer has the statement prepared
 /// and the driver's own re-prepare did not cure it: Cassandra and ScyllaDB evict prepared
-/// statements under memory pressure, on schema changes and on restarts, and a busy node can
-/// evict one again between the driver's re-prepare and its retry. Each attempt re-prepares.
+/// statements under memory pressure, on schema changes and on restarts. Each attempt
+/// re-prepares. One is not enough: Cassandra's statement cache admits a new statement only
+/// once it has been asked for more often than the one it would evict, so on a full cache a
+/// freshly prepared statement is dropped again at once, for several tries in a row.
 async fn retry_evicted<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, ExecutionError>
 where
     F: Future<Output = Result<T, ExecutionError>>,
@@ -978,8 +997,12 @@ where
     }
 }
 
-/// Tries of one request whose prepared statement the node keeps evicting.
-const EVICTED_STATEMENT_TRIES: u32 = 3;
+/// Prepared feature statements kept by one store.
+const MAX_REMEMBERED_STATEMENTS: usize = 1_024;
+
+/// Tries of one request whose prepared statement the node keeps evicting: on a full test
+/// Cassandra a new statement took up to five.
+const EVICTED_STATEMENT_TRIES: u32 = 10;
 
 /// Whether the node said it does not have the statement prepared.
 fn is_unprepared(error: &ExecutionError) -> bool {

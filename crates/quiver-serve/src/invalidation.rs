@@ -13,6 +13,7 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
 use quiver_kafka::KafkaConnection;
+use quiver_kafka::context::LoggingContext;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
@@ -32,12 +33,12 @@ pub async fn listen<S: FeatureStore + 'static>(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |now| now.as_millis())
     );
-    let consumer: StreamConsumer = kafka
+    let consumer: StreamConsumer<LoggingContext> = kafka
         .client_config()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
-        .create()?;
+        .create_with_context(LoggingContext::default())?;
     consumer.subscribe(&[topic])?;
     let schema = Schema::parse_str(ENTITY_DELETED_AVSC).expect("the built-in schema is valid");
     tracing::info!(topic, "listening for invalidations");
@@ -50,7 +51,9 @@ pub async fn listen<S: FeatureStore + 'static>(
         let message = match message {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(%error, "invalidation consumer error; retrying");
+                consumer
+                    .context()
+                    .warn_consumer_error(&error, "retrying invalidations");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::future::try_join_all;
 use futures::{StreamExt, TryStreamExt};
+use prometheus_client::metrics::gauge::Gauge;
 use quiver_core::aggregate::{aggregate_feature, evaluate};
 use quiver_core::definition::{
     Aggregate, Entity, Feature, Registry, Seconds, VersionedView, view_table_name,
@@ -29,6 +29,11 @@ use crate::ServeConfig;
 use crate::cache::{Cached, Part, Row, RowCache};
 use crate::convert;
 use crate::metrics::{MethodLabels, ServeMetrics};
+
+/// Rows one call reads at once. Enough to keep the store busy; and bounded, so that each poll
+/// of a call touches this many reads at most: with all of a large call's reads started in one
+/// poll, that poll took seconds, and no deadline or cancellation could cut in before it ended.
+const ROW_READS_IN_FLIGHT: usize = 256;
 
 /// Entities read at once to tell which pushed rows change something.
 const PUSH_READS_IN_FLIGHT: usize = 64;
@@ -131,6 +136,22 @@ fn now_micros() -> i64 {
         .map_or(0, |now| now.as_micros() as i64)
 }
 
+/// One call counted in the in-flight gauge while it lives.
+struct InFlight<'g>(&'g Gauge);
+
+impl<'g> InFlight<'g> {
+    fn enter(gauge: &'g Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl<S: FeatureStore + 'static> Service<S> {
     /// Runs one call under the server's limits: shed when too many are in flight, cut at the
     /// client's deadline, and timed.
@@ -147,14 +168,16 @@ impl<S: FeatureStore + 'static> Service<S> {
                 self.config.max_in_flight
             ))),
             Ok(_permit) => {
-                self.metrics.in_flight.inc();
+                // A guard, not a decrement after the work: a call whose client goes away is
+                // dropped here mid-way, and must leave the gauge too.
+                let _in_flight = InFlight::enter(&self.metrics.in_flight);
                 // Early, so the answer reaches the client before its own timer fires and
                 // before the transport cancels the call (as CANCELLED); and never later than
                 // the server's own bound, so that no call works on for ever.
                 let limit = deadline.map_or(self.config.call_timeout, |deadline| {
                     answer_by(deadline).min(self.config.call_timeout)
                 });
-                let result = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
                     Err(Status::deadline_exceeded(match deadline {
                         Some(deadline) if answer_by(deadline) <= self.config.call_timeout => {
                             format!("not answered within the client's deadline of {deadline:?}")
@@ -164,9 +187,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                             self.config.call_timeout
                         ),
                     }))
-                });
-                self.metrics.in_flight.dec();
-                result
+                })
             }
         };
         let code = match &result {
@@ -294,7 +315,14 @@ impl<S: FeatureStore + 'static> Service<S> {
                     .flat_map(move |key| parts.iter().map(move |part| self.row(read, part, key)))
             },
         );
-        let mut loaded = try_join_all(reads).await?.into_iter();
+        // Collected first: an iterator of closures held across the await would not be `Send`
+        // for every lifetime the trait's future must be.
+        let reads: Vec<_> = reads.collect();
+        let mut loaded = futures::stream::iter(reads)
+            .buffered(ROW_READS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter();
         // Per view, per distinct key, one fetched row per part.
         let view_rows: Vec<Vec<Vec<Fetched>>> = per_view
             .iter()

@@ -27,7 +27,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -80,6 +80,25 @@ pub async fn create_topic(prefix: &str, partitions: i32) -> String {
     name
 }
 
+/// Deletes `topic`, as an operator might while an ingester still reads it.
+pub async fn delete_topic(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = kafka_config()
+        .create()
+        .expect("an admin client for the test broker");
+    let options = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
+    let results = within_setup_timeout(
+        "deleting a Kafka topic",
+        admin.delete_topics(&[topic], &options),
+    )
+    .await
+    .expect("the broker answers DeleteTopics");
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("deleting Kafka topic {topic} failed: {code}");
+        }
+    }
+}
+
 /// Whether consumer group `group` has committed every partition of `topics` (name and
 /// partition count) up to its end; `false` also while the broker cannot tell yet.
 pub async fn committed_to_end(group: &str, topics: &[(String, i32)]) -> bool {
@@ -127,14 +146,37 @@ pub async fn wait_until_committed(group: &str, topics: &[(String, i32)], timeout
 /// Produces `records` (key, value) to `topic`, all in flight at once, and waits until Kafka
 /// has every one.
 pub async fn produce(topic: &str, records: &[(Option<String>, Vec<u8>)]) {
+    let records: Vec<ProducedRecord<'_>> = records
+        .iter()
+        .map(|(key, payload)| ProducedRecord {
+            key: key.as_deref(),
+            payload,
+            headers: &[],
+        })
+        .collect();
+    produce_records(topic, &records).await;
+}
+
+/// A record to produce, with headers of its own as a producer might set them.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducedRecord<'a> {
+    pub key: Option<&'a str>,
+    pub payload: &'a [u8],
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// Produces `records` to `topic`, all in flight at once, and waits until Kafka has every one.
+pub async fn produce_records(topic: &str, records: &[ProducedRecord<'_>]) {
     let producer: FutureProducer = kafka_config()
         .set("linger.ms", "5")
         .create()
         .expect("a producer");
     let mut deliveries = Vec::with_capacity(records.len());
-    for (key, payload) in records {
-        let mut record = FutureRecord::to(topic).payload(payload);
-        if let Some(key) = key {
+    for produced in records {
+        let mut record = FutureRecord::to(topic)
+            .payload(produced.payload)
+            .headers(owned_headers(produced.headers));
+        if let Some(key) = produced.key {
             record = record.key(key);
         }
         loop {
@@ -154,6 +196,17 @@ pub async fn produce(topic: &str, records: &[(Option<String>, Vec<u8>)]) {
             .expect("the producer stays open")
             .unwrap_or_else(|error| panic!("producing to {topic}: {}", error.0));
     }
+}
+
+fn owned_headers(headers: &[(&str, &str)]) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, &(key, value)| {
+            all.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
 }
 
 /// Reads `count` records of a one-partition `topic` from its beginning, panicking if they do not
@@ -213,16 +266,34 @@ pub async fn cql_session() -> Session {
         .unwrap_or_else(|error| panic!("cannot open a CQL session to {nodes:?}: {error}"))
 }
 
+/// Tries of a setup request that the test servers may refuse for a moment.
+const SETUP_TRIES: u32 = 5;
+
 /// Creates a keyspace with a unique name (replication factor 1) and returns the name.
 pub async fn create_keyspace(session: &Session, prefix: &str) -> String {
     let name = unique_name(prefix);
     let statement = format!(
-        "CREATE KEYSPACE {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        "CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = \
+         {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     );
-    within_setup_timeout("creating a keyspace", session.query_unpaged(statement, ()))
-        .await
-        .unwrap_or_else(|error| panic!("creating keyspace {name} failed: {error}"));
-    name
+    // Tried again when it fails: the driver's schema agreement after it reads system tables
+    // with prepared statements, which the test Cassandra's small statement cache may evict.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let created = within_setup_timeout(
+            "creating a keyspace",
+            session.query_unpaged(statement.as_str(), ()),
+        )
+        .await;
+        match created {
+            Ok(_) => return name,
+            Err(error) if tries >= SETUP_TRIES => {
+                panic!("creating keyspace {name} failed {tries} times: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// A name no other test, in this run or an earlier one against the same servers, has used:

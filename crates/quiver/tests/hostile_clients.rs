@@ -1,92 +1,19 @@
 //! `quiver serve` against clients that send what no well-behaved client would: requests that
 //! multiply their work, undecodable messages, huge names and values from the future. The
-//! server refuses each with a clear code and message, keeps its memory, and keeps serving.
+//! server refuses each with a clear code and message, keeps its memory, and keeps serving. The
+//! reads that multiply their work go to the real Cassandra; the rest is the server's own logic,
+//! checked on the embedded store.
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BufMut;
 use quiver_proto::v1 as pb;
-use quiver_proto::v1::feature_service_client::FeatureServiceClient;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use common::{KillOnDrop, free_port};
-
-/// A `quiver serve` on the real Cassandra with the example definitions applied, and a client.
-struct Server {
-    process: KillOnDrop,
-    channel: Channel,
-    client: FeatureServiceClient<Channel>,
-}
-
-impl Server {
-    async fn start(extra_args: &[&str]) -> Server {
-        let session = quiver_testkit::cql_session().await;
-        let keyspace = quiver_testkit::create_keyspace(&session, "hostile").await;
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let quiver = || {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
-            command
-                .env("QUIVER_STORE", "scylla")
-                .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
-                .env("QUIVER_KEYSPACE", &keyspace)
-                .env("QUIVER_CONSISTENCY", "one");
-            command
-        };
-        let applied = quiver()
-            .args(["apply", "--dir"])
-            .arg(repo.join("examples/features"))
-            .output()
-            .unwrap();
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
-        let port = free_port();
-        let process = KillOnDrop(Some(
-            quiver()
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-                .args(extra_args)
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("serve starts"),
-        ));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let channel = loop {
-            let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-            if let Ok(channel) = endpoint.connect().await {
-                break channel;
-            }
-            assert!(Instant::now() < deadline, "the server never listened");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let client =
-            FeatureServiceClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
-        Server {
-            process,
-            channel,
-            client,
-        }
-    }
-
-    /// The server's resident memory in bytes.
-    fn rss_bytes(&mut self) -> u64 {
-        let pid = self.process.child().id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
-    }
-}
+use common::served::{OnStore, Served};
 
 fn users(count: i64) -> std::collections::HashMap<String, pb::KeyColumn> {
     std::collections::HashMap::from([(
@@ -118,7 +45,11 @@ fn now_micros() -> i64 {
 #[tokio::test]
 async fn a_request_that_multiplies_its_work_is_refused_at_once_and_memory_stays_bounded() {
     // 1,000 cold reads at once: beyond the default per-read timeout on a busy test machine.
-    let mut server = Server::start(&["--max-cells", "5000", "--read-timeout-ms", "10000"]).await;
+    let mut server = Served::start(
+        OnStore::Cassandra,
+        &["--max-cells", "5000", "--read-timeout-ms", "10000"],
+    )
+    .await;
     let before = server.rss_bytes();
 
     // The probe's request: one reference 2,000 times, 1,000 entities, 46 KB on the wire.
@@ -230,7 +161,7 @@ impl Decoder for RawBytes {
 
 #[tokio::test]
 async fn undecodable_messages_and_huge_names_are_invalid_arguments_with_short_messages() {
-    let mut server = Server::start(&[]).await;
+    let mut server = Served::start(OnStore::Embedded, &[]).await;
     let channel = server.channel.clone();
     let path = "/quiver.v1.FeatureService/GetOnlineFeatures";
     // feature_list (field 2) holding one feature name (field 1) of bytes that are not UTF-8,
@@ -326,7 +257,7 @@ fn push(at: i64, country: &str) -> pb::WriteFeaturesRequest {
 
 #[tokio::test]
 async fn pushes_from_the_future_are_refused_and_ignored_rows_are_reported() {
-    let mut server = Server::start(&[]).await;
+    let mut server = Served::start(OnStore::Embedded, &[]).await;
     let now = now_micros();
     let status = server
         .client
@@ -391,4 +322,73 @@ async fn pushes_from_the_future_are_refused_and_ignored_rows_are_reported() {
         Some(pb::value::Kind::StringValue("SE".into()))
     );
     assert_eq!(reply.features[0].event_time_micros[0], now);
+}
+
+#[tokio::test]
+async fn a_call_given_up_by_its_client_stops_reading() {
+    let server = Served::start(
+        OnStore::Cassandra,
+        &[
+            "--no-cache",
+            "--read-timeout-ms",
+            "60000",
+            "--max-entities",
+            "10000",
+        ],
+    )
+    .await;
+    // 20,000 cold reads (two views, 10,000 users): seconds of work on this machine.
+    let read = || {
+        read_of(
+            vec![
+                "user_profile:country".into(),
+                "user_activity:last_country".into(),
+            ],
+            10_000,
+        )
+    };
+    let reads = || server.metric("quiver_serve_store_reads_total");
+
+    // A deadline the client sets, which the server keeps as its own.
+    let mut request = tonic::Request::new(read());
+    request.set_timeout(Duration::from_millis(100));
+    let status = server
+        .client
+        .clone()
+        .get_online_features(request)
+        .await
+        .expect_err("past its deadline");
+    // tonic's client gives up at the deadline too (CANCELLED), often before the server says so.
+    assert!(
+        [Code::DeadlineExceeded, Code::Cancelled].contains(&status.code()),
+        "{status:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = reads();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reads(), settled, "reads went on after the deadline");
+    assert!(
+        settled < 20_000.0,
+        "{settled} reads: the call finished its work"
+    );
+
+    // A client that goes away mid-call, with no deadline.
+    let mut client = server.client.clone();
+    let call = tokio::spawn(async move { client.get_online_features(read()).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled_again = reads();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reads(),
+        settled_again,
+        "reads went on after the client left"
+    );
+    assert!(
+        settled_again - settled < 20_000.0,
+        "{} reads: the call finished its work",
+        settled_again - settled
+    );
+    assert_eq!(server.metric("quiver_serve_in_flight_requests"), 0.0);
 }

@@ -242,3 +242,64 @@ async fn after_sigkill_mid_stream_a_restart_loses_nothing() {
     }
     assert_eq!(wrong, 0, "users whose value is not their newest event's");
 }
+
+/// Lines of `log` at WARN level or above.
+fn warnings_and_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deleted_topic_is_reported_once_and_then_quietly_retried() {
+    let deployment = Deployment::new("cli_gone", 1).await;
+    let schema = events::match_event_schema();
+    let records: Vec<(Option<String>, Vec<u8>)> = (0..3)
+        .map(|n| (None, framed(&schema, events::match_event(&schema, n))))
+        .collect();
+    quiver_testkit::produce(&deployment.topic, &records).await;
+    let group = quiver_testkit::unique_name("cli_gone_group");
+    let log = deployment.folder.join("ingest.log");
+    let mut ingest = deployment.ingest(&group, free_port(), &log);
+    let topics = [(deployment.topic.clone(), 1)];
+    wait_until_done(&mut ingest, &log, &group, &topics, Duration::from_secs(60)).await;
+    let before = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        before.contains("partitions assigned")
+            && before.contains(&format!("{}/0", deployment.topic)),
+        "the assignment is logged: {before}"
+    );
+
+    quiver_testkit::delete_topic(&deployment.topic).await;
+    // Restarted, the ingester subscribes to a topic that is gone; librdkafka retries about
+    // once a second, so ten seconds would log ten of each before.
+    let killed = Command::new("kill")
+        .args(["-TERM", &ingest.child().id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    ingest.take().wait().expect("ingest exits");
+    let log = deployment.folder.join("ingest-restarted.log");
+    let mut ingest = deployment.ingest(&group, free_port(), &log);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    ingest.assert_running(&log);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    // The examples' other view reads a topic that never existed: reported the same way. Each
+    // missing topic is named once by librdkafka, and the consumer warns once of the error.
+    let reported = warnings_and_errors(&logged);
+    assert!(
+        reported.iter().any(|line| line.contains(&deployment.topic)),
+        "the deleted topic is named: {logged}"
+    );
+    assert!(
+        reported
+            .iter()
+            .all(|line| line.contains("UnknownTopicOrPartition")),
+        "nothing else is reported: {reported:#?}"
+    );
+    assert!(
+        reported.len() <= 4,
+        "{} reports in ten seconds: {reported:#?}",
+        reported.len()
+    );
+}

@@ -171,11 +171,13 @@ async fn a_missing_keyspace_is_refused_unless_creation_is_asked_for() {
     let examples = examples().display().to_string();
     let refused = quiver(&workspace, &["plan", "--dir", &examples]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("does not exist"),
-        "{}",
-        stderr(&refused)
-    );
+    for told in ["does not exist", "CREATE KEYSPACE", "--create-keyspace"] {
+        assert!(
+            stderr(&refused).contains(told),
+            "`{told}` missing from: {}",
+            stderr(&refused)
+        );
+    }
 
     let created = quiver(
         &workspace,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value as Avro;
@@ -14,35 +14,23 @@ use quiver_core::store::{FeatureStore, FeatureWrite};
 use quiver_core::value::Value;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
 
-use common::{KillOnDrop, free_port};
+use common::free_port;
+use common::served::{OnStore, Served};
 
 #[tokio::test]
 async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
-    let session = quiver_testkit::cql_session().await;
-    let keyspace = quiver_testkit::create_keyspace(&session, "cli_serve").await;
     let invalidations = quiver_testkit::create_topic("cli_invalidations", 1).await;
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let quiver = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
-        command
-            .env("QUIVER_STORE", "scylla")
-            .env("QUIVER_CQL_NODES", quiver_testkit::cql_nodes().join(","))
-            .env("QUIVER_KEYSPACE", &keyspace)
-            .env("QUIVER_CONSISTENCY", "one")
-            .env("QUIVER_KAFKA_BROKERS", quiver_testkit::kafka_brokers());
-        command
-    };
-    let applied = quiver()
-        .args(["apply", "--dir"])
-        .arg(repo.join("examples/features"))
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-
+    let server = Served::start(
+        OnStore::Cassandra,
+        &[
+            "--invalidation-topic",
+            &invalidations,
+            "--cache-ttl-ms",
+            "600000",
+        ],
+    )
+    .await;
+    let keyspace = server.keyspace().expect("on Cassandra").to_owned();
     let store = ScyllaStore::connect(&ScyllaConfig::one_node(
         quiver_testkit::cql_nodes(),
         keyspace.clone(),
@@ -74,24 +62,10 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         .await
         .unwrap();
 
-    let port = free_port();
-    let server = KillOnDrop(Some(
-        quiver()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-            .args([
-                "--invalidation-topic",
-                &invalidations,
-                "--cache-ttl-ms",
-                "600000",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts"),
-    ));
     let get = || {
-        let output = quiver()
-            .args(["get", "--server", &format!("http://127.0.0.1:{port}")])
+        let output = server
+            .quiver()
+            .args(["get", "--server", &server.address()])
             .args([
                 "--feature",
                 "user_profile:country",
@@ -141,14 +115,15 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         ["not_found", "-", "-"]
     );
 
-    let health = quiver()
-        .args(["health", "--server", &format!("http://127.0.0.1:{port}")])
+    let health = server
+        .quiver()
+        .args(["health", "--server", &server.address()])
         .output()
         .unwrap();
     assert!(health.status.success(), "{health:?}");
     assert_eq!(
         String::from_utf8_lossy(&health.stdout).trim(),
-        format!("http://127.0.0.1:{port}: serving")
+        format!("{}: serving", server.address())
     );
 
     // Delete user 42 as the ingester does: remove the row, then announce it.

@@ -71,7 +71,7 @@ pub(crate) fn config(
 pub(crate) async fn ingest_all(
     config: &IngestConfig,
     registry: &Registry,
-    store: &ScyllaStore,
+    store: &impl FeatureStore,
     topics: &[(String, i32)],
 ) -> (IngestSummary, String) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -4,6 +4,8 @@
     reason = "each test binary uses its own part of these helpers"
 )]
 
+pub(crate) mod served;
+
 /// A free local TCP port.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
