@@ -11,7 +11,6 @@ use moka::Expiry;
 use moka::future::Cache;
 use quiver_core::aggregate::{Partial, Tile};
 use quiver_core::key::EntityKey;
-use quiver_core::name::Name;
 use quiver_core::store::{StoreError, StoredValue};
 use quiver_core::value::Value;
 
@@ -31,8 +30,9 @@ pub(crate) type Row = Arc<Cached>;
 pub(crate) enum Part {
     /// Every stored feature.
     Values,
-    /// The tiles of one aggregate feature.
-    Tiles(Name),
+    /// The tiles of every aggregate of the view: one partition read, whatever the number of
+    /// aggregates a call asks for.
+    Tiles,
 }
 
 /// What the cache is keyed by: the view version's table name, the part and the entity key.

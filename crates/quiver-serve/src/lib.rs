@@ -35,7 +35,6 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Part, RowCache};
 use crate::service::Service;
-use quiver_core::aggregate::aggregate_features;
 
 /// Default of [`ServeConfig::max_entities`].
 pub const DEFAULT_MAX_ENTITIES: usize = 1_000;
@@ -159,13 +158,7 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .filter(|view| view.view.entity.as_str() == entity)
             .flat_map(|view| {
                 let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
-                let tiles = aggregate_features(&view.view)
-                    .into_iter()
-                    .map(|(feature, _)| Part::Tiles(feature.name.clone()));
-                std::iter::once(Part::Values)
-                    .chain(tiles)
-                    .map(|part| (table.clone(), part, key.clone()))
-                    .collect::<Vec<_>>()
+                [Part::Values, Part::Tiles].map(|part| (table.clone(), part, key.clone()))
             })
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;

@@ -291,7 +291,7 @@ impl<S: FeatureStore + 'static> Service<S> {
             })
             .collect();
         // Per view, the parts its columns need: values for stored features (first), then the
-        // tiles of each aggregate.
+        // tiles of all its aggregates, in one read.
         let parts: Vec<Vec<Part>> = (0..plan.views.len())
             .map(|index| {
                 let columns = || plan.columns.iter().filter(move |c| c.view == index);
@@ -299,11 +299,8 @@ impl<S: FeatureStore + 'static> Service<S> {
                 if columns().any(|column| column.slot.is_some()) {
                     parts.push(Part::Values);
                 }
-                for column in columns().filter(|column| column.slot.is_none()) {
-                    let part = Part::Tiles(column.feature.clone());
-                    if !parts.contains(&part) {
-                        parts.push(part);
-                    }
+                if columns().any(|column| column.slot.is_none()) {
+                    parts.push(Part::Tiles);
                 }
                 parts
             })
@@ -342,9 +339,9 @@ impl<S: FeatureStore + 'static> Service<S> {
                 let (_, view) = plan.views[column.view];
                 let (positions, _) = &per_view[column.view];
                 let aggregate = aggregate_feature(&view.view, &column.feature);
-                let tiles_part = parts[column.view].iter().position(
-                    |part| matches!(part, Part::Tiles(feature) if *feature == column.feature),
-                );
+                let tiles_part = parts[column.view]
+                    .iter()
+                    .position(|part| *part == Part::Tiles);
                 let mut out = pb::FeatureColumn {
                     name: column.name,
                     values: Vec::with_capacity(rows),
@@ -511,12 +508,9 @@ impl<S: FeatureStore + 'static> Service<S> {
                         .read_features(entity, view, read.stored(), key)
                         .await?,
                 ),
-                Part::Tiles(feature) => Cached::Tiles(
-                    self.store
-                        .read_tiles(entity, view, key, Some(feature))
-                        .await?
-                        .tiles,
-                ),
+                Part::Tiles => {
+                    Cached::Tiles(self.store.read_tiles(entity, view, key, None).await?.tiles)
+                }
             })
         })
         .await;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quiver_core::aggregate::{EntityTiles, Tile};
+use quiver_core::aggregate::{EntityTiles, LIFETIME_TILE_START, Partial, Tile};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -920,4 +920,103 @@ async fn a_client_that_never_lets_go_does_not_keep_a_stopping_server_alive() {
         .unwrap()
         .expect("and stops cleanly");
     drop(silent);
+}
+
+fn count_tile(feature: &str, start_micros: i64, count: u64, newest_event_micros: i64) -> Tile {
+    Tile {
+        feature: feature.parse().unwrap(),
+        start_micros,
+        source: "match-events/0".into(),
+        through_offset: count as i64,
+        newest_event_micros,
+        partial: Partial::Count(count),
+    }
+}
+
+#[tokio::test]
+async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user() {
+    let served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    let now = now_micros();
+    let at = now - 1_000_000;
+    // The tile of `actions_1h` holding `at`: 5-minute tiles, aligned to the epoch.
+    let five_minutes = 300_000_000;
+    let recent_tile = at.div_euclid(five_minutes) * five_minutes;
+    let users: Vec<i64> = (0..500).collect();
+    let activity = served.view("user_activity").clone();
+    for &id in &users {
+        served
+            .write(
+                "user_profile",
+                id,
+                at,
+                &[("country", Value::String(format!("c{id}")))],
+            )
+            .await;
+        served
+            .write(
+                "user_activity",
+                id,
+                at,
+                &[("last_country", Value::String(format!("l{id}")))],
+            )
+            .await;
+        let tiles = [
+            count_tile("actions_total", LIFETIME_TILE_START, id as u64 + 1, at),
+            count_tile("actions_1h", recent_tile, 2, at),
+        ];
+        served
+            .store
+            .write_tiles(&served.registry.entities[0], &activity, &user(id), &tiles)
+            .await
+            .expect("writes tiles");
+    }
+
+    let reply = served
+        .client
+        .clone()
+        .get_online_features(request(
+            &[
+                "user_profile:country",
+                "user_activity:actions_total",
+                "user_activity:last_country",
+                "user_activity:actions_1h",
+            ],
+            &users,
+        ))
+        .await
+        .expect("answers")
+        .into_inner();
+    let int64 = |value| pb::Value {
+        kind: Some(pb::value::Kind::Int64Value(value)),
+    };
+    for (row, &id) in users.iter().enumerate() {
+        let served_row: Vec<&pb::Value> = reply
+            .features
+            .iter()
+            .map(|column| &column.values[row])
+            .collect();
+        assert_eq!(
+            served_row,
+            [
+                &string(&format!("c{id}")),
+                &int64(id + 1),
+                &string(&format!("l{id}")),
+                &int64(2)
+            ],
+            "user {id}"
+        );
+        for column in &reply.features {
+            assert_eq!(column.statuses[row], OK, "{} of user {id}", column.name);
+            assert_eq!(
+                column.event_time_micros[row], at,
+                "{} of user {id}",
+                column.name
+            );
+        }
+    }
+    assert_eq!(
+        served.counter("quiver_serve_store_reads_total"),
+        500 * 3,
+        "per user: the profile's values, the activity's values, and all its tiles in one read"
+    );
 }
