@@ -197,15 +197,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
             .replace("SCHEMA", &schema_path.display().to_string()),
     )
     .unwrap();
-    let applied = quiver(&keyspace)
-        .args(["apply", "--dir", &folder.path().display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    common::apply(quiver(&keyspace), folder.path());
 
     let schema = events::match_event_schema();
     let produced = stream(started_millis);

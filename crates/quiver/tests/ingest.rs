@@ -45,16 +45,7 @@ impl Deployment {
             folder,
             repo,
         };
-        let applied = deployment
-            .quiver()
-            .args(["apply", "--dir", &deployment.folder.display().to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        common::apply(deployment.quiver(), &deployment.folder);
         deployment
     }
 

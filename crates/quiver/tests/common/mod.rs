@@ -6,6 +6,21 @@
 
 pub(crate) mod served;
 
+/// Runs `quiver apply --dir <definitions>` as `quiver` is set up, panicking with its stderr if
+/// it fails.
+pub(crate) fn apply(mut quiver: std::process::Command, definitions: &std::path::Path) {
+    let applied = quiver
+        .args(["apply", "--dir"])
+        .arg(definitions)
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+}
+
 /// A free local TCP port.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -63,16 +63,7 @@ impl Served {
                 data_dir: folder.path().join("data"),
             },
         };
-        let applied = quiver_on(&store)
-            .args(["apply", "--dir"])
-            .arg(definitions)
-            .output()
-            .unwrap();
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        super::apply(quiver_on(&store), definitions);
         let (port, metrics_port) = (free_port(), free_port());
         let log = folder.path().join("serve.log");
         let process = KillOnDrop(Some(
