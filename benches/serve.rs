@@ -341,6 +341,7 @@ fn request(features: &[String], batch: usize, call: u64) -> pb::GetOnlineFeature
                 })),
             },
         )]),
+        ..Default::default()
     }
 }
 

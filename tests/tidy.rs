@@ -15,15 +15,15 @@ const IO_CRATES: [&str; 8] = [
     "tokio", "tonic", "scylla", "rdkafka", "hyper", "axum", "mio", "prost",
 ];
 
-#[test]
-fn quiver_core_depends_on_no_io_crate() {
+/// The crates `package` depends on to build and run (not its tests), by name.
+fn normal_dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .args([
             "tree",
             "--offline",
             "--package",
-            "quiver-core",
+            package,
             "--edges",
             "normal,build",
             "--prefix",
@@ -41,17 +41,37 @@ fn quiver_core_depends_on_no_io_crate() {
     );
     let tree = String::from_utf8_lossy(&output.stdout);
     assert!(
-        tree.contains("quiver-core"),
+        tree.contains(package),
         "unexpected cargo tree output: {tree}"
     );
-    let reached: Vec<&str> = tree
-        .lines()
+    tree.lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| IO_CRATES.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn quiver_core_depends_on_no_io_crate() {
+    let reached: Vec<String> = normal_dependencies("quiver-core")
+        .into_iter()
+        .filter(|name| IO_CRATES.contains(&name.as_str()))
         .collect();
     assert!(
         reached.is_empty(),
-        "quiver-core must not depend on I/O crates, but reaches {reached:?}:\n{tree}"
+        "quiver-core must not depend on I/O crates, but reaches {reached:?}"
+    );
+}
+
+#[test]
+fn the_grpc_server_does_not_link_kafka() {
+    let reached: Vec<String> = normal_dependencies("quiver-serve")
+        .into_iter()
+        .filter(|name| name.starts_with("rdkafka") || name == "quiver-kafka")
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "quiver-serve must not depend on Kafka (the binary wires the invalidation listener), \
+         but reaches {reached:?}"
     );
 }
 

@@ -43,6 +43,12 @@ pub enum ClientError {
     /// The server refused the call; the status carries the gRPC code and the server's words.
     #[error("{}: {}", .0.code(), .0.message())]
     Refused(#[from] tonic::Status),
+    /// The server's reply does not hold together, such as a typed column of the wrong length.
+    #[error("the server's column `{column}` cannot be read: {source}")]
+    Malformed {
+        column: String,
+        source: quiver_proto::columns::ColumnError,
+    },
 }
 
 /// Which features to read.
@@ -187,35 +193,15 @@ impl QuiverClient {
             .get_online_features(pb::GetOnlineFeaturesRequest {
                 features: Some(features),
                 entities: entities.columns,
+                value_format: pb::ValueFormat::Typed.into(),
             })
             .await?
             .into_inner();
         let columns = reply
             .features
             .into_iter()
-            .map(|column| Column {
-                name: column.name,
-                cells: column
-                    .values
-                    .into_iter()
-                    .zip(column.statuses)
-                    .zip(column.event_time_micros)
-                    .map(|((value, status), event_time_micros)| {
-                        let status = match pb::FeatureStatus::try_from(status) {
-                            Ok(pb::FeatureStatus::Ok) => Status::Ok,
-                            Ok(pb::FeatureStatus::Expired) => Status::Expired,
-                            Ok(pb::FeatureStatus::Stale) => Status::Stale,
-                            _ => Status::NotFound,
-                        };
-                        Cell {
-                            status,
-                            value: quiver_proto::values::from_wire(value),
-                            event_time_micros,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+            .map(column_of_reply)
+            .collect::<Result<_, _>>()?;
         Ok(Table { columns })
     }
 
@@ -246,4 +232,48 @@ impl QuiverClient {
             .into_inner();
         Ok(reply.rows_written)
     }
+}
+
+/// A reply column as cells: from its typed array, or from its `Value`s where the server
+/// answered in that format (a server from before typed columns does).
+fn column_of_reply(column: pb::FeatureColumn) -> Result<Column, ClientError> {
+    let rows = column.statuses.len();
+    let values: Vec<Option<Value>> = match column.typed {
+        Some(typed) => quiver_proto::columns::typed_rows(typed, rows)
+            .map_err(|source| ClientError::Malformed {
+                column: column.name.clone(),
+                source,
+            })?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => column
+            .values
+            .into_iter()
+            .map(quiver_proto::values::from_wire)
+            .collect(),
+    };
+    let cells = values
+        .into_iter()
+        .zip(column.statuses)
+        .zip(column.event_time_micros)
+        .map(|((value, status), event_time_micros)| {
+            let status = match pb::FeatureStatus::try_from(status) {
+                Ok(pb::FeatureStatus::Ok) => Status::Ok,
+                Ok(pb::FeatureStatus::Expired) => Status::Expired,
+                Ok(pb::FeatureStatus::Stale) => Status::Stale,
+                _ => Status::NotFound,
+            };
+            Cell {
+                // A typed column holds a zero where a row has no value.
+                value: value.filter(|_| matches!(status, Status::Ok | Status::Stale)),
+                status,
+                event_time_micros,
+            }
+        })
+        .collect();
+    Ok(Column {
+        name: column.name,
+        cells,
+    })
 }

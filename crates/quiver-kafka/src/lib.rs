@@ -6,6 +6,7 @@
 //! [`Secret`], so a connection can be logged.
 
 pub mod context;
+pub mod invalidations;
 
 use std::path::{Path, PathBuf};
 

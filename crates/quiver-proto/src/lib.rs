@@ -2,9 +2,11 @@
 //!
 //! The `.proto` files are the source of truth and carry the documentation of every field; this
 //! crate only compiles them, so clients and the server share one definition, and converts
-//! feature values between their wire and domain forms ([`values`]).
+//! feature values between their wire and domain forms ([`values`], one `Value` message per value, and
+//! [`columns`], one typed array per reply column).
 
 pub mod codec;
+pub mod columns;
 pub mod values;
 
 /// Version 1 of the API: `quiver.v1.FeatureService`.

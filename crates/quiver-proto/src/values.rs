@@ -8,23 +8,28 @@ use crate::v1::value::Kind;
 
 /// The wire form of a value.
 pub fn to_wire(value: &Value) -> pb::Value {
+    into_wire(value.clone())
+}
+
+/// The wire form of a value, taking it.
+pub fn into_wire(value: Value) -> pb::Value {
     let kind = match value {
-        Value::Bool(v) => Kind::BoolValue(*v),
-        Value::Int32(v) => Kind::Int32Value(*v),
-        Value::Int64(v) => Kind::Int64Value(*v),
-        Value::Float32(v) => Kind::Float32Value(*v),
-        Value::Float64(v) => Kind::Float64Value(*v),
-        Value::String(v) => Kind::StringValue(v.clone()),
-        Value::Bytes(v) => Kind::BytesValue(v.clone()),
-        Value::Timestamp(v) => Kind::TimestampMicrosValue(*v),
-        Value::BoolList(v) => Kind::BoolListValue(pb::BoolList { values: v.clone() }),
-        Value::Int32List(v) => Kind::Int32ListValue(pb::Int32List { values: v.clone() }),
-        Value::Int64List(v) => Kind::Int64ListValue(pb::Int64List { values: v.clone() }),
-        Value::Float32List(v) => Kind::Float32ListValue(pb::Float32List { values: v.clone() }),
-        Value::Float64List(v) => Kind::Float64ListValue(pb::Float64List { values: v.clone() }),
-        Value::StringList(v) => Kind::StringListValue(pb::StringList { values: v.clone() }),
-        Value::BytesList(v) => Kind::BytesListValue(pb::BytesList { values: v.clone() }),
-        Value::TimestampList(v) => Kind::TimestampListValue(pb::Int64List { values: v.clone() }),
+        Value::Bool(v) => Kind::BoolValue(v),
+        Value::Int32(v) => Kind::Int32Value(v),
+        Value::Int64(v) => Kind::Int64Value(v),
+        Value::Float32(v) => Kind::Float32Value(v),
+        Value::Float64(v) => Kind::Float64Value(v),
+        Value::String(v) => Kind::StringValue(v),
+        Value::Bytes(v) => Kind::BytesValue(v),
+        Value::Timestamp(v) => Kind::TimestampMicrosValue(v),
+        Value::BoolList(values) => Kind::BoolListValue(pb::BoolList { values }),
+        Value::Int32List(values) => Kind::Int32ListValue(pb::Int32List { values }),
+        Value::Int64List(values) => Kind::Int64ListValue(pb::Int64List { values }),
+        Value::Float32List(values) => Kind::Float32ListValue(pb::Float32List { values }),
+        Value::Float64List(values) => Kind::Float64ListValue(pb::Float64List { values }),
+        Value::StringList(values) => Kind::StringListValue(pb::StringList { values }),
+        Value::BytesList(values) => Kind::BytesListValue(pb::BytesList { values }),
+        Value::TimestampList(values) => Kind::TimestampListValue(pb::Int64List { values }),
     };
     pb::Value { kind: Some(kind) }
 }

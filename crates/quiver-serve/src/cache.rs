@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use quiver_core::aggregate::{Partial, Tile};
+use quiver_core::definition::{VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::store::{StoreError, StoredValue};
 use quiver_core::value::Value;
@@ -26,7 +27,7 @@ pub(crate) enum Cached {
 pub(crate) type Row = Arc<Cached>;
 
 /// Which part of an entity's data an entry holds: a request reads only the parts it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Part {
     /// Every stored feature.
     Values,
@@ -36,7 +37,18 @@ pub(crate) enum Part {
 }
 
 /// What the cache is keyed by: the view version's table name, the part and the entity key.
+/// Made only by [`row_key`].
 pub(crate) type RowKey = (Arc<str>, Part, EntityKey);
+
+/// The table a view version's cache keys name.
+pub(crate) fn view_table(view: &VersionedView) -> Arc<str> {
+    view_table_name(&view.view.name, view.version).into()
+}
+
+/// The cache key of one part of one entity in the view version whose table is `table`.
+pub(crate) fn row_key(table: &Arc<str>, part: Part, key: &EntityKey) -> RowKey {
+    (table.clone(), part, key.clone())
+}
 
 /// Cache settings.
 #[derive(Debug, Clone)]

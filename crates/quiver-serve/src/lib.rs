@@ -8,13 +8,14 @@
 //!
 //! Limits are explicit: rows per call and request bytes (INVALID_ARGUMENT beyond), calls in
 //! flight (RESOURCE_EXHAUSTED beyond, never an unbounded queue), the client's deadline
-//! (DEADLINE_EXCEEDED, never a late reply) and a timeout on each store read (UNAVAILABLE).
+//! (DEADLINE_EXCEEDED, never a late reply) and, where one is set, a timeout on each store read
+//! (UNAVAILABLE).
 
 mod cache;
 mod connection;
 mod convert;
-pub mod invalidation;
 mod metrics;
+mod read_plan;
 mod service;
 
 pub use cache::CacheConfig;
@@ -26,14 +27,14 @@ use futures::{FutureExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_core::definition::{Registry, view_table_name};
+use quiver_core::definition::Registry;
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureStore;
 use quiver_proto::v1::feature_service_server::FeatureServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::{Part, RowCache};
+use crate::cache::{Part, RowCache, row_key, view_table};
 use crate::service::Service;
 
 /// Default of [`ServeConfig::max_entities`].
@@ -62,8 +63,10 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// Most calls answered at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
-    /// The longest one store read may take before the call fails with UNAVAILABLE.
-    pub read_timeout: Duration,
+    /// The longest one store read may take before the call fails with UNAVAILABLE (or is
+    /// answered stale, with [`CacheConfig::serve_stale_for`]); `None` bounds reads by the
+    /// call's deadline only, so that a large cold call answers however its reads queue.
+    pub read_timeout: Option<Duration>,
     /// The longest any call may take (DEADLINE_EXCEEDED beyond), also when the client sets no
     /// deadline: a call's work always ends.
     pub call_timeout: Duration,
@@ -86,7 +89,7 @@ impl Default for ServeConfig {
             max_cells: DEFAULT_MAX_CELLS,
             max_request_bytes: 4 * 1024 * 1024,
             max_in_flight: 1_024,
-            read_timeout: Duration::from_millis(500),
+            read_timeout: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_push_future: DEFAULT_MAX_PUSH_FUTURE,
             cache: Some(CacheConfig {
@@ -157,8 +160,8 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .iter()
             .filter(|view| view.view.entity.as_str() == entity)
             .flat_map(|view| {
-                let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
-                [Part::Values, Part::Tiles].map(|part| (table.clone(), part, key.clone()))
+                let table = view_table(view);
+                [Part::Values, Part::Tiles].map(|part| row_key(&table, part, key))
             })
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;

@@ -2,20 +2,15 @@
 //! entity of each view once (from the cache or the store), and answer in request order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use prometheus_client::metrics::gauge::Gauge;
-use quiver_core::aggregate::{aggregate_feature, evaluate};
-use quiver_core::definition::{
-    Aggregate, Entity, Feature, Registry, Seconds, VersionedView, view_table_name,
-};
+use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
-use quiver_core::read::{
-    ReadError, Status as ReadStatus, plan_features, plan_service, status, stored_features,
-};
+use quiver_core::read::{ReadError, plan_features, plan_service};
 use quiver_core::store::{
     EARLIEST_EVENT_TIME_MICROS, FeatureStore, FeatureWrite, StoreError, StoreErrorKind, Unchanged,
     check_write, unchanged_writes,
@@ -26,9 +21,10 @@ use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::ServeConfig;
-use crate::cache::{Cached, Part, Row, RowCache};
+use crate::cache::{Cached, Part, Row, RowCache, row_key, view_table};
 use crate::convert;
 use crate::metrics::{MethodLabels, ServeMetrics};
+use crate::read_plan::{CallPlan, Fetched, Format, ViewSource};
 
 /// Rows one call reads at once. Enough to keep the store busy; and bounded, so that each poll
 /// of a call touches this many reads at most: with all of a large call's reads started in one
@@ -234,6 +230,7 @@ impl<S: FeatureStore + 'static> Service<S> {
         request: pb::GetOnlineFeaturesRequest,
     ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
         let registry = self.registry.borrow().clone();
+        let format = Format::of(request.value_format());
         let rows = convert::row_count(&request.entities)?;
         if rows > self.config.max_entities {
             return Err(Status::invalid_argument(format!(
@@ -262,114 +259,12 @@ impl<S: FeatureStore + 'static> Service<S> {
             )));
         }
 
-        // Per view, the key of each row and the distinct keys to read.
-        let mut per_view: Vec<(Vec<usize>, Vec<EntityKey>)> = Vec::with_capacity(plan.views.len());
-        for (entity, view) in &plan.views {
-            let keys = convert::keys(entity, view, &request.entities, rows)?;
-            let mut distinct: HashMap<&EntityKey, usize> = HashMap::new();
-            let mut unique = Vec::new();
-            let positions = keys
-                .iter()
-                .map(|key| {
-                    *distinct.entry(key).or_insert_with(|| {
-                        unique.push(key.clone());
-                        unique.len() - 1
-                    })
-                })
-                .collect();
-            per_view.push((positions, unique));
-        }
-        // Every distinct entity of every view, read concurrently.
-        let view_reads: Vec<ViewRead> = plan
-            .views
-            .iter()
-            .map(|&(entity, view)| ViewRead {
-                entity,
-                view,
-                table: view_table_name(&view.view.name, view.version).into(),
-                stored: OnceLock::new(),
-            })
-            .collect();
-        // Per view, the parts its columns need: values for stored features (first), then the
-        // tiles of all its aggregates, in one read.
-        let parts: Vec<Vec<Part>> = (0..plan.views.len())
-            .map(|index| {
-                let columns = || plan.columns.iter().filter(move |c| c.view == index);
-                let mut parts = Vec::with_capacity(2);
-                if columns().any(|column| column.slot.is_some()) {
-                    parts.push(Part::Values);
-                }
-                if columns().any(|column| column.slot.is_none()) {
-                    parts.push(Part::Tiles);
-                }
-                parts
-            })
-            .collect();
-        let reads = view_reads.iter().zip(&per_view).zip(&parts).flat_map(
-            |((read, (_, unique)), parts)| {
-                unique
-                    .iter()
-                    .flat_map(move |key| parts.iter().map(move |part| self.row(read, part, key)))
-            },
-        );
-        // Collected first: an iterator of closures held across the await would not be `Send`
-        // for every lifetime the trait's future must be.
-        let reads: Vec<_> = reads.collect();
-        let mut loaded = futures::stream::iter(reads)
-            .buffered(ROW_READS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter();
-        // Per view, per distinct key, one fetched row per part.
-        let view_rows: Vec<Vec<Vec<Fetched>>> = per_view
-            .iter()
-            .zip(&parts)
-            .map(|((_, unique), parts)| {
-                (0..unique.len())
-                    .map(|_| loaded.by_ref().take(parts.len()).collect())
-                    .collect()
-            })
-            .collect();
-
-        let now = now_micros();
-        let features = plan
-            .columns
-            .into_iter()
-            .map(|column| {
-                let (_, view) = plan.views[column.view];
-                let (positions, _) = &per_view[column.view];
-                let aggregate = aggregate_feature(&view.view, &column.feature);
-                let tiles_part = parts[column.view]
-                    .iter()
-                    .position(|part| *part == Part::Tiles);
-                let mut out = pb::FeatureColumn {
-                    name: column.name,
-                    values: Vec::with_capacity(rows),
-                    statuses: Vec::with_capacity(rows),
-                    event_time_micros: Vec::with_capacity(rows),
-                };
-                for position in positions {
-                    let fetched = &view_rows[column.view][*position];
-                    let (value, state, event_time) = match (column.slot, aggregate) {
-                        (Some(slot), _) => stored_value(&fetched[0], slot, view.view.ttl, now),
-                        (None, Some((feature, aggregate))) => {
-                            let tiles = &fetched[tiles_part.expect("read for every aggregate")];
-                            aggregate_value(tiles, feature, aggregate, now)
-                        }
-                        (None, None) => (pb::Value::default(), ReadStatus::NotFound, 0),
-                    };
-                    out.values.push(value);
-                    out.statuses.push(match state {
-                        ReadStatus::Ok => pb::FeatureStatus::Ok,
-                        ReadStatus::NotFound => pb::FeatureStatus::NotFound,
-                        ReadStatus::Expired => pb::FeatureStatus::Expired,
-                        ReadStatus::Stale => pb::FeatureStatus::Stale,
-                    } as i32);
-                    out.event_time_micros.push(event_time);
-                }
-                out
-            })
-            .collect();
+        let mut call = CallPlan::new(plan, &request.entities, rows)?;
+        call.fetch(ROW_READS_IN_FLIGHT, |source, part, key| {
+            self.row(source, part, key)
+        })
+        .await?;
+        let features = call.answer(now_micros(), format)?;
         Ok(pb::GetOnlineFeaturesResponse { features })
     }
 
@@ -414,12 +309,12 @@ impl<S: FeatureStore + 'static> Service<S> {
             .await
             .map_err(store_error)?;
         if let Some(cache) = &self.cache {
-            let table: Arc<str> = view_table_name(&view.view.name, view.version).into();
+            let table = view_table(view);
             cache
                 .invalidate(
                     changing
                         .iter()
-                        .map(|write| (table.clone(), Part::Values, write.key.clone()))
+                        .map(|write| row_key(&table, Part::Values, &write.key))
                         .collect(),
                 )
                 .await;
@@ -490,66 +385,65 @@ impl<S: FeatureStore + 'static> Service<S> {
         Ok(stored.into_iter().flatten().collect())
     }
 
-    /// One part of the stored data of one entity in the view of `read`, read from the store
-    /// within the read timeout, and timed.
+    /// One part of the stored data of one entity in the view of `source`, read from the store
+    /// (within the read timeout, if one is set), and timed.
     async fn read_store(
         &self,
-        read: &ViewRead<'_>,
-        part: &Part,
+        source: &ViewSource<'_>,
+        part: Part,
         key: &EntityKey,
     ) -> Result<Row, StoreError> {
-        let ViewRead { entity, view, .. } = *read;
+        let ViewSource { entity, view, .. } = *source;
         let started = Instant::now();
         self.metrics.store_reads.inc();
-        let outcome = tokio::time::timeout(self.config.read_timeout, async {
+        let read = async {
             Ok(match part {
                 Part::Values => Cached::Values(
                     self.store
-                        .read_features(entity, view, read.stored(), key)
+                        .read_features(entity, view, source.stored(), key)
                         .await?,
                 ),
                 Part::Tiles => {
                     Cached::Tiles(self.store.read_tiles(entity, view, key, None).await?.tiles)
                 }
             })
-        })
-        .await;
+        };
+        let row = match self.config.read_timeout {
+            None => read.await,
+            Some(limit) => tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+                Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("the online store did not answer within {limit:?} (--read-timeout-ms)"),
+                ))
+            }),
+        }
+        .map(Arc::new);
         self.metrics
             .store_read_seconds
             .observe(started.elapsed().as_secs_f64());
-        let row = match outcome {
-            Ok(row) => row.map(Arc::new),
-            Err(_) => Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                format!(
-                    "the online store did not answer within {:?}",
-                    self.config.read_timeout
-                ),
-            )),
-        };
         if row.is_err() {
             self.metrics.store_errors.inc();
         }
         row
     }
 
-    /// One part of the stored data of one entity in the view of `read`, from the cache when it
+    /// One part of the stored data of one entity in the view of `source`, from the cache when it
     /// has it.
     async fn row(
         &self,
-        read: &ViewRead<'_>,
-        part: &Part,
+        source: &ViewSource<'_>,
+        part: Part,
         key: &EntityKey,
     ) -> Result<Fetched, Status> {
         // Boxed, and built only on a miss: a store read's future holds the driver's whole state
         // (kilobytes), and a call makes one `row` future per entity and part; kept inline, each
         // of them, hits included, would be that large and be moved that much.
-        let load = || Box::pin(self.read_store(read, part, key));
+        let load = || Box::pin(self.read_store(source, part, key));
         let Some(cache) = &self.cache else {
             let row = load().await.map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
-        let row_key = (read.table.clone(), part.clone(), key.clone());
+        let row_key = row_key(&source.table, part, key);
         let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {
@@ -571,23 +465,6 @@ impl<S: FeatureStore + 'static> Service<S> {
             self.metrics.cache_misses.inc();
         }
         Ok(Fetched { row, stale: false })
-    }
-}
-
-/// What reading one view of a call takes, worked out once per call rather than per entity.
-struct ViewRead<'r> {
-    entity: &'r Entity,
-    view: &'r VersionedView,
-    /// The view version's table, which the cache's keys name.
-    table: Arc<str>,
-    /// The view's stored features, in the order its cached rows hold them: worked out on the
-    /// call's first miss, so that hits never pay for them.
-    stored: OnceLock<Vec<Name>>,
-}
-
-impl ViewRead<'_> {
-    fn stored(&self) -> &[Name] {
-        self.stored.get_or_init(|| stored_features(self.view))
     }
 }
 
@@ -664,67 +541,6 @@ fn pushed_write(
     };
     check_write(entity, &view.view, &write).map_err(|error| error.message)?;
     Ok(write)
-}
-
-/// The value, status and event time served for stored feature `slot` of a fetched row.
-fn stored_value(
-    fetched: &Fetched,
-    slot: usize,
-    ttl: Option<Seconds>,
-    now: i64,
-) -> (pb::Value, ReadStatus, i64) {
-    let Cached::Values(values) = &*fetched.row else {
-        return (pb::Value::default(), ReadStatus::NotFound, 0);
-    };
-    match &values[slot] {
-        None => (pb::Value::default(), ReadStatus::NotFound, 0),
-        Some(stored) => match status(ttl, stored.event_time_micros, now) {
-            ReadStatus::Ok => (
-                quiver_proto::values::to_wire(&stored.value),
-                fetched.status(),
-                stored.event_time_micros,
-            ),
-            other => (pb::Value::default(), other, 0),
-        },
-    }
-}
-
-/// The value of an aggregate over its window as of `now`, from an entity's fetched tiles; its
-/// event time is the newest event the window holds (0 when it holds none).
-fn aggregate_value(
-    fetched: &Fetched,
-    feature: &Feature,
-    aggregate: &Aggregate,
-    now: i64,
-) -> (pb::Value, ReadStatus, i64) {
-    let Cached::Tiles(tiles) = &*fetched.row else {
-        return (pb::Value::default(), ReadStatus::NotFound, 0);
-    };
-    match evaluate(feature, aggregate, tiles, now) {
-        Some((value, newest)) => (
-            quiver_proto::values::to_wire(&value),
-            fetched.status(),
-            newest.unwrap_or(0),
-        ),
-        None => (pb::Value::default(), ReadStatus::NotFound, 0),
-    }
-}
-
-/// A row as fetched for a call: from the store or cache, or stale when the store was out of reach.
-struct Fetched {
-    row: Row,
-    stale: bool,
-}
-
-impl Fetched {
-    /// The status of a value found in this row.
-    fn status(&self) -> ReadStatus {
-        if self.stale {
-            ReadStatus::Stale
-        } else {
-            ReadStatus::Ok
-        }
-    }
 }
 
 #[tonic::async_trait]

@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quiver_core::aggregate::{EntityTiles, LIFETIME_TILE_START, Partial, Tile};
 use quiver_core::apply::apply;
-use quiver_core::definition::{Entity, Registry, VersionedView};
+use quiver_core::definition::{Definitions, Derivation, Entity, Feature, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
-use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoredValue};
-use quiver_core::value::Value;
+use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue};
+use quiver_core::value::{ScalarType, Value, ValueType};
+use quiver_embedded::EmbeddedStore;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::feature_service_client::FeatureServiceClient;
 use quiver_proto::v1::get_online_features_request::Features;
@@ -34,13 +35,13 @@ fn user(id: i64) -> EntityKey {
     EntityKey::new(vec![KeyPart::Int64(id)]).unwrap()
 }
 
-/// The real store, slowed down by `delay_ms` per read when a test needs a slow database.
-struct Store {
-    inner: ScyllaStore,
+/// A real store, slowed down by `delay_ms` per read when a test needs a slow database.
+struct Store<S = ScyllaStore> {
+    inner: S,
     delay_ms: std::sync::atomic::AtomicU64,
 }
 
-impl FeatureStore for Store {
+impl<S: FeatureStore> FeatureStore for Store<S> {
     async fn write_features(
         &self,
         entity: &Entity,
@@ -94,17 +95,21 @@ impl FeatureStore for Store {
     }
 }
 
-/// A server over a fresh keyspace with the examples applied.
-struct Served {
-    store: Arc<Store>,
+/// A server over a fresh store (a Cassandra keyspace, or an embedded store's file) with the
+/// examples applied.
+struct Served<S = ScyllaStore> {
+    store: Arc<Store<S>>,
     registry: Registry,
-    server: Arc<FeatureServer<Store>>,
+    server: Arc<FeatureServer<Store<S>>>,
     client: FeatureServiceClient<Channel>,
     address: std::net::SocketAddr,
     metrics: prometheus_client::registry::Registry,
+    /// The embedded store's folder, removed when the test ends.
+    _folder: Option<tempfile::TempDir>,
 }
 
 impl Served {
+    /// A server over the real Cassandra.
     async fn start(config: ServeConfig, delay: Duration) -> Served {
         let session = quiver_testkit::cql_session().await;
         let keyspace = quiver_testkit::create_keyspace(&session, "serve").await;
@@ -114,7 +119,28 @@ impl Served {
         ))
         .await
         .expect("connects");
-        let registry = apply(&inner, &contract::example_definitions(), false)
+        Served::over(inner, &contract::example_definitions(), config, delay, None).await
+    }
+}
+
+impl Served<EmbeddedStore> {
+    /// A server over an embedded store in a folder of its own, with `definitions` applied.
+    async fn embedded(config: ServeConfig, definitions: &Definitions) -> Self {
+        let folder = tempfile::tempdir().unwrap();
+        let inner = EmbeddedStore::open(&folder.path().join("quiver.redb")).expect("opens");
+        Served::over(inner, definitions, config, Duration::ZERO, Some(folder)).await
+    }
+}
+
+impl<S: FeatureStore + OnlineStore + 'static> Served<S> {
+    async fn over(
+        inner: S,
+        definitions: &Definitions,
+        config: ServeConfig,
+        delay: Duration,
+        folder: Option<tempfile::TempDir>,
+    ) -> Self {
+        let registry = apply(&inner, definitions, false)
             .await
             .expect("applies")
             .registry;
@@ -143,6 +169,7 @@ impl Served {
             client,
             address,
             metrics,
+            _folder: folder,
         }
     }
 
@@ -188,6 +215,7 @@ fn request(features: &[&str], users: &[i64]) -> pb::GetOnlineFeaturesRequest {
                 })),
             },
         )]),
+        ..Default::default()
     }
 }
 
@@ -493,7 +521,7 @@ async fn bad_requests_get_their_documented_codes() {
 async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_never_a_hang() {
     let config = ServeConfig {
         max_in_flight: 1,
-        read_timeout: Duration::from_millis(800),
+        read_timeout: Some(Duration::from_millis(800)),
         cache: None,
         ..ServeConfig::default()
     };
@@ -645,7 +673,7 @@ async fn health_discovery_and_reflection_answer() {
 #[tokio::test]
 async fn a_store_out_of_reach_serves_the_last_values_marked_stale_where_configured() {
     let config = ServeConfig {
-        read_timeout: Duration::from_millis(200),
+        read_timeout: Some(Duration::from_millis(200)),
         cache: Some(quiver_serve::CacheConfig {
             capacity_bytes: 1 << 20,
             ttl: Duration::from_millis(100),
@@ -934,8 +962,26 @@ fn count_tile(feature: &str, start_micros: i64, count: u64, newest_event_micros:
 }
 
 #[tokio::test]
-async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user() {
+async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user_on_cassandra() {
     let served = Served::start(ServeConfig::default(), Duration::ZERO).await;
+    a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user(served).await;
+}
+
+#[tokio::test]
+async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user_on_the_embedded_store()
+{
+    let served = Served::embedded(ServeConfig::default(), &contract::example_definitions()).await;
+    a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user(served).await;
+}
+
+/// 500 users with stored features of two views and aggregates of one, read cold in one call
+/// in both reply formats: every value as written, and one store read per part of each view
+/// per user.
+async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user<
+    S: FeatureStore + OnlineStore + 'static,
+>(
+    served: Served<S>,
+) {
     let now = now_micros();
     let at = now - 1_000_000;
     // The tile of `actions_1h` holding `at`: 5-minute tiles, aligned to the epoch.
@@ -971,18 +1017,19 @@ async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user() {
             .expect("writes tiles");
     }
 
+    let ask = request(
+        &[
+            "user_profile:country",
+            "user_activity:actions_total",
+            "user_activity:last_country",
+            "user_activity:actions_1h",
+        ],
+        &users,
+    );
     let reply = served
         .client
         .clone()
-        .get_online_features(request(
-            &[
-                "user_profile:country",
-                "user_activity:actions_total",
-                "user_activity:last_country",
-                "user_activity:actions_1h",
-            ],
-            &users,
-        ))
+        .get_online_features(ask.clone())
         .await
         .expect("answers")
         .into_inner();
@@ -1018,5 +1065,223 @@ async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user() {
         served.counter("quiver_serve_store_reads_total"),
         500 * 3,
         "per user: the profile's values, the activity's values, and all its tiles in one read"
+    );
+    let typed = served
+        .client
+        .clone()
+        .get_online_features(typed_format(ask))
+        .await
+        .expect("answers")
+        .into_inner();
+    assert_same_cells(&reply, &typed);
+}
+
+fn typed_format(request: pb::GetOnlineFeaturesRequest) -> pb::GetOnlineFeaturesRequest {
+    pb::GetOnlineFeaturesRequest {
+        value_format: pb::ValueFormat::Typed.into(),
+        ..request
+    }
+}
+
+/// That a reply in `Value`s and one in typed columns carry the same cells, and that each
+/// fills only its own field.
+fn assert_same_cells(
+    values: &pb::GetOnlineFeaturesResponse,
+    typed: &pb::GetOnlineFeaturesResponse,
+) {
+    assert_eq!(values.features.len(), typed.features.len());
+    for (by_value, by_type) in values.features.iter().zip(&typed.features) {
+        let name = &by_value.name;
+        assert_eq!(&by_type.name, name);
+        assert_eq!(by_type.statuses, by_value.statuses, "{name}");
+        assert_eq!(
+            by_type.event_time_micros, by_value.event_time_micros,
+            "{name}"
+        );
+        assert!(
+            by_value.typed.is_none(),
+            "{name}: no typed column unless asked for"
+        );
+        assert!(
+            by_type.values.is_empty(),
+            "{name}: no Values in a typed reply"
+        );
+        let rows = by_value.statuses.len();
+        let typed_rows =
+            quiver_proto::columns::typed_rows(by_type.typed.clone().expect("typed"), rows)
+                .expect("a well-formed typed column");
+        for (row, (value, typed)) in by_value.values.iter().zip(typed_rows).enumerate() {
+            if by_value.statuses[row] == OK || by_value.statuses[row] == STALE {
+                assert_eq!(
+                    quiver_proto::values::from_wire(value.clone()),
+                    Some(typed),
+                    "{name}, row {row}"
+                );
+            } else {
+                assert_eq!(value, &pb::Value::default(), "{name}, row {row}");
+            }
+        }
+    }
+}
+
+/// Every type a feature can be declared with.
+const EVERY_TYPE: [&str; 17] = [
+    "bool",
+    "int32",
+    "int64",
+    "float32",
+    "float64",
+    "string",
+    "bytes",
+    "timestamp",
+    "list<bool>",
+    "list<int32>",
+    "list<int64>",
+    "list<float32>",
+    "list<float64>",
+    "list<string>",
+    "list<bytes>",
+    "list<timestamp>",
+    "embedding<4>",
+];
+
+/// The examples, plus a view `every_type` (keyed by user, written directly) with one feature
+/// per declared type, `f0` to `f16` in [`EVERY_TYPE`] order.
+fn with_every_type() -> Definitions {
+    let mut definitions = contract::example_definitions();
+    let mut view = definitions.feature_views[0].clone();
+    view.name = "every_type".parse().unwrap();
+    view.features = EVERY_TYPE
+        .iter()
+        .enumerate()
+        .map(|(index, value_type)| Feature {
+            name: format!("f{index}").parse().unwrap(),
+            value_type: value_type.parse().unwrap(),
+            derivation: Derivation::Field(format!("f{index}")),
+            default: None,
+            description: String::new(),
+        })
+        .collect();
+    definitions.feature_views.push(view);
+    definitions
+}
+
+/// A value of `value_type` that differs by user; lists of 0, 1 or 2 elements.
+fn sample(value_type: ValueType, id: i64) -> Value {
+    match value_type {
+        ValueType::Scalar(scalar) => match scalar {
+            ScalarType::Bool => Value::Bool(id % 2 == 0),
+            ScalarType::Int32 => Value::Int32(-(id as i32)),
+            ScalarType::Int64 => Value::Int64(id << 33),
+            ScalarType::Float32 => Value::Float32(id as f32 / 4.0),
+            ScalarType::Float64 => Value::Float64(id as f64 * 1.5),
+            ScalarType::String => Value::String(format!("s{id}")),
+            ScalarType::Bytes => Value::Bytes(vec![id as u8, 0]),
+            ScalarType::Timestamp => Value::Timestamp(1_700_000_000_000_000 + id),
+        },
+        ValueType::List(element) => Value::list_from_scalars(
+            element,
+            (0..id % 3)
+                .map(|k| sample(ValueType::Scalar(element), id + k))
+                .collect(),
+        )
+        .unwrap(),
+        ValueType::Embedding { dimension } => {
+            Value::Float32List((0..dimension).map(|k| (id + i64::from(k)) as f32).collect())
+        }
+    }
+}
+
+#[tokio::test]
+async fn typed_columns_and_value_columns_carry_the_same_values_for_every_feature_type() {
+    let served = Served::embedded(ServeConfig::default(), &with_every_type()).await;
+    let view = served.view("every_type").clone();
+    let at = now_micros() - 1_000_000;
+    // Users 0 to 29 have every feature; 30 to 39 none.
+    for id in 0..30 {
+        let values: Vec<(&str, Value)> = view
+            .view
+            .features
+            .iter()
+            .map(|feature| (feature.name.as_str(), sample(feature.value_type, id)))
+            .collect();
+        served.write("every_type", id, at, &values).await;
+    }
+    let activity = served.view("user_activity").clone();
+    for id in 0..30 {
+        let tiles = [count_tile(
+            "actions_total",
+            LIFETIME_TILE_START,
+            id as u64 + 1,
+            at,
+        )];
+        served
+            .store
+            .write_tiles(&served.registry.entities[0], &activity, &user(id), &tiles)
+            .await
+            .expect("writes tiles");
+    }
+    let mut features: Vec<String> = (0..EVERY_TYPE.len())
+        .map(|index| format!("every_type:f{index}"))
+        .collect();
+    features.extend([
+        "user_activity:actions_total".into(),
+        "user_activity:best_rank_7d".into(),
+    ]);
+    let features: Vec<&str> = features.iter().map(String::as_str).collect();
+    // Rows repeat and mix users with and without values.
+    let users: Vec<i64> = (0..40).chain([3, 35, 3]).collect();
+    let ask = request(&features, &users);
+    let mut client = served.client.clone();
+    let by_value = client
+        .get_online_features(ask.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let by_type = client
+        .get_online_features(typed_format(ask))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_cells(&by_value, &by_type);
+
+    // And the typed cells are what was written.
+    for (index, column) in by_type.features.iter().take(EVERY_TYPE.len()).enumerate() {
+        let value_type: ValueType = EVERY_TYPE[index].parse().unwrap();
+        let typed =
+            quiver_proto::columns::typed_rows(column.typed.clone().unwrap(), users.len()).unwrap();
+        for (row, &id) in users.iter().enumerate() {
+            if id < 30 {
+                assert_eq!(column.statuses[row], OK, "{} of user {id}", column.name);
+                assert_eq!(
+                    typed[row],
+                    sample(value_type, id),
+                    "{} of user {id}",
+                    column.name
+                );
+            } else {
+                assert_eq!(
+                    column.statuses[row], NOT_FOUND,
+                    "{} of user {id}",
+                    column.name
+                );
+            }
+        }
+    }
+    let counts = &by_type.features[EVERY_TYPE.len()];
+    let counts =
+        quiver_proto::columns::typed_rows(counts.typed.clone().unwrap(), users.len()).unwrap();
+    assert_eq!(counts[3], Value::Int64(4));
+    assert_eq!(
+        counts[35],
+        Value::Int64(0),
+        "a user with no events counts 0"
+    );
+    // min over no events: NOT_FOUND, its typed slot the type's zero.
+    assert!(
+        by_type.features[EVERY_TYPE.len() + 1]
+            .statuses
+            .iter()
+            .all(|&s| s == NOT_FOUND)
     );
 }

@@ -146,8 +146,10 @@ enum Command {
     /// to push rows of a view (checked whole before anything is written); also the gRPC health
     /// checking protocol and server reflection (grpcurl needs no proto files), and Prometheus
     /// metrics. Limits: --max-entities and --max-request-bytes (INVALID_ARGUMENT),
-    /// --max-in-flight (RESOURCE_EXHAUSTED), the client's deadline (DEADLINE_EXCEEDED) and
-    /// --read-timeout-ms per store read (UNAVAILABLE). Newly applied views are served within
+    /// --max-in-flight (RESOURCE_EXHAUSTED), the client's deadline or --call-timeout-ms
+    /// (DEADLINE_EXCEEDED) and, if set, --read-timeout-ms per store read (UNAVAILABLE). Replies
+    /// carry a Value per row, or one typed array per column where the request asks for
+    /// VALUE_FORMAT_TYPED. Newly applied views are served within
     /// --registry-refresh-secs, without a restart.
     Serve {
         #[command(flatten)]

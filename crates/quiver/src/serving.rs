@@ -8,6 +8,7 @@ use clap::Args;
 use quiver_client::{Entities, QuiverClient, Selection};
 use quiver_core::read::Status;
 use quiver_core::value::Value;
+use quiver_kafka::invalidations::{Invalidation, Invalidations};
 use quiver_serve::{CacheConfig, FeatureServer, ServeConfig, ServeMetrics};
 
 use crate::Stopper;
@@ -50,9 +51,11 @@ pub(crate) struct ServeArgs {
     /// Most calls answered at once; more are shed with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1_024)]
     max_in_flight: usize,
-    /// Milliseconds one store read may take before the call fails with UNAVAILABLE.
-    #[arg(long, default_value_t = 500)]
-    read_timeout_ms: u64,
+    /// Milliseconds one store read may take before the call fails with UNAVAILABLE (or is
+    /// answered stale, with --serve-stale-ms). Unset, reads are bounded by the call's deadline
+    /// only, so a large cold call answers however its reads queue at the database.
+    #[arg(long, value_name = "MS")]
+    read_timeout_ms: Option<u64>,
     /// Cache capacity in MiB of rows.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
@@ -62,9 +65,10 @@ pub(crate) struct ServeArgs {
     /// Milliseconds an absent entity is remembered as absent.
     #[arg(long, default_value_t = 1_000)]
     negative_ttl_ms: u64,
-    /// When a store read times out, serve the last value read for up to this many milliseconds,
-    /// marked stale, instead of failing the call with UNAVAILABLE. Off unless given.
-    #[arg(long, value_name = "MS")]
+    /// When a store read fails or times out (--read-timeout-ms), serve the last value read for
+    /// up to this many milliseconds, marked stale, instead of failing the call with UNAVAILABLE.
+    /// Off unless given.
+    #[arg(long, value_name = "MS", requires = "read_timeout_ms")]
     serve_stale_ms: Option<u64>,
     /// Read the store on every call, for comparison.
     #[arg(long)]
@@ -113,7 +117,7 @@ pub(crate) async fn run_server(
         max_push_future: Duration::from_millis(args.max_push_future_ms),
         max_request_bytes: args.max_request_bytes,
         max_in_flight: args.max_in_flight.max(1),
-        read_timeout: Duration::from_millis(args.read_timeout_ms),
+        read_timeout: args.read_timeout_ms.map(Duration::from_millis),
         cache: (!args.no_cache).then(|| CacheConfig {
             capacity_bytes: args.cache_mib * 1024 * 1024,
             ttl: Duration::from_millis(args.cache_ttl_ms),
@@ -140,19 +144,11 @@ pub(crate) async fn run_server(
         .serve_metrics(args.metrics_addr, metrics_registry)
         .await?;
     if let Some(topic) = &args.invalidation_topic {
-        let (server, kafka, topic, stopped) = (
-            server.clone(),
-            args.kafka.connection()?,
-            topic.clone(),
-            stopper.stopped(),
-        );
-        tokio::spawn(async move {
-            if let Err(error) =
-                quiver_serve::invalidation::listen(server, &kafka, &topic, stopped).await
-            {
-                tracing::error!(%error, "invalidation listener stopped");
-            }
-        });
+        let (server, kafka, stopped) =
+            (server.clone(), args.kafka.connection()?, stopper.stopped());
+        let invalidations = Invalidations::subscribe(&kafka, topic)
+            .context("cannot subscribe to the invalidation topic")?;
+        tokio::spawn(drop_invalidated(server, invalidations, stopped));
     }
     let stopped = stopper.stopped();
     let hard_stop = Duration::from_secs(args.drain_timeout_secs + HARD_STOP_GRACE_SECS);
@@ -171,6 +167,24 @@ pub(crate) async fn run_server(
     server.run(listener, stopper.stopped()).await?;
     metrics_server.abort();
     Ok(())
+}
+
+/// Drops each entity announced on the invalidation topic from `server`'s cache, until
+/// `stopped` resolves.
+async fn drop_invalidated(
+    server: Arc<FeatureServer<Store>>,
+    invalidations: Invalidations,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        let Invalidation { entity, key } = tokio::select! {
+            () = &mut stopped => return,
+            next = invalidations.next(|| server.registry()) => next,
+        };
+        server.invalidate(entity.as_str(), &key).await;
+        tracing::debug!(%entity, %key, "cache invalidated");
+    }
 }
 
 /// What `get` asks for.

@@ -140,6 +140,7 @@ async fn a_hundred_thousand_rows_of_twenty_features_pushed_read_back_whole() {
                     },
                 )]
                 .into(),
+                ..Default::default()
             })
             .await
             .expect("read back")

@@ -32,6 +32,7 @@ fn read_of(features: Vec<String>, entities: i64) -> pb::GetOnlineFeaturesRequest
             pb::FeatureList { features },
         )),
         entities: users(entities),
+        ..Default::default()
     }
 }
 
@@ -213,6 +214,7 @@ async fn undecodable_messages_and_huge_names_are_invalid_arguments_with_short_me
                 "s".repeat(3_000_000),
             )),
             entities: users(1),
+            ..Default::default()
         })
         .await
         .expect_err("refused");

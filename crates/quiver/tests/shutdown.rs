@@ -56,6 +56,7 @@ fn read_all_users() -> pb::GetOnlineFeaturesRequest {
             },
         )]
         .into(),
+        ..Default::default()
     }
 }
 
