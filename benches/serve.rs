@@ -5,9 +5,12 @@
 //! The server runs on a runtime of its own, built as `quiver serve` builds it, with a store of
 //! its own. The load generator, a lean gRPC client on HTTP/2 (one connection, one write per
 //! call), and the direct reads run on a second, single-threaded runtime: a client process of
-//! one thread beside the server. Side by side in one run, for batches of 1, 10 and 100 entities
-//! x 20 features:
-//! - **cache hits**: the server with its cache warm;
+//! one thread beside the server. Side by side in one run, for batches of 1, 10, 100, 250 and 500
+//! entities x 20 features:
+//! - **cache hits**: the server with its cache warm, replying with a `Value` per cell, and
+//!   again with typed columns (`VALUE_FORMAT_TYPED`);
+//! - **cache hits floor**: a bare tonic `FeatureService` answering the same columns from a
+//!   prefilled moka cache, the least any server answering a hit could do;
 //! - **cache misses**: a second server with the cache off, so every call reads the database;
 //! - **adapter reads**: `ScyllaStore::read_features` called in the client, the miss path
 //!   without the server;
@@ -179,6 +182,7 @@ async fn main() {
     let cached = start(true).await;
     let uncached = start(false).await;
     let bound = serve_reading_health_check(server_runtime.handle(), keyspace.clone()).await;
+    let floor = serve_cache_floor(server_runtime.handle()).await;
     let features: Arc<[String]> = (0..FEATURES)
         .map(|i| format!("user_profile:f{i:02}"))
         .collect();
@@ -197,10 +201,17 @@ async fn main() {
     );
 
     let select = Arc::new(prepare_select(&session, &keyspace).await);
-    for batch in [1_usize, 10, 100] {
+    for batch in [1_usize, 10, 100, 250, 500] {
         let ask = {
             let features = features.clone();
             move |call: u64| request(&features, batch, call)
+        };
+        let ask_typed = {
+            let ask = ask.clone();
+            move |call: u64| pb::GetOnlineFeaturesRequest {
+                value_format: pb::ValueFormat::Typed.into(),
+                ..ask(call)
+            }
         };
         let hits = get_calls(&cached, ask.clone());
         let misses = get_calls(&uncached, ask.clone());
@@ -221,6 +232,14 @@ async fn main() {
         }
         if selected(&case) {
             report(&case, load(hits.clone()).await);
+        }
+        let case = format!("batch {batch}: cache hits floor (bare tonic + moka)");
+        if selected(&case) {
+            report(&case, load(get_calls(&floor, ask.clone())).await);
+        }
+        let case = format!("batch {batch}: cache hits, typed columns");
+        if selected(&case) {
+            report(&case, load(get_calls(&cached, ask_typed)).await);
         }
         let case = format!("batch {batch}: cache misses (cache off)");
         if selected(&case) {
@@ -525,6 +544,101 @@ impl Health for ReadingHealthCheck {
             "this health check reads rows; it does not watch",
         ))
     }
+}
+
+/// The least any server answering a cache hit could do: a bare tonic `FeatureService` whose
+/// handler looks each requested entity up in a prefilled moka cache of its 20 wire values and
+/// answers the same columns as Quiver's server (values cloned into them, statuses, event
+/// times), with no registry, plan, key encoding or aggregate.
+struct CacheFloor {
+    rows: moka::future::Cache<i64, Arc<Vec<pb::Value>>>,
+}
+
+#[tonic::async_trait]
+impl pb::feature_service_server::FeatureService for CacheFloor {
+    async fn get_online_features(
+        &self,
+        request: tonic::Request<pb::GetOnlineFeaturesRequest>,
+    ) -> Result<tonic::Response<pb::GetOnlineFeaturesResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let Some(pb::key_column::Values::Int64Values(ids)) = request
+            .entities
+            .get("user_id")
+            .and_then(|column| column.values.clone())
+        else {
+            return Err(tonic::Status::invalid_argument("user_id int64 keys"));
+        };
+        let mut rows = Vec::with_capacity(ids.values.len());
+        for id in &ids.values {
+            rows.push(self.rows.get(id).await.expect("prefilled"));
+        }
+        let Some(pb::get_online_features_request::Features::FeatureList(list)) = request.features
+        else {
+            return Err(tonic::Status::invalid_argument("a feature list"));
+        };
+        let features = list
+            .features
+            .into_iter()
+            .enumerate()
+            .map(|(index, name)| pb::FeatureColumn {
+                name,
+                values: rows.iter().map(|row| row[index].clone()).collect(),
+                statuses: vec![pb::FeatureStatus::Ok as i32; rows.len()],
+                event_time_micros: vec![1_790_000_000_000_000; rows.len()],
+                typed: None,
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::GetOnlineFeaturesResponse {
+            features,
+        }))
+    }
+
+    async fn list_feature_views(
+        &self,
+        _: tonic::Request<pb::ListFeatureViewsRequest>,
+    ) -> Result<tonic::Response<pb::ListFeatureViewsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the floor only reads"))
+    }
+
+    async fn list_feature_services(
+        &self,
+        _: tonic::Request<pb::ListFeatureServicesRequest>,
+    ) -> Result<tonic::Response<pb::ListFeatureServicesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the floor only reads"))
+    }
+
+    async fn write_features(
+        &self,
+        _: tonic::Request<pb::WriteFeaturesRequest>,
+    ) -> Result<tonic::Response<pb::WriteFeaturesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the floor only reads"))
+    }
+}
+
+/// Serves a `CacheFloor` holding every entity on `runtime`, as the feature servers are served;
+/// a client of it.
+async fn serve_cache_floor(runtime: &tokio::runtime::Handle) -> GrpcClient {
+    let (listening, address) = tokio::sync::oneshot::channel();
+    runtime.spawn(async move {
+        let rows = moka::future::Cache::new(ENTITIES as u64);
+        for id in 0..ENTITIES {
+            let values = (0..FEATURES)
+                .map(|_| quiver_proto::values::to_wire(&Value::String(format!("v{id}"))))
+                .collect();
+            rows.insert(id, Arc::new(values)).await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listening.send(listener.local_addr().unwrap()).unwrap();
+        tonic::transport::Server::builder()
+            .add_service(pb::feature_service_server::FeatureServiceServer::new(
+                CacheFloor { rows },
+            ))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
+            .await
+    });
+    GrpcClient::connect(address.await.unwrap()).await
 }
 
 /// Serves a `ReadingHealthCheck` on `runtime`, as the feature servers are served, with a session

@@ -109,6 +109,11 @@ impl RowCache {
         RowCache { rows, last_read }
     }
 
+    /// The cached row of `key`, if there is one.
+    pub(crate) async fn get(&self, key: &RowKey) -> Option<Row> {
+        self.rows.get(key).await
+    }
+
     /// The last row read for `key`, if stale rows are kept and this one still is.
     pub(crate) async fn last_read(&self, key: &RowKey) -> Option<Row> {
         self.last_read.as_ref()?.get(key).await

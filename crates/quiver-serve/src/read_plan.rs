@@ -152,8 +152,8 @@ impl<'r> CallPlan<'r> {
     }
 
     /// Fetches every part that each distinct entity of each view needs through `fetch`, at
-    /// most `in_flight` at once. Each read's future is made only when it starts: a future of
-    /// the cache and the store is kilobytes, and making all of a 10,000-entity call's up front
+    /// most `in_flight` at once. Each read's future is made only when it starts: made up front,
+    /// a 10,000-entity call's futures (8.5 KB each before hits stopped holding the load's)
     /// took 170 MB and most of a second before the first read began.
     pub(crate) async fn fetch<'p, F, Read>(
         &'p mut self,
@@ -385,5 +385,135 @@ fn wire_status(status: ReadStatus) -> pb::FeatureStatus {
         ReadStatus::NotFound => pb::FeatureStatus::NotFound,
         ReadStatus::Expired => pb::FeatureStatus::Expired,
         ReadStatus::Stale => pb::FeatureStatus::Stale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use quiver_core::aggregate::{LIFETIME_TILE_START, Partial, Tile};
+    use quiver_core::definition::Registry;
+    use quiver_core::key::KeyPart;
+    use quiver_core::plan::Plan;
+    use quiver_core::read::plan_features;
+    use quiver_core::store::StoredValue;
+
+    use super::*;
+
+    fn registry() -> Registry {
+        let definitions = quiver_testkit::contract::example_definitions();
+        Plan::between(&Registry::default(), &definitions)
+            .apply(&Registry::default(), &definitions, false)
+            .expect("the examples apply")
+    }
+
+    fn users(ids: &[i64]) -> HashMap<String, pb::KeyColumn> {
+        HashMap::from([(
+            "user_id".to_owned(),
+            pb::KeyColumn {
+                values: Some(pb::key_column::Values::Int64Values(pb::Int64List {
+                    values: ids.to_vec(),
+                })),
+            },
+        )])
+    }
+
+    /// What the store holds for user 7: a country, and three counted events. User 8 has nothing.
+    fn stored(source: &ViewSource<'_>, part: Part, key: &EntityKey) -> Fetched {
+        let known = *key == EntityKey::new(vec![KeyPart::Int64(7)]).unwrap();
+        let row = match part {
+            Part::Values => Cached::Values(
+                source
+                    .stored()
+                    .iter()
+                    .map(|name| {
+                        (known && name.as_str() == "country").then(|| StoredValue {
+                            value: Value::String("SE".into()),
+                            event_time_micros: 5,
+                        })
+                    })
+                    .collect(),
+            ),
+            Part::Tiles => Cached::Tiles(if known {
+                vec![Tile {
+                    feature: "actions_total".parse().unwrap(),
+                    start_micros: LIFETIME_TILE_START,
+                    source: "match-events/0".into(),
+                    through_offset: 3,
+                    newest_event_micros: 9,
+                    partial: Partial::Count(3),
+                }]
+            } else {
+                Vec::new()
+            }),
+        };
+        Fetched {
+            row: Arc::new(row),
+            stale: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_distinct_entity_is_fetched_once_per_part_and_every_row_is_answered() {
+        let registry = registry();
+        let references = ["user_profile:country", "user_activity:actions_total"];
+        let plan = plan_features(&registry, references.map(String::from).to_vec()).unwrap();
+        let mut call = CallPlan::new(plan, &users(&[7, 8, 7]), 3).unwrap();
+        let fetched = Mutex::new(Vec::new());
+        call.fetch(2, |source, part, key| {
+            fetched
+                .lock()
+                .unwrap()
+                .push((source.table.to_string(), part, key.clone()));
+            let row = stored(source, part, key);
+            async move { Ok(row) }
+        })
+        .await
+        .unwrap();
+        let mut fetched = fetched.into_inner().unwrap();
+        fetched
+            .sort_by_key(|(table, part, key)| (table.clone(), *part == Part::Tiles, key.encode()));
+        let seven = EntityKey::new(vec![KeyPart::Int64(7)]).unwrap();
+        let eight = EntityKey::new(vec![KeyPart::Int64(8)]).unwrap();
+        assert_eq!(
+            fetched,
+            [
+                ("user_activity_v1".into(), Part::Tiles, seven.clone()),
+                ("user_activity_v1".into(), Part::Tiles, eight.clone()),
+                ("user_profile_v1".into(), Part::Values, seven),
+                ("user_profile_v1".into(), Part::Values, eight),
+            ],
+            "the activity's tiles only (no stored feature asked of it), the profile's values only"
+        );
+
+        let columns = call.answer(100, Format::Values).unwrap();
+        let country = &columns[0];
+        assert_eq!(country.name, "user_profile:country");
+        let ok = pb::FeatureStatus::Ok as i32;
+        let not_found = pb::FeatureStatus::NotFound as i32;
+        assert_eq!(country.statuses, [ok, not_found, ok]);
+        assert_eq!(country.event_time_micros, [5, 0, 5]);
+        let se = quiver_proto::values::to_wire(&Value::String("SE".into()));
+        assert_eq!(country.values, [se.clone(), pb::Value::default(), se]);
+        let counts = &columns[1];
+        assert_eq!(counts.statuses, [ok, ok, ok], "counts over no events are 0");
+        let count = |n| quiver_proto::values::to_wire(&Value::Int64(n));
+        assert_eq!(counts.values, [count(3), count(0), count(3)]);
+        assert_eq!(counts.event_time_micros, [9, 0, 9]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_fails_the_call() {
+        let registry = registry();
+        let plan = plan_features(&registry, vec!["user_profile:country".into()]).unwrap();
+        let mut call = CallPlan::new(plan, &users(&[1, 2]), 2).unwrap();
+        let failed = call
+            .fetch(1, |_, _, _| async {
+                Err(Status::unavailable("the store is down"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), tonic::Code::Unavailable);
     }
 }
