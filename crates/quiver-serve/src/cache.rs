@@ -64,11 +64,16 @@ pub struct CacheConfig {
     pub serve_stale_for: Option<Duration>,
 }
 
+/// The caches' hasher: foldhash, seeded at random per process, rather than the standard
+/// library's SipHash; a hit hashes its key (table name, part, entity key) several times in
+/// moka, and those lookups were a tenth of the CPU of 500-entity hits.
+type KeyHasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Clone)]
 pub(crate) struct RowCache {
-    rows: Cache<RowKey, Row>,
+    rows: Cache<RowKey, Row, KeyHasher>,
     /// The last row read per key, kept longer, for when the store cannot be reached.
-    last_read: Option<Cache<RowKey, Row>>,
+    last_read: Option<Cache<RowKey, Row, KeyHasher>>,
 }
 
 /// Absent rows live for the negative TTL, others for the cache's TTL.
@@ -96,7 +101,7 @@ impl RowCache {
                 ttl: config.ttl,
                 negative_ttl: config.negative_ttl,
             })
-            .build();
+            .build_with_hasher(KeyHasher::default());
         let last_read = config.serve_stale_for.map(|keep| {
             Cache::builder()
                 .max_capacity(config.capacity_bytes)
@@ -104,7 +109,7 @@ impl RowCache {
                     u32::try_from(weight(key, row)).unwrap_or(u32::MAX)
                 })
                 .time_to_live(keep)
-                .build()
+                .build_with_hasher(KeyHasher::default())
         });
         RowCache { rows, last_read }
     }
