@@ -222,8 +222,9 @@ impl<'r> CallPlan<'r> {
                 let mut out = ColumnBuilder::new(column.name.clone(), rows, format, || {
                     feature_type(view.source.view, &column.feature)
                 })?;
+                let source = view.source_of(&column);
                 for &entity in &view.row_entities {
-                    out.push(view.cell(&column, &view.entities[entity], now_micros))?;
+                    out.push(source.cell(&view.entities[entity], now_micros))?;
                 }
                 Ok(out.finish())
             })
@@ -257,30 +258,63 @@ impl<'r> ViewPlan<'r> {
         }
     }
 
-    /// The cell of `column` for one entity: a stored feature from its values, an aggregate
-    /// evaluated over its tiles at `now_micros`.
-    fn cell<'a>(&self, column: &ReadColumn, entity: &'a EntityRead, now_micros: i64) -> Cell<'a> {
+    /// Where `column`'s cells come from, worked out once per column rather than per cell.
+    fn source_of<'v>(&'v self, column: &ReadColumn) -> CellSource<'v> {
         let view = &self.source.view.view;
-        match (column.slot, &entity.values, &entity.tiles) {
-            (Some(slot), Some(fetched), _) => stored_cell(fetched, slot, view.ttl, now_micros),
-            (None, _, Some(fetched)) => match aggregate_feature(view, &column.feature) {
-                Some((feature, aggregate)) => {
-                    let Cached::Tiles(tiles) = &*fetched.row else {
-                        return Cell::absent(ReadStatus::NotFound);
-                    };
-                    match evaluate(feature, aggregate, tiles, now_micros) {
-                        Some((value, newest)) => Cell {
-                            value: Some(Cow::Owned(value)),
-                            status: fetched.status(),
-                            event_time_micros: newest.unwrap_or(0),
-                        },
-                        None => Cell::absent(ReadStatus::NotFound),
-                    }
-                }
-                None => Cell::absent(ReadStatus::NotFound),
+        match column.slot {
+            Some(slot) => CellSource::Stored {
+                slot,
+                ttl: view.ttl,
             },
+            None => match aggregate_feature(view, &column.feature) {
+                Some((feature, aggregate)) => CellSource::Aggregate { feature, aggregate },
+                None => CellSource::Unknown,
+            },
+        }
+    }
+}
+
+/// Where the cells of one column come from.
+enum CellSource<'v> {
+    /// A stored feature: its slot in the view's fetched values.
+    Stored {
+        slot: usize,
+        ttl: Option<quiver_core::definition::Seconds>,
+    },
+    /// An aggregate, evaluated over the fetched tiles.
+    Aggregate {
+        feature: &'v quiver_core::definition::Feature,
+        aggregate: &'v quiver_core::definition::Aggregate,
+    },
+    /// Neither: nothing to serve.
+    Unknown,
+}
+
+impl CellSource<'_> {
+    /// The cell of one entity: a stored feature from its values, an aggregate evaluated over
+    /// its tiles at `now_micros`.
+    fn cell<'a>(&self, entity: &'a EntityRead, now_micros: i64) -> Cell<'a> {
+        match (self, &entity.values, &entity.tiles) {
+            (&CellSource::Stored { slot, ttl }, Some(fetched), _) => {
+                stored_cell(fetched, slot, ttl, now_micros)
+            }
+            (&CellSource::Aggregate { feature, aggregate }, _, Some(fetched)) => {
+                let Cached::Tiles(tiles) = &*fetched.row else {
+                    return Cell::absent(ReadStatus::NotFound);
+                };
+                match evaluate(feature, aggregate, tiles, now_micros) {
+                    Some((value, newest)) => Cell {
+                        value: Some(Cow::Owned(value)),
+                        status: fetched.status(),
+                        event_time_micros: newest.unwrap_or(0),
+                    },
+                    None => Cell::absent(ReadStatus::NotFound),
+                }
+            }
             // Not fetched: a part is fetched for every column that needs it.
-            (Some(_), None, _) | (None, _, None) => Cell::absent(ReadStatus::NotFound),
+            (CellSource::Stored { .. }, None, _)
+            | (CellSource::Aggregate { .. }, _, None)
+            | (CellSource::Unknown, _, _) => Cell::absent(ReadStatus::NotFound),
         }
     }
 }
