@@ -29,7 +29,7 @@ use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
-use quiver_core::store::{FeatureStore, FeatureWrite, StoreError, StoredValue};
+use quiver_core::store::{EntityRow, FeatureStore, FeatureWrite, StoreError, StoredValue};
 use quiver_core::value::Value;
 use quiver_ingest::IngestMetrics;
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
@@ -336,6 +336,16 @@ impl FeatureStore for Probe<'_> {
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
         self.store.read_features(entity, view, features, key).await
     }
+
+    async fn read_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<EntityRow, StoreError> {
+        self.store.read_entity(entity, view, key).await
+    }
+
     async fn write_tiles(
         &self,
         entity: &Entity,

@@ -100,6 +100,16 @@ pub struct StoredValue {
     pub event_time_micros: i64,
 }
 
+/// Everything stored of one entity in one view version, as [`FeatureStore::read_entity`] reads
+/// it: what serving caches per (view version, entity).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityRow {
+    /// The values of the view's stored features, in [`crate::read::stored_features`] order.
+    pub values: Vec<Option<StoredValue>>,
+    /// The tiles of every aggregate feature of the view, and the entity's deletion mark.
+    pub tiles: EntityTiles,
+}
+
 /// Checks a write against its view before anything is stored: the key fits the entity, and each
 /// value names a field-fed feature of the view and has its type. Shared by every adapter, so
 /// they refuse the same writes with the same words.
@@ -329,6 +339,18 @@ pub trait FeatureStore: Send + Sync {
         features: &[Name],
         key: &EntityKey,
     ) -> impl Future<Output = Result<Vec<Option<StoredValue>>, StoreError>> + Send;
+
+    /// Everything stored of one entity in `view` in one read of the store: the values of every
+    /// stored feature (as [`FeatureStore::read_features`] of [`crate::read::stored_features`]
+    /// gives them) and every tile (as [`FeatureStore::read_tiles`] of all features does). One
+    /// read, so that a call reading a view's values and aggregates costs one round trip per
+    /// entity, whatever their number.
+    fn read_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> impl Future<Output = Result<EntityRow, StoreError>> + Send;
 
     /// Stores the tiles of one entity's aggregates ([`crate::aggregate::fold`] gives them), each
     /// replacing the stored tile of the same feature, start and source. A tile stays until its

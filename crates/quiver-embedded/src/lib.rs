@@ -26,12 +26,13 @@ use quiver_core::aggregate::{EntityTiles, Tile};
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
+use quiver_core::read::stored_features;
 use quiver_core::store::{
-    FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue, check_key,
-    check_write, feature_types, live_tiles, remaining_ttl_secs,
+    EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
+    check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::Value;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features");
@@ -405,48 +406,27 @@ impl FeatureStore for EmbeddedStore {
         features: &[Name],
         key: &EntityKey,
     ) -> Result<Vec<Option<StoredValue>>, StoreError> {
-        let types = feature_types(&view.view, features)?;
-        let failed = |error: redb::StorageError| unavailable("reading features", error);
         let transaction = self
             .database
             .begin_read()
             .map_err(|error| unavailable("reading features", error))?;
-        let table = transaction
-            .open_table(FEATURES)
-            .map_err(|error| unavailable("reading features", error))?;
-        let row = row_key(view, key);
-        let now = now_micros();
-        features
-            .iter()
-            .zip(types)
-            .map(|(name, value_type)| {
-                let Some(stored) = table
-                    .get(feature_key(&row, name).as_slice())
-                    .map_err(failed)?
-                else {
-                    return Ok(None);
-                };
-                let entry = stored.value();
-                let unreadable =
-                    || corrupt(format!("{}:{name} of {key} is unreadable", view.view.name));
-                let (event_time_micros, expires) = entry_times(entry).ok_or_else(unreadable)?;
-                if expires <= now {
-                    return Ok(None);
-                }
-                let value: Value =
-                    serde_json::from_slice(&entry[16..]).map_err(|_| unreadable())?;
-                if value_type.check(&value).is_err() {
-                    return Err(corrupt(format!(
-                        "{}:{name} of {key} holds a value that is not a {value_type}",
-                        view.view.name
-                    )));
-                }
-                Ok(Some(StoredValue {
-                    value,
-                    event_time_micros,
-                }))
-            })
-            .collect()
+        stored_values(&transaction, view, features, key)
+    }
+
+    async fn read_entity(
+        &self,
+        _entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<EntityRow, StoreError> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| unavailable("reading an entity", error))?;
+        Ok(EntityRow {
+            values: stored_values(&transaction, view, &stored_features(view), key)?,
+            tiles: stored_tiles(&transaction, view, key, None)?,
+        })
     }
 
     async fn write_tiles(
@@ -488,50 +468,107 @@ impl FeatureStore for EmbeddedStore {
         key: &EntityKey,
         feature: Option<&Name>,
     ) -> Result<EntityTiles, StoreError> {
-        let failed = |error: redb::StorageError| unavailable("reading tiles", error);
         let transaction = self
             .database
             .begin_read()
             .map_err(|error| unavailable("reading tiles", error))?;
-        let table = transaction
-            .open_table(TILES)
-            .map_err(|error| unavailable("reading tiles", error))?;
-        let row = row_key(view, key);
-        let deleted_through_micros = transaction
-            .open_table(DELETIONS)
-            .map_err(|error| unavailable("reading tiles", error))?
-            .get(row.as_slice())
-            .map_err(failed)?
-            .map(|stored| stored.value());
-        // The tiles of one feature lie under the row key, the feature name and a NUL.
-        let mut start = row;
-        if let Some(feature) = feature {
-            start.extend_from_slice(feature.as_str().as_bytes());
-            start.push(0);
-        }
-        let end = row_end(&start);
-        let now = now_micros();
-        let mut tiles = Vec::new();
-        for entry in table
-            .range(start.as_slice()..end.as_slice())
-            .map_err(failed)?
-        {
-            let (_, stored) = entry.map_err(failed)?;
-            let stored = stored.value();
-            let unreadable = || {
-                corrupt(format!(
-                    "a tile of {key} in {} is unreadable",
-                    view.view.name
-                ))
-            };
-            if tile_expiry(stored).ok_or_else(unreadable)? <= now {
-                continue;
-            }
-            tiles.push(serde_json::from_slice(&stored[8..]).map_err(|_| unreadable())?);
-        }
-        Ok(EntityTiles {
-            tiles,
-            deleted_through_micros,
-        })
+        stored_tiles(&transaction, view, key, feature)
     }
+}
+
+/// The stored values of `features` of one entity, in that order, as of one read transaction.
+fn stored_values(
+    transaction: &ReadTransaction,
+    view: &VersionedView,
+    features: &[Name],
+    key: &EntityKey,
+) -> Result<Vec<Option<StoredValue>>, StoreError> {
+    let types = feature_types(&view.view, features)?;
+    let failed = |error: redb::StorageError| unavailable("reading features", error);
+    let table = transaction
+        .open_table(FEATURES)
+        .map_err(|error| unavailable("reading features", error))?;
+    let row = row_key(view, key);
+    let now = now_micros();
+    features
+        .iter()
+        .zip(types)
+        .map(|(name, value_type)| {
+            let Some(stored) = table
+                .get(feature_key(&row, name).as_slice())
+                .map_err(failed)?
+            else {
+                return Ok(None);
+            };
+            let entry = stored.value();
+            let unreadable =
+                || corrupt(format!("{}:{name} of {key} is unreadable", view.view.name));
+            let (event_time_micros, expires) = entry_times(entry).ok_or_else(unreadable)?;
+            if expires <= now {
+                return Ok(None);
+            }
+            let value: Value = serde_json::from_slice(&entry[16..]).map_err(|_| unreadable())?;
+            if value_type.check(&value).is_err() {
+                return Err(corrupt(format!(
+                    "{}:{name} of {key} holds a value that is not a {value_type}",
+                    view.view.name
+                )));
+            }
+            Ok(Some(StoredValue {
+                value,
+                event_time_micros,
+            }))
+        })
+        .collect()
+}
+
+/// The live tiles of one entity (of `feature`, or of every aggregate) and its deletion mark, as
+/// of one read transaction.
+fn stored_tiles(
+    transaction: &ReadTransaction,
+    view: &VersionedView,
+    key: &EntityKey,
+    feature: Option<&Name>,
+) -> Result<EntityTiles, StoreError> {
+    let failed = |error: redb::StorageError| unavailable("reading tiles", error);
+    let table = transaction
+        .open_table(TILES)
+        .map_err(|error| unavailable("reading tiles", error))?;
+    let row = row_key(view, key);
+    let deleted_through_micros = transaction
+        .open_table(DELETIONS)
+        .map_err(|error| unavailable("reading tiles", error))?
+        .get(row.as_slice())
+        .map_err(failed)?
+        .map(|stored| stored.value());
+    // The tiles of one feature lie under the row key, the feature name and a NUL.
+    let mut start = row;
+    if let Some(feature) = feature {
+        start.extend_from_slice(feature.as_str().as_bytes());
+        start.push(0);
+    }
+    let end = row_end(&start);
+    let now = now_micros();
+    let mut tiles = Vec::new();
+    for entry in table
+        .range(start.as_slice()..end.as_slice())
+        .map_err(failed)?
+    {
+        let (_, stored) = entry.map_err(failed)?;
+        let stored = stored.value();
+        let unreadable = || {
+            corrupt(format!(
+                "a tile of {key} in {} is unreadable",
+                view.view.name
+            ))
+        };
+        if tile_expiry(stored).ok_or_else(unreadable)? <= now {
+            continue;
+        }
+        tiles.push(serde_json::from_slice(&stored[8..]).map_err(|_| unreadable())?);
+    }
+    Ok(EntityTiles {
+        tiles,
+        deleted_through_micros,
+    })
 }

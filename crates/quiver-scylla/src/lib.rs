@@ -7,13 +7,14 @@
 //! `USING TIMESTAMP` and the rest of the view's TTL as `USING TTL`; reads take `WRITETIME` back
 //! as the event time.
 //!
-//! Aggregate tiles of every view live in one table, `quiver_tiles`, partitioned by view table
-//! and encoded entity key, with a row per feature and source holding the tiles as a map from
-//! tile start to the tile as JSON: one query reads all tiles of an entity, or of one of its
-//! features, and a 30-day window is one row of 30 cells rather than 30 rows. A tile is one map
-//! cell, rewritten whole each time it changes (never a CQL counter, whose increments a replay
-//! would repeat), with its own TTL that ends when its window has passed it.
+//! Aggregate tiles live in the same row as the entity's values, so that one read of one
+//! partition gives serving everything of an entity in a view ([`tiles`] has the layout). Names
+//! are lower case, so the tile columns' quoted names, which start with an underscore, never
+//! clash with a feature's. Keyspaces from before kept tiles in a table of their own; [`migrate`]
+//! moves them over when a store connects.
 
+mod migrate;
+mod tiles;
 mod values;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
-use quiver_core::aggregate::{EntityTiles, Partial, Tile};
+use quiver_core::aggregate::{EntityTiles, Tile};
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
 };
@@ -33,8 +34,8 @@ use quiver_core::name::Name;
 use quiver_core::read::stored_features;
 use quiver_core::secret::Secret;
 use quiver_core::store::{
-    DELETION_MARK_TTL_SECS, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind,
-    StoredValue, check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
+    EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
+    check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, Value, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -144,21 +145,18 @@ pub struct ScyllaStore {
     load_registry: PreparedStatement,
     insert_registry: PreparedStatement,
     update_registry: PreparedStatement,
-    insert_tile: PreparedStatement,
-    select_tiles: PreparedStatement,
-    select_feature_tiles: PreparedStatement,
-    delete_tiles: PreparedStatement,
-    mark_deleted: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
-    /// The read of each feature view, as of the version and features it last read: the
-    /// serving path reads the same column set again and again, and finds it here without
-    /// building the statement's text or looking up the features' types. (Reads of another
-    /// version or column set rebuild the entry from `statements`, without a round trip.)
-    reads: Mutex<HashMap<Name, Arc<FeatureRead>>>,
+    /// The read of each feature view, with or without its tiles, as of the version and
+    /// features it last read: the serving path reads the same column set again and again, and
+    /// finds it here without building the statement's text or looking up the features' types.
+    /// (Reads of another version or column set rebuild the entry from `statements`, without a
+    /// round trip.)
+    reads: Mutex<HashMap<(Name, bool), Arc<FeatureRead>>>,
 }
 
-/// A prepared read of some features of one view version, with their types in read order.
+/// A prepared read of some features of one view version, with their types in read order, and
+/// the entity's tiles after them when `tiles` is set.
 #[derive(Debug)]
 struct FeatureRead {
     version: u32,
@@ -259,20 +257,6 @@ impl ScyllaStore {
             )
             .await
             .map_err(|error| unavailable("creating the registry table", error))?;
-        session
-            .query_unpaged(
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {keyspace}.quiver_tiles \
-                     (view_table text, entity blob, feature text, source text, \
-                     tiles map<bigint, text>, deleted_through bigint static, \
-                     PRIMARY KEY ((view_table, entity), feature, source))"
-                ),
-                (),
-            )
-            .await
-            .map_err(|error| unavailable("creating the tiles table", error))?;
-        add_deletion_mark(&session, &keyspace).await?;
-
         let prepare = |statement: String| {
             let session = &session;
             async move {
@@ -296,51 +280,17 @@ impl ScyllaStore {
              WHERE id = '{REGISTRY_ROW}' IF revision = ?"
         ))
         .await?;
-        let insert_tile = prepare(format!(
-            "UPDATE {keyspace}.quiver_tiles USING TTL ? SET tiles[?] = ? \
-             WHERE view_table = ? AND entity = ? AND feature = ? AND source = ?"
-        ))
-        .await?;
-        let select_tiles = with_cached_result_metadata(
-            prepare(format!(
-                "SELECT feature, source, tiles, deleted_through FROM {keyspace}.quiver_tiles \
-                 WHERE view_table = ? AND entity = ?"
-            ))
-            .await?,
-        );
-        let select_feature_tiles = with_cached_result_metadata(
-            prepare(format!(
-                "SELECT feature, source, tiles, deleted_through FROM {keyspace}.quiver_tiles \
-                 WHERE view_table = ? AND entity = ? AND feature = ?"
-            ))
-            .await?,
-        );
-        // A range deletion of every row, not a partition deletion: the static deletion mark
-        // written beside it must survive it.
-        let delete_tiles = prepare(format!(
-            "DELETE FROM {keyspace}.quiver_tiles \
-             WHERE view_table = ? AND entity = ? AND feature >= ''"
-        ))
-        .await?;
-        let mark_deleted = prepare(format!(
-            "UPDATE {keyspace}.quiver_tiles USING TTL {DELETION_MARK_TTL_SECS} \
-             SET deleted_through = ? WHERE view_table = ? AND entity = ?"
-        ))
-        .await?;
-        Ok(ScyllaStore {
+        let store = ScyllaStore {
             session,
             keyspace,
             load_registry,
             insert_registry,
             update_registry,
-            insert_tile,
-            select_tiles,
-            select_feature_tiles,
-            delete_tiles,
-            mark_deleted,
             statements: Mutex::new(HashMap::new()),
             reads: Mutex::new(HashMap::new()),
-        })
+        };
+        migrate::tiles_into_view_tables(&store).await?;
+        Ok(store)
     }
 
     async fn prepared(&self, statement: String) -> Result<PreparedStatement, StoreError> {
@@ -367,28 +317,30 @@ impl ScyllaStore {
         Ok(prepared)
     }
 
-    /// The prepared read of `features` (and their write times) of one entity in `view`.
+    /// The prepared read of `features` (and their write times) of one entity in `view`, and of
+    /// its tiles and deletion mark after them when `tiles` is set.
     async fn read_statement(
         &self,
         entity: &Entity,
         view: &VersionedView,
         features: &[Name],
+        tiles: bool,
     ) -> Result<Arc<FeatureRead>, StoreError> {
-        if let Some(read) = self
-            .reads
-            .lock()
-            .expect("not poisoned")
-            .get(&view.view.name)
+        let remembered = (view.view.name.clone(), tiles);
+        if let Some(read) = self.reads.lock().expect("not poisoned").get(&remembered)
             && read.version == view.version
             && read.features.as_slice() == features
         {
             return Ok(read.clone());
         }
         let types = feature_types(&view.view, features)?;
-        let selected: Vec<String> = quoted(features)
+        let mut selected: Vec<String> = quoted(features)
             .into_iter()
             .map(|column| format!("{column}, WRITETIME({column})"))
             .collect();
+        if tiles {
+            selected.push(format!("{}, {}", tiles::TILES, tiles::DELETED_THROUGH));
+        }
         let statement = format!(
             "SELECT {} FROM {} WHERE {}",
             selected.join(", "),
@@ -404,8 +356,25 @@ impl ScyllaStore {
         self.reads
             .lock()
             .expect("not poisoned")
-            .insert(view.view.name.clone(), read.clone());
+            .insert(remembered, read.clone());
         Ok(read)
+    }
+
+    /// The row of one entity that `read` selects, if there is one.
+    async fn read_row(
+        &self,
+        read: &FeatureRead,
+        key: &EntityKey,
+        context: &str,
+    ) -> Result<Option<Row>, StoreError> {
+        let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
+        retry_evicted(|| self.session.execute_unpaged(&read.prepared, &bound))
+            .await
+            .map_err(|error| unavailable(context, error))?
+            .into_rows_result()
+            .map_err(|error| unavailable(context, error))?
+            .maybe_first_row()
+            .map_err(|error| unavailable(context, error))
     }
 
     fn table(&self, view: &VersionedView) -> String {
@@ -558,6 +527,11 @@ impl OnlineStore for ScyllaStore {
             .iter()
             .filter(|feature| matches!(feature.derivation, Derivation::Field(_)))
             .map(|feature| (feature.name.to_string(), cql_type(feature.value_type)))
+            .chain(
+                tiles::COLUMNS
+                    .iter()
+                    .map(|(name, cql)| ((*name).to_owned(), (*cql).to_owned())),
+            )
             .collect();
         let partition_key: Vec<String> = entity
             .keys
@@ -722,41 +696,43 @@ impl FeatureStore for ScyllaStore {
         // Everything stored goes, whatever its event time: the deletion holds as of the newest
         // event time it removes (a value from a clock running fast included), so a partition
         // tombstone at that time hides every cell stored now, and older ones written later.
-        let stored = self
-            .read_features(entity, view, &stored_features(view), key)
-            .await?;
-        let tiles = self.read_tiles(entity, view, key, None).await?;
-        let effective = stored
+        let EntityRow { values, tiles } = self.read_entity(entity, view, key).await?;
+        let effective = values
             .iter()
             .flatten()
             .map(|value| value.event_time_micros)
             .chain(tiles.tiles.iter().map(|tile| tile.newest_event_micros))
             .chain(tiles.deleted_through_micros)
             .fold(event_time_micros, i64::max);
-        let statement = format!(
-            "DELETE FROM {} USING TIMESTAMP ? WHERE {}",
-            self.table(view),
-            key_conditions(entity).join(" AND ")
-        );
-        let prepared = self.prepared(statement).await?;
-        let mut bound: Vec<CqlValue> = vec![CqlValue::BigInt(effective)];
-        bound.extend(key.parts().iter().map(values::key_part));
-        retry_evicted(|| self.session.execute_unpaged(&prepared, &bound))
+        let table = self.table(view);
+        let conditions = key_conditions(entity).join(" AND ");
+        // One partition, so one batch, applied as one mutation. The row tombstone at the
+        // effective time hides every value stored now and older ones written later. Tiles are
+        // rewritten with the current time as their timestamp, so their deletion carries the
+        // current time: it removes every tile written before it. The mark, stamped after both,
+        // keeps events at or before the deletion out of the tiles written after it.
+        let statements = [
+            format!("DELETE FROM {table} USING TIMESTAMP ? WHERE {conditions}"),
+            format!("DELETE {} FROM {table} WHERE {conditions}", tiles::TILES),
+            tiles::mark_statement(&table, entity),
+        ];
+        let key_values: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
+        let with_key = |mut leading: Vec<CqlValue>| {
+            leading.extend(key_values.iter().cloned());
+            leading
+        };
+        let bound = [
+            with_key(vec![CqlValue::BigInt(effective)]),
+            with_key(Vec::new()),
+            with_key(tiles::mark_values(effective, now_micros())),
+        ];
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for statement in statements {
+            batch.append_statement(self.prepared(statement).await?);
+        }
+        retry_evicted(|| self.session.batch(&batch, &bound[..]))
             .await
             .map_err(|error| unavailable("deleting an entity", error))?;
-        // Tiles are rewritten with the current time as their timestamp, so their deletion
-        // carries the current time too: it removes every tile written before it. The mark
-        // keeps events at or before the deletion out of the tiles written after it.
-        let partition = tile_partition(view, key);
-        retry_evicted(|| self.session.execute_unpaged(&self.delete_tiles, &partition))
-            .await
-            .map_err(|error| unavailable("deleting an entity's tiles", error))?;
-        retry_evicted(|| {
-            self.session
-                .execute_unpaged(&self.mark_deleted, (effective, &partition.0, &partition.1))
-        })
-        .await
-        .map_err(|error| unavailable("marking an entity deleted", error))?;
         Ok(())
     }
 
@@ -770,43 +746,32 @@ impl FeatureStore for ScyllaStore {
         if features.is_empty() {
             return Ok(Vec::new());
         }
-        let read = self.read_statement(entity, view, features).await?;
-        let bound: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
-        let row: Option<Row> =
-            retry_evicted(|| self.session.execute_unpaged(&read.prepared, &bound))
-                .await
-                .map_err(|error| unavailable("reading features", error))?
-                .into_rows_result()
-                .map_err(|error| unavailable("reading features", error))?
-                .maybe_first_row()
-                .map_err(|error| unavailable("reading features", error))?;
-        let Some(row) = row else {
-            return Ok(vec![None; features.len()]);
+        let read = self.read_statement(entity, view, features, false).await?;
+        match self.read_row(&read, key, "reading features").await? {
+            None => Ok(vec![None; features.len()]),
+            Some(row) => stored_values(view, &read, &mut row.columns.into_iter()),
+        }
+    }
+
+    async fn read_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<EntityRow, StoreError> {
+        let read = self
+            .read_statement(entity, view, &stored_features(view), true)
+            .await?;
+        let Some(row) = self.read_row(&read, key, "reading an entity").await? else {
+            return Ok(EntityRow {
+                values: vec![None; read.features.len()],
+                tiles: EntityTiles::default(),
+            });
         };
         let mut columns = row.columns.into_iter();
-        let mut stored = Vec::with_capacity(features.len());
-        for (name, &value_type) in features.iter().zip(&read.types) {
-            let (value, written) = (columns.next().flatten(), columns.next().flatten());
-            stored.push(match (value, written) {
-                (Some(cql), Some(CqlValue::BigInt(event_time_micros))) => {
-                    let value = values::from_cql(value_type, cql).ok_or_else(|| {
-                        StoreError::new(
-                            StoreErrorKind::Corrupt,
-                            format!(
-                                "{}:{name} holds a value that is not a {value_type}",
-                                view.view.name
-                            ),
-                        )
-                    })?;
-                    Some(StoredValue {
-                        value,
-                        event_time_micros,
-                    })
-                }
-                _ => None,
-            });
-        }
-        Ok(stored)
+        let values = stored_values(view, &read, &mut columns)?;
+        let tiles = tiles::from_columns(view, key, None, &mut columns)?;
+        Ok(EntityRow { values, tiles })
     }
 
     async fn write_tiles(
@@ -818,40 +783,23 @@ impl FeatureStore for ScyllaStore {
     ) -> Result<(), StoreError> {
         let now_micros = now_micros();
         let live = live_tiles(entity, &view.view, key, tiles, now_micros)?;
-        let mut rows = Vec::with_capacity(live.len());
-        for (tile, expires) in live {
-            let ttl_secs = match expires {
-                None => 0,
-                Some(expires) => {
-                    i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
-                }
-            };
-            let cell = serde_json::to_string(&(
-                tile.through_offset,
-                tile.newest_event_micros,
-                &tile.partial,
-            ))
-            .map_err(|error| {
-                StoreError::new(StoreErrorKind::Invalid, format!("encoding a tile: {error}"))
-            })?;
-            let (view_table, entity_key) = tile_partition(view, key);
-            rows.push((
-                ttl_secs,
-                tile.start_micros,
-                cell,
-                view_table,
-                entity_key,
-                tile.feature.to_string(),
-                tile.source.clone(),
-            ));
-        }
+        let statement = self
+            .prepared(tiles::insert_statement(&self.table(view), entity))
+            .await?;
+        let key_values: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
+        let rows = live
+            .into_iter()
+            .map(|(tile, expires)| tiles::insert_values(tile, expires, now_micros, &key_values))
+            .collect::<Result<Vec<_>, _>>()?;
         // All tiles of an entity share its partition: small unlogged batches of them.
-        let chunks: Vec<Vec<_>> = rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect();
+        let chunks: Vec<Vec<Vec<CqlValue>>> =
+            rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect();
+        let statement = &statement;
         futures::stream::iter(chunks)
             .map(|chunk| async move {
                 let mut batch = Batch::new(BatchType::Unlogged);
                 for _ in &chunk {
-                    batch.append_statement(self.insert_tile.clone());
+                    batch.append_statement(statement.clone());
                 }
                 retry_evicted(|| self.session.batch(&batch, &chunk))
                     .await
@@ -866,113 +814,49 @@ impl FeatureStore for ScyllaStore {
 
     async fn read_tiles(
         &self,
-        _entity: &Entity,
+        entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
         feature: Option<&Name>,
     ) -> Result<EntityTiles, StoreError> {
-        let (view_table, entity_key) = tile_partition(view, key);
-        let read = match feature {
-            None => {
-                retry_evicted(|| {
-                    self.session
-                        .execute_unpaged(&self.select_tiles, (&view_table, &entity_key))
-                })
-                .await
-            }
-            Some(feature) => {
-                retry_evicted(|| {
-                    self.session.execute_unpaged(
-                        &self.select_feature_tiles,
-                        (&view_table, &entity_key, feature.as_str()),
-                    )
-                })
-                .await
-            }
-        };
-        let result = read
-            .map_err(|error| unavailable("reading tiles", error))?
-            .into_rows_result()
-            .map_err(|error| unavailable("reading tiles", error))?;
-        let unreadable = |error: &dyn std::fmt::Display| {
-            StoreError::new(
-                StoreErrorKind::Corrupt,
-                format!(
-                    "a tile of {key} in {} is unreadable: {error}",
-                    view.view.name
-                ),
-            )
-        };
-        let mut stored = EntityTiles::default();
-        for row in result
-            .rows::<TileRow>()
-            .map_err(|error| unreadable(&error))?
-        {
-            let (feature, source, cells, deleted_through) =
-                row.map_err(|error| unreadable(&error))?;
-            // Static: the same on every row, and alone on a row without tiles.
-            stored.deleted_through_micros = deleted_through;
-            let (Some(feature), Some(source)) = (feature, source) else {
-                continue;
-            };
-            let feature: Name = feature.parse().map_err(|error| unreadable(&error))?;
-            for (start_micros, cell) in cells.unwrap_or_default() {
-                let (through_offset, newest_event_micros, partial): TileCell =
-                    serde_json::from_str(&cell).map_err(|error| unreadable(&error))?;
-                stored.tiles.push(Tile {
-                    feature: feature.clone(),
-                    start_micros,
-                    source: source.clone(),
-                    through_offset,
-                    newest_event_micros,
-                    partial,
-                });
-            }
+        let read = self.read_statement(entity, view, &[], true).await?;
+        match self.read_row(&read, key, "reading tiles").await? {
+            None => Ok(EntityTiles::default()),
+            Some(row) => tiles::from_columns(view, key, feature, &mut row.columns.into_iter()),
         }
-        Ok(stored)
     }
 }
 
-/// A row of `quiver_tiles` as read: feature, source, tiles and the entity's deletion mark;
-/// feature and source are null on a partition that holds only the mark.
-type TileRow = (
-    Option<String>,
-    Option<String>,
-    Option<std::collections::BTreeMap<i64, String>>,
-    Option<i64>,
-);
-
-/// One tile as a map cell, keyed by its start in the row of its feature and source: a JSON
-/// array of its through offset, newest event time and partial.
-type TileCell = (i64, i64, Partial);
-
-/// Adds the deletion mark to a tiles table made before it existed.
-async fn add_deletion_mark(session: &Session, keyspace: &Name) -> Result<(), StoreError> {
-    let columns = retry_evicted(|| {
-        session.query_unpaged(
-            "SELECT column_name FROM system_schema.columns \
-             WHERE keyspace_name = ? AND table_name = 'quiver_tiles'",
-            (keyspace.as_str(),),
-        )
-    })
-    .await
-    .map_err(|error| unavailable("reading the tiles table", error))?
-    .into_rows_result()
-    .map_err(|error| unavailable("reading the tiles table", error))?;
-    let has_mark = columns
-        .rows::<(String,)>()
-        .map_err(|error| unavailable("reading the tiles table", error))?
-        .any(|row| row.is_ok_and(|(name,)| name == "deleted_through"));
-    if !has_mark {
-        session
-            .query_unpaged(
-                format!("ALTER TABLE {keyspace}.quiver_tiles ADD deleted_through bigint static"),
-                (),
-            )
-            .await
-            .map_err(|error| unavailable("adding the deletion mark to the tiles table", error))?;
+/// The stored values that `read` selected, taken from the front of a row's `columns`: each
+/// feature's value and write time.
+fn stored_values(
+    view: &VersionedView,
+    read: &FeatureRead,
+    columns: &mut impl Iterator<Item = Option<CqlValue>>,
+) -> Result<Vec<Option<StoredValue>>, StoreError> {
+    let mut stored = Vec::with_capacity(read.features.len());
+    for (name, &value_type) in read.features.iter().zip(&read.types) {
+        let (value, written) = (columns.next().flatten(), columns.next().flatten());
+        stored.push(match (value, written) {
+            (Some(cql), Some(CqlValue::BigInt(event_time_micros))) => {
+                let value = values::from_cql(value_type, cql).ok_or_else(|| {
+                    StoreError::new(
+                        StoreErrorKind::Corrupt,
+                        format!(
+                            "{}:{name} holds a value that is not a {value_type}",
+                            view.view.name
+                        ),
+                    )
+                })?;
+                Some(StoredValue {
+                    value,
+                    event_time_micros,
+                })
+            }
+            _ => None,
+        });
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// Runs a request again when the node answers that it no longer has the statement prepared
@@ -1019,9 +903,4 @@ fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |now| now.as_micros() as i64)
-}
-
-/// The partition key of an entity's tiles in one view version.
-fn tile_partition(view: &VersionedView, key: &EntityKey) -> (String, Vec<u8>) {
-    (view_table_name(&view.view.name, view.version), key.encode())
 }

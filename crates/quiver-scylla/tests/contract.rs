@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use quiver_core::aggregate::Partial;
 use quiver_core::apply::apply;
 use quiver_core::definition::view_table_name;
-use quiver_core::store::StoreErrorKind;
+use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::store::{FeatureStore, StoreErrorKind};
 use quiver_scylla::{CqlTls, ScyllaConfig, ScyllaStore};
 use scylla::statement::Consistency;
 
@@ -176,4 +178,132 @@ async fn a_new_feature_adds_a_column_in_place() {
         )
         .await
         .expect("the new column exists in version 1's table");
+}
+
+/// A keyspace from before tiles moved into the view tables: the view table without its tile
+/// columns, and the tiles and a deletion mark in `quiver_tiles`. Connecting moves them over and
+/// drops the old table; tiles whose window has passed are left behind.
+#[tokio::test]
+async fn tiles_of_the_old_layout_move_into_the_view_tables_on_connect() {
+    let keyspace = fresh_keyspace().await;
+    let store = store_in(keyspace.clone()).await;
+    let registry = apply(
+        &store,
+        &quiver_testkit::contract::example_definitions(),
+        false,
+    )
+    .await
+    .expect("applies")
+    .registry;
+    drop(store);
+    let session = quiver_testkit::cql_session().await;
+    let run = |statement: String| {
+        let session = &session;
+        async move {
+            session
+                .query_unpaged(statement.clone(), ())
+                .await
+                .unwrap_or_else(|error| panic!("{statement}: {error}"));
+        }
+    };
+    run(format!(
+        "ALTER TABLE {keyspace}.user_activity_v1 DROP (\"_tiles\", \"_deleted_through\")"
+    ))
+    .await;
+    run(format!(
+        "CREATE TABLE {keyspace}.quiver_tiles (view_table text, entity blob, feature text, \
+         source text, tiles map<bigint, text>, deleted_through bigint static, \
+         PRIMARY KEY ((view_table, entity), feature, source))"
+    ))
+    .await;
+    let user = |id: i64| EntityKey::new(vec![KeyPart::Int64(id)]).unwrap();
+    let blob = |id: i64| {
+        user(id)
+            .encode()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    // Cells as the old layout wrote them: [through offset, newest event time, partial].
+    let recent = now_micros() / 300_000_000 * 300_000_000;
+    let passed = recent - 3 * 3_600_000_000;
+    run(format!(
+        "INSERT INTO {keyspace}.quiver_tiles (view_table, entity, feature, source, tiles) \
+         VALUES ('user_activity_v1', 0x{}, 'actions_1h', 'match-events/0', \
+         {{{recent}: '[7, {recent}, {{\"Count\": 3}}]', {passed}: '[2, {passed}, {{\"Count\": 1}}]'}})",
+        blob(7)
+    ))
+    .await;
+    run(format!(
+        "INSERT INTO {keyspace}.quiver_tiles (view_table, entity, feature, source, tiles) \
+         VALUES ('user_activity_v1', 0x{}, 'actions_total', 'match-events/1', \
+         {{0: '[9, 5, {{\"Count\": 9}}]'}})",
+        blob(7)
+    ))
+    .await;
+    run(format!(
+        "UPDATE {keyspace}.quiver_tiles SET deleted_through = 1234 \
+         WHERE view_table = 'user_activity_v1' AND entity = 0x{}",
+        blob(8)
+    ))
+    .await;
+
+    let store = store_in(keyspace.clone()).await;
+    let entity = &registry.entities[0];
+    let activity = registry
+        .latest_view(&"user_activity".parse().unwrap())
+        .unwrap();
+    let mut moved = store
+        .read_entity(entity, activity, &user(7))
+        .await
+        .expect("reads")
+        .tiles;
+    moved.tiles.sort_by_key(|tile| tile.start_micros);
+    let summary: Vec<_> = moved
+        .tiles
+        .iter()
+        .map(|tile| {
+            (
+                tile.feature.as_str(),
+                tile.start_micros,
+                tile.source.as_str(),
+                tile.through_offset,
+                tile.partial.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("actions_total", 0, "match-events/1", 9, Partial::Count(9)),
+            ("actions_1h", recent, "match-events/0", 7, Partial::Count(3)),
+        ],
+        "both live tiles moved, the one past its window did not"
+    );
+    let marked = store
+        .read_tiles(entity, activity, &user(8), None)
+        .await
+        .expect("reads");
+    assert_eq!(marked.deleted_through_micros, Some(1234));
+    let old_table = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables \
+             WHERE keyspace_name = ? AND table_name = 'quiver_tiles'",
+            (keyspace.as_str(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num();
+    assert_eq!(old_table, 0, "the old table is dropped");
+    drop(store);
+    store_in(keyspace).await;
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
 }

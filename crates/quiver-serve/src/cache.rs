@@ -1,5 +1,6 @@
-//! The in-process cache of stored rows: one entry per view version and entity, weighted by its
-//! size in bytes, expiring after a configured time (sooner for entities found absent).
+//! The in-process cache of stored rows: one entry per view version and entity, holding its
+//! stored values and its tiles as one store read gave them, weighted by its size in bytes,
+//! expiring after a configured time (sooner for entities found absent).
 //!
 //! Loads go through [`RowCache::get_or_load`], which coalesces concurrent misses on one key into
 //! one load, so a burst of requests for a cold entity makes one database read.
@@ -15,39 +16,36 @@ use quiver_core::key::EntityKey;
 use quiver_core::store::{StoreError, StoredValue};
 use quiver_core::value::Value;
 
-/// What is cached of one entity in one view version.
-#[derive(Debug)]
-pub(crate) enum Cached {
+/// What is cached of one entity in one view version: everything one store read gives.
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
     /// The stored features, in `stored_features` order.
-    Values(Vec<Option<StoredValue>>),
-    /// The aggregate tiles, evaluated against the time of each request.
-    Tiles(Vec<Tile>),
+    pub(crate) values: Vec<Option<StoredValue>>,
+    /// The tiles of every aggregate of the view, evaluated against the time of each request.
+    pub(crate) tiles: Vec<Tile>,
+}
+
+impl Cached {
+    /// Whether the store had nothing of the entity.
+    fn is_absent(&self) -> bool {
+        self.values.iter().all(Option::is_none) && self.tiles.is_empty()
+    }
 }
 
 pub(crate) type Row = Arc<Cached>;
 
-/// Which part of an entity's data an entry holds: a request reads only the parts it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Part {
-    /// Every stored feature.
-    Values,
-    /// The tiles of every aggregate of the view: one partition read, whatever the number of
-    /// aggregates a call asks for.
-    Tiles,
-}
-
-/// What the cache is keyed by: the view version's table name, the part and the entity key.
-/// Made only by [`row_key`].
-pub(crate) type RowKey = (Arc<str>, Part, EntityKey);
+/// What the cache is keyed by: the view version's table name and the entity key. Made only by
+/// [`row_key`].
+pub(crate) type RowKey = (Arc<str>, EntityKey);
 
 /// The table a view version's cache keys name.
 pub(crate) fn view_table(view: &VersionedView) -> Arc<str> {
     view_table_name(&view.view.name, view.version).into()
 }
 
-/// The cache key of one part of one entity in the view version whose table is `table`.
-pub(crate) fn row_key(table: &Arc<str>, part: Part, key: &EntityKey) -> RowKey {
-    (table.clone(), part, key.clone())
+/// The cache key of one entity in the view version whose table is `table`.
+pub(crate) fn row_key(table: &Arc<str>, key: &EntityKey) -> RowKey {
+    (table.clone(), key.clone())
 }
 
 /// Cache settings.
@@ -65,7 +63,7 @@ pub struct CacheConfig {
 }
 
 /// The caches' hasher: foldhash, seeded at random per process, rather than the standard
-/// library's SipHash; a hit hashes its key (table name, part, entity key) several times in
+/// library's SipHash; a hit hashes its key (table name, entity key) several times in
 /// moka, and those lookups were a tenth of the CPU of 500-entity hits.
 type KeyHasher = foldhash::fast::RandomState;
 
@@ -84,11 +82,11 @@ struct RowExpiry {
 
 impl Expiry<RowKey, Row> for RowExpiry {
     fn expire_after_create(&self, _key: &RowKey, row: &Row, _created: Instant) -> Option<Duration> {
-        let absent = match &**row {
-            Cached::Values(values) => values.iter().all(Option::is_none),
-            Cached::Tiles(tiles) => tiles.is_empty(),
-        };
-        Some(if absent { self.negative_ttl } else { self.ttl })
+        Some(if row.is_absent() {
+            self.negative_ttl
+        } else {
+            self.ttl
+        })
     }
 }
 
@@ -166,11 +164,7 @@ impl RowCache {
 
 /// Approximate bytes a cached row holds.
 fn weight(key: &RowKey, row: &Row) -> usize {
-    let values = match &**row {
-        Cached::Values(values) => values_weight(values),
-        Cached::Tiles(tiles) => tiles.iter().map(tile_weight).sum(),
-    };
-    64 + key.0.len() + values
+    64 + key.0.len() + values_weight(&row.values) + row.tiles.iter().map(tile_weight).sum::<usize>()
 }
 
 fn tile_weight(tile: &Tile) -> usize {
@@ -182,7 +176,7 @@ fn tile_weight(tile: &Tile) -> usize {
         Partial::Distinct(sketch) => sketch.size_bytes(),
         Partial::Min(value) | Partial::Max(value) => value_weight(value),
         Partial::First(stamped) | Partial::Last(stamped) => 8 + value_weight(&stamped.value),
-        _ => 16,
+        Partial::Count(_) | Partial::IntSum(_) | Partial::FloatSum(_) | Partial::Avg { .. } => 16,
     };
     64 + tile.feature.as_str().len() + tile.source.len() + partial
 }
@@ -209,6 +203,11 @@ fn value_weight(value: &Value) -> usize {
         Value::BoolList(items) => items.len(),
         Value::Int64List(items) | Value::TimestampList(items) => items.len() * 8,
         Value::Float64List(items) => items.len() * 8,
-        _ => 8,
+        Value::Bool(_)
+        | Value::Int32(_)
+        | Value::Int64(_)
+        | Value::Float32(_)
+        | Value::Float64(_)
+        | Value::Timestamp(_) => 8,
     }
 }

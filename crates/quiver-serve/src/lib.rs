@@ -34,7 +34,7 @@ use quiver_proto::v1::feature_service_server::FeatureServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::{Part, RowCache, row_key, view_table};
+use crate::cache::{RowCache, row_key, view_table};
 use crate::service::Service;
 
 /// Default of [`ServeConfig::max_entities`].
@@ -159,10 +159,7 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .feature_views
             .iter()
             .filter(|view| view.view.entity.as_str() == entity)
-            .flat_map(|view| {
-                let table = view_table(view);
-                [Part::Values, Part::Tiles].map(|part| row_key(&table, part, key))
-            })
+            .map(|view| row_key(&view_table(view), key))
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;
     }

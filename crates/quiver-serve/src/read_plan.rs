@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -11,13 +11,13 @@ use quiver_core::aggregate::{aggregate_feature, evaluate};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
-use quiver_core::read::{ReadColumn, ReadPlan, Status as ReadStatus, status, stored_features};
+use quiver_core::read::{ReadColumn, ReadPlan, Status as ReadStatus, status};
 use quiver_core::value::Value;
 use quiver_proto::columns::TypedColumnBuilder;
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use crate::cache::{Cached, Part, Row, view_table};
+use crate::cache::{Row, view_table};
 use crate::convert;
 
 /// What one read call reads and answers.
@@ -30,10 +30,6 @@ pub(crate) struct CallPlan<'r> {
 /// One view version of a call.
 struct ViewPlan<'r> {
     source: ViewSource<'r>,
-    /// Whether any column of this view is a stored feature, and whether any is an aggregate:
-    /// the parts each entity needs.
-    reads_values: bool,
-    reads_tiles: bool,
     /// Per request row, which of `entities` it reads.
     row_entities: Vec<usize>,
     /// The distinct entities, each read once however many rows name it.
@@ -46,25 +42,15 @@ pub(crate) struct ViewSource<'r> {
     pub(crate) view: &'r VersionedView,
     /// The view version's table, which the cache's keys name.
     pub(crate) table: Arc<str>,
-    /// The view's stored features, in the order its cached rows hold them: worked out on the
-    /// call's first miss, so that hits never pay for them.
-    stored: OnceLock<Vec<Name>>,
 }
 
-impl ViewSource<'_> {
-    pub(crate) fn stored(&self) -> &[Name] {
-        self.stored.get_or_init(|| stored_features(self.view))
-    }
-}
-
-/// One distinct entity of a view, and its parts once fetched.
+/// One distinct entity of a view, and what was fetched of it.
 struct EntityRead {
     key: EntityKey,
-    values: Option<Fetched>,
-    tiles: Option<Fetched>,
+    fetched: Option<Fetched>,
 }
 
-/// A part of an entity as fetched for a call: from the store or the cache, or stale when the
+/// Everything stored of an entity in a view as fetched for a call: from the store or the cache, or stale when the
 /// store was out of reach.
 pub(crate) struct Fetched {
     pub(crate) row: Row,
@@ -72,7 +58,7 @@ pub(crate) struct Fetched {
 }
 
 impl Fetched {
-    /// The status of a value found in this part.
+    /// The status of a value found in this row.
     fn status(&self) -> ReadStatus {
         if self.stale {
             ReadStatus::Stale
@@ -127,20 +113,15 @@ impl<'r> CallPlan<'r> {
         let views = plan
             .views
             .iter()
-            .enumerate()
-            .map(|(index, &(entity, view))| {
+            .map(|&(entity, view)| {
                 let keys = convert::keys(entity, view, entities, rows)?;
-                let of_view = || plan.columns.iter().filter(move |c| c.view == index);
                 Ok(ViewPlan::new(
                     ViewSource {
                         entity,
                         view,
                         table: view_table(view),
-                        stored: OnceLock::new(),
                     },
                     keys,
-                    of_view().any(|column| column.slot.is_some()),
-                    of_view().any(|column| column.slot.is_none()),
                 ))
             })
             .collect::<Result<_, Status>>()?;
@@ -151,8 +132,8 @@ impl<'r> CallPlan<'r> {
         })
     }
 
-    /// Fetches every part that each distinct entity of each view needs through `fetch`, at
-    /// most `in_flight` at once. Each read's future is made only when it starts: made up front,
+    /// Fetches each distinct entity of each view once through `fetch`, at most `in_flight` at
+    /// once. Each read's future is made only when it starts: made up front,
     /// a 10,000-entity call's futures (8.5 KB each before hits stopped holding the load's)
     /// took 170 MB and most of a second before the first read began.
     pub(crate) async fn fetch<'p, F, Read>(
@@ -161,39 +142,31 @@ impl<'r> CallPlan<'r> {
         fetch: F,
     ) -> Result<(), Status>
     where
-        F: Fn(&'p ViewSource<'r>, Part, &'p EntityKey) -> Read,
+        F: Fn(&'p ViewSource<'r>, &'p EntityKey) -> Read,
         Read: Future<Output = Result<Fetched, Status>>,
     {
+        // A list, not a lazy iterator: a closure held across the awaits below would make the
+        // gRPC handler's future fail to be `Send` for every lifetime.
         let mut waiting = Vec::new();
-        for view in &mut self.views {
-            let ViewPlan {
-                source,
-                reads_values,
-                reads_tiles,
-                entities,
-                ..
-            } = view;
+        for ViewPlan {
+            source, entities, ..
+        } in &mut self.views
+        {
             let source: &'p ViewSource<'r> = source;
-            for EntityRead { key, values, tiles } in entities {
-                let key: &'p EntityKey = key;
-                if *reads_values {
-                    waiting.push((values, source, Part::Values, key));
-                }
-                if *reads_tiles {
-                    waiting.push((tiles, source, Part::Tiles, key));
-                }
+            for EntityRead { key, fetched } in entities {
+                waiting.push((fetched, source, &*key));
             }
         }
-        let fetch = &fetch;
         let mut waiting = waiting.into_iter();
+        let fetch = &fetch;
         let mut running = FuturesUnordered::new();
         loop {
             while running.len() < in_flight {
-                let Some((slot, source, part, key)) = waiting.next() else {
+                let Some((slot, source, key)) = waiting.next() else {
                     break;
                 };
                 running.push(async move {
-                    *slot = Some(fetch(source, part, key).await?);
+                    *slot = Some(fetch(source, key).await?);
                     Ok::<_, Status>(())
                 });
             }
@@ -233,7 +206,7 @@ impl<'r> CallPlan<'r> {
 }
 
 impl<'r> ViewPlan<'r> {
-    fn new(source: ViewSource<'r>, keys: Vec<EntityKey>, values: bool, tiles: bool) -> Self {
+    fn new(source: ViewSource<'r>, keys: Vec<EntityKey>) -> Self {
         let mut seen: HashMap<EntityKey, usize> = HashMap::with_capacity(keys.len());
         let mut entities = Vec::new();
         let row_entities = keys
@@ -242,8 +215,7 @@ impl<'r> ViewPlan<'r> {
                 *seen.entry(key).or_insert_with_key(|key| {
                     entities.push(EntityRead {
                         key: key.clone(),
-                        values: None,
-                        tiles: None,
+                        fetched: None,
                     });
                     entities.len() - 1
                 })
@@ -251,8 +223,6 @@ impl<'r> ViewPlan<'r> {
             .collect();
         ViewPlan {
             source,
-            reads_values: values,
-            reads_tiles: tiles,
             row_entities,
             entities,
         }
@@ -294,15 +264,14 @@ impl CellSource<'_> {
     /// The cell of one entity: a stored feature from its values, an aggregate evaluated over
     /// its tiles at `now_micros`.
     fn cell<'a>(&self, entity: &'a EntityRead, now_micros: i64) -> Cell<'a> {
-        match (self, &entity.values, &entity.tiles) {
-            (&CellSource::Stored { slot, ttl }, Some(fetched), _) => {
-                stored_cell(fetched, slot, ttl, now_micros)
-            }
-            (&CellSource::Aggregate { feature, aggregate }, _, Some(fetched)) => {
-                let Cached::Tiles(tiles) = &*fetched.row else {
-                    return Cell::absent(ReadStatus::NotFound);
-                };
-                match evaluate(feature, aggregate, tiles, now_micros) {
+        // Not fetched: every entity is fetched before a call answers.
+        let Some(fetched) = &entity.fetched else {
+            return Cell::absent(ReadStatus::NotFound);
+        };
+        match *self {
+            CellSource::Stored { slot, ttl } => stored_cell(fetched, slot, ttl, now_micros),
+            CellSource::Aggregate { feature, aggregate } => {
+                match evaluate(feature, aggregate, &fetched.row.tiles, now_micros) {
                     Some((value, newest)) => Cell {
                         value: Some(Cow::Owned(value)),
                         status: fetched.status(),
@@ -311,25 +280,19 @@ impl CellSource<'_> {
                     None => Cell::absent(ReadStatus::NotFound),
                 }
             }
-            // Not fetched: a part is fetched for every column that needs it.
-            (CellSource::Stored { .. }, None, _)
-            | (CellSource::Aggregate { .. }, _, None)
-            | (CellSource::Unknown, _, _) => Cell::absent(ReadStatus::NotFound),
+            CellSource::Unknown => Cell::absent(ReadStatus::NotFound),
         }
     }
 }
 
-/// The cell of stored feature `slot` in a fetched part of values.
+/// The cell of stored feature `slot` in a fetched row.
 fn stored_cell(
     fetched: &Fetched,
     slot: usize,
     ttl: Option<quiver_core::definition::Seconds>,
     now_micros: i64,
 ) -> Cell<'_> {
-    let Cached::Values(values) = &*fetched.row else {
-        return Cell::absent(ReadStatus::NotFound);
-    };
-    match &values[slot] {
+    match &fetched.row.values[slot] {
         None => Cell::absent(ReadStatus::NotFound),
         Some(stored) => match status(ttl, stored.event_time_micros, now_micros) {
             ReadStatus::Ok => Cell {
@@ -430,10 +393,11 @@ mod tests {
     use quiver_core::definition::Registry;
     use quiver_core::key::KeyPart;
     use quiver_core::plan::Plan;
-    use quiver_core::read::plan_features;
+    use quiver_core::read::{plan_features, stored_features};
     use quiver_core::store::StoredValue;
 
     use super::*;
+    use crate::cache::Cached;
 
     fn registry() -> Registry {
         let definitions = quiver_testkit::contract::example_definitions();
@@ -454,73 +418,66 @@ mod tests {
     }
 
     /// What the store holds for user 7: a country, and three counted events. User 8 has nothing.
-    fn stored(source: &ViewSource<'_>, part: Part, key: &EntityKey) -> Fetched {
+    fn stored(source: &ViewSource<'_>, key: &EntityKey) -> Fetched {
         let known = *key == EntityKey::new(vec![KeyPart::Int64(7)]).unwrap();
-        let row = match part {
-            Part::Values => Cached::Values(
-                source
-                    .stored()
-                    .iter()
-                    .map(|name| {
-                        (known && name.as_str() == "country").then(|| StoredValue {
-                            value: Value::String("SE".into()),
-                            event_time_micros: 5,
-                        })
-                    })
-                    .collect(),
-            ),
-            Part::Tiles => Cached::Tiles(if known {
-                vec![Tile {
-                    feature: "actions_total".parse().unwrap(),
-                    start_micros: LIFETIME_TILE_START,
-                    source: "match-events/0".into(),
-                    through_offset: 3,
-                    newest_event_micros: 9,
-                    partial: Partial::Count(3),
-                }]
-            } else {
-                Vec::new()
-            }),
+        let values = stored_features(source.view)
+            .iter()
+            .map(|name| {
+                (known && name.as_str() == "country").then(|| StoredValue {
+                    value: Value::String("SE".into()),
+                    event_time_micros: 5,
+                })
+            })
+            .collect();
+        let tiles = if known && source.view.view.name.as_str() == "user_activity" {
+            vec![Tile {
+                feature: "actions_total".parse().unwrap(),
+                start_micros: LIFETIME_TILE_START,
+                source: "match-events/0".into(),
+                through_offset: 3,
+                newest_event_micros: 9,
+                partial: Partial::Count(3),
+            }]
+        } else {
+            Vec::new()
         };
         Fetched {
-            row: Arc::new(row),
+            row: Arc::new(Cached { values, tiles }),
             stale: false,
         }
     }
 
     #[tokio::test]
-    async fn each_distinct_entity_is_fetched_once_per_part_and_every_row_is_answered() {
+    async fn each_distinct_entity_is_fetched_once_per_view_and_every_row_is_answered() {
         let registry = registry();
         let references = ["user_profile:country", "user_activity:actions_total"];
         let plan = plan_features(&registry, references.map(String::from).to_vec()).unwrap();
         let mut call = CallPlan::new(plan, &users(&[7, 8, 7]), 3).unwrap();
         let fetched = Mutex::new(Vec::new());
-        call.fetch(2, |source, part, key| {
+        call.fetch(2, |source, key| {
             fetched
                 .lock()
                 .unwrap()
-                .push((source.table.to_string(), part, key.clone()));
-            let row = stored(source, part, key);
+                .push((source.table.to_string(), key.clone()));
+            let row = stored(source, key);
             async move { Ok(row) }
         })
         .await
         .unwrap();
         let mut fetched = fetched.into_inner().unwrap();
-        fetched
-            .sort_by_key(|(table, part, key)| (table.clone(), *part == Part::Tiles, key.encode()));
+        fetched.sort_by_key(|(table, key)| (table.clone(), key.encode()));
         let seven = EntityKey::new(vec![KeyPart::Int64(7)]).unwrap();
         let eight = EntityKey::new(vec![KeyPart::Int64(8)]).unwrap();
         assert_eq!(
             fetched,
             [
-                ("user_activity_v1".into(), Part::Tiles, seven.clone()),
-                ("user_activity_v1".into(), Part::Tiles, eight.clone()),
-                ("user_profile_v1".into(), Part::Values, seven),
-                ("user_profile_v1".into(), Part::Values, eight),
+                ("user_activity_v1".into(), seven.clone()),
+                ("user_activity_v1".into(), eight.clone()),
+                ("user_profile_v1".into(), seven),
+                ("user_profile_v1".into(), eight),
             ],
-            "the activity's tiles only (no stored feature asked of it), the profile's values only"
+            "each of the two users once per view, though user 7 is asked for twice"
         );
-
         let columns = call.answer(100, Format::Values).unwrap();
         let country = &columns[0];
         assert_eq!(country.name, "user_profile:country");
@@ -543,7 +500,7 @@ mod tests {
         let plan = plan_features(&registry, vec!["user_profile:country".into()]).unwrap();
         let mut call = CallPlan::new(plan, &users(&[1, 2]), 2).unwrap();
         let failed = call
-            .fetch(1, |_, _, _| async {
+            .fetch(1, |_, _| async {
                 Err(Status::unavailable("the store is down"))
             })
             .await

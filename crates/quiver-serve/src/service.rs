@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::ServeConfig;
-use crate::cache::{Cached, Part, Row, RowCache, RowKey, row_key, view_table};
+use crate::cache::{Cached, Row, RowCache, RowKey, row_key, view_table};
 use crate::convert;
 use crate::metrics::{MethodLabels, ServeMetrics};
 use crate::read_plan::{CallPlan, Fetched, Format, ViewSource};
@@ -260,10 +260,8 @@ impl<S: FeatureStore + 'static> Service<S> {
         }
 
         let mut call = CallPlan::new(plan, &request.entities, rows)?;
-        call.fetch(ROW_READS_IN_FLIGHT, |source, part, key| {
-            self.row(source, part, key)
-        })
-        .await?;
+        call.fetch(ROW_READS_IN_FLIGHT, |source, key| self.row(source, key))
+            .await?;
         let features = call.answer(now_micros(), format)?;
         Ok(pb::GetOnlineFeaturesResponse { features })
     }
@@ -314,7 +312,7 @@ impl<S: FeatureStore + 'static> Service<S> {
                 .invalidate(
                     changing
                         .iter()
-                        .map(|write| row_key(&table, Part::Values, &write.key))
+                        .map(|write| row_key(&table, &write.key))
                         .collect(),
                 )
                 .await;
@@ -385,27 +383,21 @@ impl<S: FeatureStore + 'static> Service<S> {
         Ok(stored.into_iter().flatten().collect())
     }
 
-    /// One part of the stored data of one entity in the view of `source`, read from the store
+    /// Everything stored of one entity in the view of `source`, in one read of the store
     /// (within the read timeout, if one is set), and timed.
     async fn read_store(
         &self,
         source: &ViewSource<'_>,
-        part: Part,
         key: &EntityKey,
     ) -> Result<Row, StoreError> {
         let ViewSource { entity, view, .. } = *source;
         let started = Instant::now();
         self.metrics.store_reads.inc();
         let read = async {
-            Ok(match part {
-                Part::Values => Cached::Values(
-                    self.store
-                        .read_features(entity, view, source.stored(), key)
-                        .await?,
-                ),
-                Part::Tiles => {
-                    Cached::Tiles(self.store.read_tiles(entity, view, key, None).await?.tiles)
-                }
+            let row = self.store.read_entity(entity, view, key).await?;
+            Ok(Cached {
+                values: row.values,
+                tiles: row.tiles.tiles,
             })
         };
         let row = match self.config.read_timeout {
@@ -427,21 +419,15 @@ impl<S: FeatureStore + 'static> Service<S> {
         row
     }
 
-    /// One part of the stored data of one entity in the view of `source`, from the cache when it
-    /// has it.
-    async fn row(
-        &self,
-        source: &ViewSource<'_>,
-        part: Part,
-        key: &EntityKey,
-    ) -> Result<Fetched, Status> {
+    /// Everything stored of one entity in the view of `source`, from the cache when it has it.
+    async fn row(&self, source: &ViewSource<'_>, key: &EntityKey) -> Result<Fetched, Status> {
         let Some(cache) = &self.cache else {
-            let row = Box::pin(self.read_store(source, part, key))
+            let row = Box::pin(self.read_store(source, key))
                 .await
                 .map_err(store_error)?;
             return Ok(Fetched { row, stale: false });
         };
-        let row_key = row_key(&source.table, part, key);
+        let row_key = row_key(&source.table, key);
         // A hit awaits only the cache's lookup. The load (moka's coalescing, the store read) is a
         // future of kilobytes, boxed and built only on a miss: inline, every row future of a
         // call, hits included, was 8.5 KB, and moving them was the hit path's largest cost.
@@ -449,20 +435,19 @@ impl<S: FeatureStore + 'static> Service<S> {
             self.metrics.cache_hits.inc();
             return Ok(Fetched { row, stale: false });
         }
-        Box::pin(self.load_row(cache, source, part, key, row_key)).await
+        Box::pin(self.load_row(cache, source, key, row_key)).await
     }
 
-    /// A part not in the cache: loaded once however many calls ask for it at once, or else its
+    /// An entity not in the cache: loaded once however many calls ask for it at once, or else its
     /// last read, marked stale, when the store cannot be reached and stale rows are kept.
     async fn load_row(
         &self,
         cache: &RowCache,
         source: &ViewSource<'_>,
-        part: Part,
         key: &EntityKey,
         row_key: RowKey,
     ) -> Result<Fetched, Status> {
-        let load = || self.read_store(source, part, key);
+        let load = || self.read_store(source, key);
         let (row, hit) = match cache.get_or_load(&row_key, load).await {
             Ok(loaded) => loaded,
             Err(error) if error.kind == StoreErrorKind::Unavailable => {

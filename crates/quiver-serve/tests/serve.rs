@@ -11,7 +11,9 @@ use quiver_core::apply::apply;
 use quiver_core::definition::{Definitions, Derivation, Entity, Feature, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
-use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue};
+use quiver_core::store::{
+    EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue,
+};
 use quiver_core::value::{ScalarType, Value, ValueType};
 use quiver_embedded::EmbeddedStore;
 use quiver_proto::v1 as pb;
@@ -74,6 +76,18 @@ impl<S: FeatureStore> FeatureStore for Store<S> {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.read_features(entity, view, features, key).await
     }
+
+    async fn read_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<EntityRow, StoreError> {
+        let delay = self.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        self.inner.read_entity(entity, view, key).await
+    }
+
     async fn write_tiles(
         &self,
         entity: &Entity,
@@ -521,16 +535,18 @@ async fn bad_requests_get_their_documented_codes() {
 async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_never_a_hang() {
     let config = ServeConfig {
         max_in_flight: 1,
-        read_timeout: Some(Duration::from_millis(800)),
+        read_timeout: Some(Duration::from_millis(1_500)),
         cache: None,
         ..ServeConfig::default()
     };
-    let served = Served::start(config, Duration::from_millis(2_000)).await;
+    let served = Served::start(config, Duration::from_millis(3_000)).await;
     let ask = || request(&["user_profile:country"], &[1]);
 
     let mut client = served.client.clone();
     let mut with_deadline = tonic::Request::new(ask());
-    with_deadline.set_timeout(Duration::from_millis(400));
+    // A deadline long enough that the server's early answer (a tenth before it) has room to
+    // reach the client on a busy machine before the client's own timer cancels the call.
+    with_deadline.set_timeout(Duration::from_millis(1_000));
     let started = std::time::Instant::now();
     let status = client.get_online_features(with_deadline).await.unwrap_err();
     assert_eq!(
@@ -539,7 +555,7 @@ async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_
         "{}",
         status.message()
     );
-    assert!(started.elapsed() < Duration::from_millis(700));
+    assert!(started.elapsed() < Duration::from_millis(1_000));
 
     let started = std::time::Instant::now();
     let (mut one, mut two) = (served.client.clone(), served.client.clone());
@@ -565,7 +581,7 @@ async fn a_slow_store_gives_deadline_exceeded_unavailable_or_resource_exhausted_
         "{}",
         second.message()
     );
-    assert!(started.elapsed() < Duration::from_millis(1_800));
+    assert!(started.elapsed() < Duration::from_millis(2_900));
 }
 
 #[tokio::test]
@@ -1063,8 +1079,8 @@ async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user<
     }
     assert_eq!(
         served.counter("quiver_serve_store_reads_total"),
-        500 * 3,
-        "per user: the profile's values, the activity's values, and all its tiles in one read"
+        500 * 2,
+        "per user, one read of each view: the activity's values and all its tiles together"
     );
     let typed = served
         .client

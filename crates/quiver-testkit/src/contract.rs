@@ -129,6 +129,13 @@ macro_rules! online_store_contract {
             .await;
         }
         #[tokio::test]
+        async fn contract_an_entity_reads_whole_as_its_values_and_its_tiles() {
+            $crate::contract::an_entity_reads_whole_as_its_values_and_its_tiles(
+                &$fresh_store().await,
+            )
+            .await;
+        }
+        #[tokio::test]
         async fn contract_a_bad_write_is_refused_and_nothing_is_written() {
             $crate::contract::a_bad_write_is_refused_and_nothing_is_written(&$fresh_store().await)
                 .await;
@@ -853,6 +860,98 @@ pub async fn tiles_go_once_their_window_has_passed(store: &(impl OnlineStore + F
         sorted_tiles(store, &entity, &activity, 9).await,
         vec![lifetime],
         "a tile goes once its window has passed it; a lifetime tile stays"
+    );
+}
+
+/// What [`FeatureStore::read_entity`] gives, in one read, is what reading the values and the
+/// tiles apart gives: for an entity with both, one with values only, one never written, and one
+/// deleted (whose deletion mark comes back with it).
+pub async fn an_entity_reads_whole_as_its_values_and_its_tiles(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let stored = quiver_core::read::stored_features(&activity);
+    assert!(!stored.is_empty(), "the activity view has stored features");
+    let now = now_micros();
+    let country = [("last_country", Value::String("SE".into()))];
+    store
+        .write_features(
+            &entity,
+            &activity,
+            &[
+                write(1, now, &country),
+                write(2, now, &country),
+                write(4, now, &country),
+            ],
+        )
+        .await
+        .expect("writes");
+    let tiles = [
+        tile("actions_1h", now, "match-events/0", 1),
+        tile("actions_total", 0, "match-events/0", 2),
+        tile("actions_total", 0, "match-events/1", 5),
+    ];
+    for id in [1, 4] {
+        store
+            .write_tiles(&entity, &activity, &user(id), &tiles)
+            .await
+            .expect("writes tiles");
+    }
+    store
+        .delete_entity(&entity, &activity, &user(4), now)
+        .await
+        .expect("deletes");
+    for id in [1, 2, 3, 4] {
+        let mut whole = store
+            .read_entity(&entity, &activity, &user(id))
+            .await
+            .expect("reads the entity");
+        whole.tiles.tiles.sort_by(|a, b| {
+            (&a.feature, a.start_micros, &a.source).cmp(&(&b.feature, b.start_micros, &b.source))
+        });
+        let values = store
+            .read_features(&entity, &activity, &stored, &user(id))
+            .await
+            .expect("reads features");
+        let apart = store
+            .read_tiles(&entity, &activity, &user(id), None)
+            .await
+            .expect("reads tiles");
+        assert_eq!(whole.values, values, "values of user {id}");
+        assert_eq!(
+            whole.tiles.tiles,
+            sorted_tiles(store, &entity, &activity, id).await
+        );
+        assert_eq!(
+            whole.tiles.deleted_through_micros, apart.deleted_through_micros,
+            "deletion mark of user {id}"
+        );
+    }
+    let first = store
+        .read_entity(&entity, &activity, &user(1))
+        .await
+        .expect("reads the entity");
+    assert_eq!(first.tiles.tiles.len(), 3, "user 1 has every tile written");
+    assert!(first.values.iter().any(Option::is_some), "and its country");
+    let never = store
+        .read_entity(&entity, &activity, &user(3))
+        .await
+        .expect("reads the entity");
+    assert_eq!(
+        never.values,
+        vec![None; stored.len()],
+        "one slot per stored feature"
+    );
+    assert_eq!(never.tiles, Default::default(), "no tiles and no mark");
+    let deleted = store
+        .read_entity(&entity, &activity, &user(4))
+        .await
+        .expect("reads the entity");
+    assert!(deleted.values.iter().all(Option::is_none) && deleted.tiles.tiles.is_empty());
+    assert_eq!(
+        deleted.tiles.deleted_through_micros,
+        Some(now + 1),
+        "as of the newest event it removed: the 1h tile's, a microsecond after now"
     );
 }
 

@@ -11,7 +11,9 @@ use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::secret::Secret;
-use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue};
+use quiver_core::store::{
+    EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoredValue,
+};
 use quiver_embedded::EmbeddedStore;
 use quiver_scylla::{CqlTls, Credentials, ScyllaConfig, ScyllaStore};
 use scylla::statement::Consistency;
@@ -217,6 +219,18 @@ impl FeatureStore for Store {
         match self {
             Store::Embedded(store) => store.read_features(entity, view, features, key).await,
             Store::Scylla(store) => store.read_features(entity, view, features, key).await,
+        }
+    }
+
+    async fn read_entity(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        key: &EntityKey,
+    ) -> Result<EntityRow, StoreError> {
+        match self {
+            Store::Embedded(store) => store.read_entity(entity, view, key).await,
+            Store::Scylla(store) => store.read_entity(entity, view, key).await,
         }
     }
 

@@ -1,0 +1,178 @@
+//! Aggregate tiles in their entity's row of the view table.
+//!
+//! A view table has two columns beside the features: `_tiles`, a map from (feature, source, tile
+//! start) to the tile, and `_deleted_through`, the effective time of the entity's last deletion.
+//! A tile is one map cell, rewritten whole each time it changes (never a CQL counter, whose
+//! increments a replay would repeat), with its own TTL that ends when its window has passed it.
+//! The cell is a JSON array of the tile's through offset, newest event time and partial.
+
+use quiver_core::aggregate::{EntityTiles, Partial, Tile};
+use quiver_core::definition::{Entity, VersionedView};
+use quiver_core::key::EntityKey;
+use quiver_core::name::Name;
+use quiver_core::store::{DELETION_MARK_TTL_SECS, StoreError, StoreErrorKind};
+use scylla::value::CqlValue;
+
+use crate::key_conditions;
+
+/// The tiles column, quoted for CQL.
+pub(crate) const TILES: &str = "\"_tiles\"";
+
+/// The deletion mark column, quoted for CQL.
+pub(crate) const DELETED_THROUGH: &str = "\"_deleted_through\"";
+
+/// The columns every view table has for its tiles, unquoted, with their CQL types.
+pub(crate) const COLUMNS: [(&str, &str); 2] = [
+    ("_tiles", "map<frozen<tuple<text, text, bigint>>, text>"),
+    ("_deleted_through", "bigint"),
+];
+
+/// One tile as a map cell: its through offset, newest event time and partial.
+type TileCell = (i64, i64, Partial);
+
+/// The write of one tile of one entity into `table`.
+pub(crate) fn insert_statement(table: &str, entity: &Entity) -> String {
+    format!(
+        "UPDATE {table} USING TTL ? SET {TILES}[?] = ? WHERE {}",
+        key_conditions(entity).join(" AND ")
+    )
+}
+
+/// The values [`insert_statement`] binds for `tile`, expiring at `expires` (`None`: never),
+/// of the entity whose key parts are `key_values`.
+pub(crate) fn insert_values(
+    tile: &Tile,
+    expires: Option<i64>,
+    now_micros: i64,
+    key_values: &[CqlValue],
+) -> Result<Vec<CqlValue>, StoreError> {
+    let ttl_secs = match expires {
+        None => 0,
+        Some(expires) => {
+            i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
+        }
+    };
+    let cell =
+        serde_json::to_string(&(tile.through_offset, tile.newest_event_micros, &tile.partial))
+            .map_err(|error| {
+                StoreError::new(StoreErrorKind::Invalid, format!("encoding a tile: {error}"))
+            })?;
+    let mut bound = vec![
+        CqlValue::Int(ttl_secs),
+        map_key(&tile.feature, &tile.source, tile.start_micros),
+        CqlValue::Text(cell),
+    ];
+    bound.extend_from_slice(key_values);
+    Ok(bound)
+}
+
+/// The write of an entity's deletion mark into its row of `table`: it lives as long as
+/// [`DELETION_MARK_TTL_SECS`], with the timestamp [`mark_values`] gives it.
+pub(crate) fn mark_statement(table: &str, entity: &Entity) -> String {
+    format!(
+        "UPDATE {table} USING TTL {DELETION_MARK_TTL_SECS} AND TIMESTAMP ? \
+         SET {DELETED_THROUGH} = ? WHERE {}",
+        key_conditions(entity).join(" AND ")
+    )
+}
+
+/// The values [`mark_statement`] binds before the key, for a deletion effective at
+/// `deleted_through_micros`. The mark is stamped after the deletion's row tombstone (at the
+/// effective time, which a fast clock's event can put ahead of now), so that it survives it.
+pub(crate) fn mark_values(deleted_through_micros: i64, now_micros: i64) -> Vec<CqlValue> {
+    vec![
+        CqlValue::BigInt(now_micros.max(deleted_through_micros.saturating_add(1))),
+        CqlValue::BigInt(deleted_through_micros),
+    ]
+}
+
+/// The `_tiles` key of a tile.
+pub(crate) fn map_key(feature: &Name, source: &str, start_micros: i64) -> CqlValue {
+    CqlValue::Tuple(vec![
+        Some(CqlValue::Text(feature.to_string())),
+        Some(CqlValue::Text(source.to_owned())),
+        Some(CqlValue::BigInt(start_micros)),
+    ])
+}
+
+/// The tiles (of `feature`, or all) and the deletion mark of one entity, from the next two of a
+/// row's `columns`: `_tiles`, then `_deleted_through`.
+pub(crate) fn from_columns(
+    view: &VersionedView,
+    key: &EntityKey,
+    feature: Option<&Name>,
+    columns: &mut impl Iterator<Item = Option<CqlValue>>,
+) -> Result<EntityTiles, StoreError> {
+    let unreadable = |error: &dyn std::fmt::Display| {
+        StoreError::new(
+            StoreErrorKind::Corrupt,
+            format!(
+                "a tile of {key} in {} is unreadable: {error}",
+                view.view.name
+            ),
+        )
+    };
+    let cells = match columns.next().flatten() {
+        None => Vec::new(),
+        Some(CqlValue::Map(cells)) => cells,
+        Some(other) => return Err(unreadable(&format!("not a map: {other:?}"))),
+    };
+    let deleted_through_micros = match columns.next().flatten() {
+        None => None,
+        Some(CqlValue::BigInt(micros)) => Some(micros),
+        Some(other) => return Err(unreadable(&format!("a deletion mark of {other:?}"))),
+    };
+    let mut tiles = Vec::with_capacity(cells.len());
+    for (cell_key, cell) in cells {
+        let (name, source, start_micros) = decode_key(cell_key).map_err(|why| unreadable(&why))?;
+        if feature.is_some_and(|wanted| wanted.as_str() != name) {
+            continue;
+        }
+        let CqlValue::Text(cell) = cell else {
+            return Err(unreadable(&"a tile that is not text"));
+        };
+        tiles.push(decode_tile(name, source, start_micros, &cell).map_err(|why| unreadable(&why))?);
+    }
+    Ok(EntityTiles {
+        tiles,
+        deleted_through_micros,
+    })
+}
+
+/// A `_tiles` key's feature, source and start.
+fn decode_key(cell_key: CqlValue) -> Result<(String, String, i64), String> {
+    match cell_key {
+        CqlValue::Tuple(parts) => match <[Option<CqlValue>; 3]>::try_from(parts) {
+            Ok(
+                [
+                    Some(CqlValue::Text(feature)),
+                    Some(CqlValue::Text(source)),
+                    Some(CqlValue::BigInt(start)),
+                ],
+            ) => Ok((feature, source, start)),
+            Ok(other) => Err(format!("a key of {other:?}")),
+            Err(parts) => Err(format!("a key of {} parts", parts.len())),
+        },
+        other => Err(format!("a key of {other:?}")),
+    }
+}
+
+/// The tile stored as `cell` under its feature, source and start.
+pub(crate) fn decode_tile(
+    feature: String,
+    source: String,
+    start_micros: i64,
+    cell: &str,
+) -> Result<Tile, String> {
+    let feature: Name = feature.parse().map_err(|error| format!("{error}"))?;
+    let (through_offset, newest_event_micros, partial): TileCell =
+        serde_json::from_str(cell).map_err(|error| error.to_string())?;
+    Ok(Tile {
+        feature,
+        start_micros,
+        source,
+        through_offset,
+        newest_event_micros,
+        partial,
+    })
+}
