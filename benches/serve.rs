@@ -31,13 +31,19 @@
 //! the machine is not saturated, where the paths of a group meet the same moments of
 //! Cassandra's.
 //!
-//! `QUIVER_BENCH_ONLY=<text>` runs only the cases whose name contains it (and the floor), for
-//! profiling one path.
+//! Then the product workloads of `product_shape`: 20 and 50 features of which a third are
+//! windowed aggregates, uniform and Zipf keys, hits, cold calls one at a time beside direct
+//! reads, and a mixed steady state, each with the store reads per call.
+//!
+//! `QUIVER_BENCH_ONLY=<text>|<text>...` runs only the cases whose name contains one of the texts
+//! (and the floor), for profiling one path.
 
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark's report is its standard output"
 )]
+
+mod product_shape;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,7 +94,7 @@ async fn main() {
     let store_config = ScyllaConfig::one_node(quiver_testkit::cql_nodes(), keyspace.clone());
     let store = Arc::new(ScyllaStore::connect(&store_config).await.expect("connects"));
     // The profile view with 20 string features.
-    let mut definitions = contract::example_definitions();
+    let mut definitions = product_shape::definitions(contract::example_definitions());
     definitions.feature_services.clear();
     let profile = definitions
         .feature_views
@@ -134,6 +140,7 @@ async fn main() {
             .await
             .expect("writes");
     }
+    product_shape::fill(&store, &registry, now).await;
     let registry = Arc::new(registry);
 
     // The server runs on a runtime of its own, built as `quiver serve` builds it, with a store
@@ -192,8 +199,8 @@ async fn main() {
          {} cores shared by the load generator, the server and Cassandra\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| case | calls/s | p50 ms | p99 ms | CPU µs/call |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| case | calls/s | p50 ms | p99 ms | p99.9 ms | CPU µs/call |");
+    println!("|---|---:|---:|---:|---:|---:|");
 
     report(
         "empty call floor (health check)",
@@ -303,6 +310,23 @@ async fn main() {
             }
         }
     }
+    let start_product = |cache_ttl| {
+        product_shape::Server::start(
+            server_runtime.handle(),
+            server_store.clone(),
+            registry.clone(),
+            cache_ttl,
+        )
+    };
+    product_shape::Product {
+        cached: start_product(Some(Duration::from_secs(600))).await,
+        uncached: start_product(None).await,
+        mixed: start_product(Some(product_shape::MIXED_TTL)).await,
+        session: session.clone(),
+        keyspace: keyspace.clone(),
+    }
+    .run()
+    .await;
     // Dropping a runtime may block, which a runtime's own thread must not do.
     server_runtime.shutdown_background();
 }
@@ -691,13 +715,18 @@ async fn read_directly(session: &Session, select: &PreparedStatement, ids: Vec<i
 /// Latencies of every call made in `SECONDS` with `CONCURRENCY` in flight, after `WARMUP` of
 /// the same load whose calls are not counted, once the machine is quiet.
 async fn load(calls: Calls) -> Measured {
+    load_with(calls, CONCURRENCY).await
+}
+
+/// As [`load`], with `in_flight` calls in flight.
+async fn load_with(calls: Calls, in_flight: usize) -> Measured {
     wait_until_quiet().await;
     let cpu_before = process_cpu();
     let counted_from = Instant::now() + WARMUP;
     let until = counted_from + Duration::from_secs(SECONDS);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Each worker is a task of its own on the client's runtime.
-    let workers = (0..CONCURRENCY).map(|_| {
+    let workers = (0..in_flight).map(|_| {
         let (calls, next) = (calls.clone(), next.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -723,6 +752,7 @@ async fn load(calls: Calls) -> Measured {
         took: counted_from.elapsed(),
         latencies,
         cpu_per_call: Some((process_cpu() - cpu_before) / made as u32),
+        made,
     }
 }
 
@@ -763,6 +793,7 @@ async fn load_at_rate(rate: u32, paths: Vec<Calls>) -> Vec<Measured> {
             latencies: Vec::new(),
             took,
             cpu_per_call: None,
+            made: calls / turns,
         })
         .collect();
     for (number, latency) in (0..).zip(join_all(in_flight).await) {
@@ -784,6 +815,8 @@ struct Measured {
     /// CPU time of this process (load generator, server and driver; not Cassandra) per call,
     /// warm-up included, where the case ran alone.
     cpu_per_call: Option<Duration>,
+    /// Calls made, warm-up included.
+    made: u64,
 }
 
 /// CPU time this process has used so far, from `/proc/self/stat`.
@@ -831,9 +864,11 @@ async fn wait_until_quiet() {
     }
 }
 
-/// Whether case `name` is to run, by `QUIVER_BENCH_ONLY`.
+/// Whether case `name` is to run, by `QUIVER_BENCH_ONLY`: texts separated by `|`, one of which
+/// the name contains.
 fn selected(name: &str) -> bool {
-    std::env::var("QUIVER_BENCH_ONLY").map_or(true, |only| name.contains(&only))
+    std::env::var("QUIVER_BENCH_ONLY")
+        .map_or(true, |only| only.split('|').any(|part| name.contains(part)))
 }
 
 fn report(case: &str, measured: Measured) {
@@ -841,14 +876,16 @@ fn report(case: &str, measured: Measured) {
         mut latencies,
         took,
         cpu_per_call,
+        ..
     } = measured;
     latencies.sort_unstable();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "| {case} | {:.0} | {:.2} | {:.2} | {} |",
+        "| {case} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
         latencies.len() as f64 / took.as_secs_f64(),
         at(0.50),
         at(0.99),
+        at(0.999),
         cpu_per_call.map_or(String::new(), |cpu| cpu.as_micros().to_string()),
     );
 }

@@ -742,6 +742,22 @@ fn tile(feature: &str, start_micros: i64, source: &str, count: u64) -> Tile {
     }
 }
 
+/// Writes `tiles` for each user of `ids`.
+async fn write_tiles_of(
+    store: &(impl OnlineStore + FeatureStore),
+    entity: &Entity,
+    view: &VersionedView,
+    ids: &[i64],
+    tiles: &[Tile],
+) {
+    for &id in ids {
+        store
+            .write_tiles(entity, view, &user(id), tiles)
+            .await
+            .expect("writes tiles");
+    }
+}
+
 async fn sorted_tiles(
     store: &(impl OnlineStore + FeatureStore),
     entity: &Entity,
@@ -891,12 +907,7 @@ pub async fn an_entity_reads_whole_as_its_values_and_its_tiles(
         tile("actions_total", 0, "match-events/0", 2),
         tile("actions_total", 0, "match-events/1", 5),
     ];
-    for id in [1, 4] {
-        store
-            .write_tiles(&entity, &activity, &user(id), &tiles)
-            .await
-            .expect("writes tiles");
-    }
+    write_tiles_of(store, &entity, &activity, &[1, 4], &tiles).await;
     store
         .delete_entity(&entity, &activity, &user(4), now)
         .await
@@ -964,12 +975,7 @@ pub async fn a_deletion_removes_every_tile_and_a_bad_tile_writes_nothing(
         tile("actions_1h", now, "match-events/0", 1),
         tile("actions_total", 0, "match-events/0", 2),
     ];
-    for id in [1, 2] {
-        store
-            .write_tiles(&entity, &activity, &user(id), &tiles)
-            .await
-            .expect("writes tiles");
-    }
+    write_tiles_of(store, &entity, &activity, &[1, 2], &tiles).await;
     store
         .delete_entity(&entity, &activity, &user(1), now)
         .await
