@@ -1,20 +1,51 @@
 //! Plumbing: the scylla driver against the real CQL server, writing cells with event time as
 //! the write timestamp, which is the rule Quiver's whole write path relies on.
+//!
+//! Every statement here is a simple (unprepared) query with its values in the text. What is
+//! under test is the write-timestamp rule, not preparation: the test Cassandra's 1 MiB statement
+//! cache admits a new prepared statement only once it is asked for more often than the one it
+//! would evict, so late in the suite a statement prepared once here could be dropped before it
+//! ran (the adapters retry that; see `retry_evicted` in quiver-scylla).
 
 use scylla::client::session::Session;
 
-async fn country_and_writetime(session: &Session, table: &str, user_id: i64) -> (String, i64) {
+async fn run(session: &Session, statement: String) {
+    session
+        .query_unpaged(statement.as_str(), ())
+        .await
+        .unwrap_or_else(|error| panic!("{statement}: {error}"));
+}
+
+async fn write_country(session: &Session, table: &str, user_id: i64, country: &str, micros: i64) {
+    run(
+        session,
+        format!(
+            "INSERT INTO {table} (user_id, country) VALUES ({user_id}, '{country}') \
+             USING TIMESTAMP {micros}"
+        ),
+    )
+    .await;
+}
+
+async fn column_and_writetime<T>(session: &Session, table: &str, column: &str, user_id: i64) -> T
+where
+    T: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+{
     session
         .query_unpaged(
-            format!("SELECT country, WRITETIME(country) FROM {table} WHERE user_id = ?"),
-            (user_id,),
+            format!("SELECT {column}, WRITETIME({column}) FROM {table} WHERE user_id = {user_id}"),
+            (),
         )
         .await
         .expect("the read succeeds")
         .into_rows_result()
         .expect("a rows result")
-        .single_row::<(String, i64)>()
-        .expect("one row with a country and its write time")
+        .single_row::<T>()
+        .expect("one row with the column and its write time")
+}
+
+async fn country_and_writetime(session: &Session, table: &str, user_id: i64) -> (String, i64) {
+    column_and_writetime(session, table, "country", user_id).await
 }
 
 #[tokio::test]
@@ -22,30 +53,16 @@ async fn the_newest_event_time_wins_whatever_the_arrival_order() {
     let session = quiver_testkit::cql_session().await;
     let keyspace = quiver_testkit::create_keyspace(&session, "plumbing").await;
     let table = format!("{keyspace}.user_profile");
-    session
-        .query_unpaged(
-            format!(
-                "CREATE TABLE {table} (user_id bigint PRIMARY KEY, country text, photo_count int)"
-            ),
-            (),
-        )
-        .await
-        .expect("the table is created");
-
-    let write = session
-        .prepare(format!(
-            "INSERT INTO {table} (user_id, country) VALUES (?, ?) USING TIMESTAMP ?"
-        ))
-        .await
-        .expect("the insert prepares");
+    run(
+        &session,
+        format!("CREATE TABLE {table} (user_id bigint PRIMARY KEY, country text, photo_count int)"),
+    )
+    .await;
     let user_id = 42_i64;
     let newer_micros = 1_790_000_002_000_000_i64;
     let older_micros = 1_790_000_001_000_000_i64;
 
-    session
-        .execute_unpaged(&write, (user_id, "SE", newer_micros))
-        .await
-        .expect("the newer write succeeds");
+    write_country(&session, &table, user_id, "SE", newer_micros).await;
     assert_eq!(
         country_and_writetime(&session, &table, user_id).await,
         ("SE".to_owned(), newer_micros),
@@ -53,10 +70,7 @@ async fn the_newest_event_time_wins_whatever_the_arrival_order() {
     );
 
     // A late event arrives after the newer one: accepted by the server, but it changes nothing.
-    session
-        .execute_unpaged(&write, (user_id, "NO", older_micros))
-        .await
-        .expect("the late write is accepted");
+    write_country(&session, &table, user_id, "NO", older_micros).await;
     assert_eq!(
         country_and_writetime(&session, &table, user_id).await,
         ("SE".to_owned(), newer_micros),
@@ -64,40 +78,25 @@ async fn the_newest_event_time_wins_whatever_the_arrival_order() {
     );
 
     // Replaying the newer event is idempotent, and a later one still wins.
-    session
-        .execute_unpaged(&write, (user_id, "SE", newer_micros))
-        .await
-        .expect("the replay is accepted");
+    write_country(&session, &table, user_id, "SE", newer_micros).await;
     let newest_micros = newer_micros + 1;
-    session
-        .execute_unpaged(&write, (user_id, "DK", newest_micros))
-        .await
-        .expect("the newest write succeeds");
+    write_country(&session, &table, user_id, "DK", newest_micros).await;
     assert_eq!(
         country_and_writetime(&session, &table, user_id).await,
         ("DK".to_owned(), newest_micros)
     );
 
     // Timestamps are per cell: another column of the same row keeps its own event time.
-    session
-        .query_unpaged(
-            format!("UPDATE {table} USING TIMESTAMP ? SET photo_count = ? WHERE user_id = ?"),
-            (older_micros, 3_i32, user_id),
-        )
-        .await
-        .expect("the photo count is written");
-    let (photo_count, photo_writetime) = session
-        .query_unpaged(
-            format!("SELECT photo_count, WRITETIME(photo_count) FROM {table} WHERE user_id = ?"),
-            (user_id,),
-        )
-        .await
-        .expect("the read succeeds")
-        .into_rows_result()
-        .expect("a rows result")
-        .single_row::<(i32, i64)>()
-        .expect("one row");
-    assert_eq!((photo_count, photo_writetime), (3, older_micros));
+    run(
+        &session,
+        format!(
+            "UPDATE {table} USING TIMESTAMP {older_micros} SET photo_count = 3 \
+             WHERE user_id = {user_id}"
+        ),
+    )
+    .await;
+    let photo: (i32, i64) = column_and_writetime(&session, &table, "photo_count", user_id).await;
+    assert_eq!(photo, (3, older_micros));
     assert_eq!(
         country_and_writetime(&session, &table, user_id).await,
         ("DK".to_owned(), newest_micros)

@@ -287,9 +287,13 @@ async fn tiles_of_the_old_layout_move_into_the_view_tables_on_connect() {
     assert_eq!(marked.deleted_through_micros, Some(1234));
     let old_table = session
         .query_unpaged(
-            "SELECT table_name FROM system_schema.tables \
-             WHERE keyspace_name = ? AND table_name = 'quiver_tiles'",
-            (keyspace.as_str(),),
+            // Unprepared (no bound values): the test Cassandra's small statement cache may
+            // evict a statement prepared once.
+            format!(
+                "SELECT table_name FROM system_schema.tables \
+                 WHERE keyspace_name = '{keyspace}' AND table_name = 'quiver_tiles'"
+            ),
+            (),
         )
         .await
         .unwrap()
