@@ -44,8 +44,8 @@ pub(crate) fn view_table(view: &VersionedView) -> Arc<str> {
 }
 
 /// The cache key of one entity in the view version whose table is `table`.
-pub(crate) fn row_key(table: &Arc<str>, key: &EntityKey) -> RowKey {
-    (table.clone(), key.clone())
+pub(crate) fn row_key(table: &Arc<str>, key: EntityKey) -> RowKey {
+    (table.clone(), key)
 }
 
 /// Cache settings.

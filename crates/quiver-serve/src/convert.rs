@@ -44,7 +44,10 @@ pub(crate) fn keys(
     entities: &HashMap<String, pb::KeyColumn>,
     rows: usize,
 ) -> Result<Vec<EntityKey>, Status> {
-    let mut parts: Vec<Vec<KeyPart>> = vec![Vec::with_capacity(entity.keys.len()); rows];
+    // Not `vec![Vec::with_capacity(n); rows]`: a clone of an empty vector drops its capacity.
+    let mut parts: Vec<Vec<KeyPart>> = (0..rows)
+        .map(|_| Vec::with_capacity(entity.keys.len()))
+        .collect();
     for field in &entity.keys {
         let column = entities.get(field.name.as_str()).ok_or_else(|| {
             Status::invalid_argument(format!(

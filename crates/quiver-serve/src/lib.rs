@@ -159,7 +159,7 @@ impl<S: FeatureStore + 'static> FeatureServer<S> {
             .feature_views
             .iter()
             .filter(|view| view.view.entity.as_str() == entity)
-            .map(|view| row_key(&view_table(view), key))
+            .map(|view| row_key(&view_table(view), key.clone()))
             .collect::<Vec<_>>();
         cache.invalidate(keys).await;
     }
