@@ -41,14 +41,22 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The server refused the call; the status carries the gRPC code and the server's words.
+    /// Not a `source`: its own text is the status again, which a report of the cause chain
+    /// (`{:#}`) would print a second time.
     #[error("{}: {}", .0.code(), .0.message())]
-    Refused(#[from] tonic::Status),
+    Refused(tonic::Status),
     /// The server's reply does not hold together, such as a typed column of the wrong length.
     #[error("the server's column `{column}` cannot be read: {source}")]
     Malformed {
         column: String,
         source: quiver_proto::columns::ColumnError,
     },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Refused(status)
+    }
 }
 
 /// Which features to read.

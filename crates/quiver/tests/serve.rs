@@ -126,6 +126,21 @@ async fn get_prints_served_values_and_a_deletion_reaches_the_cache() {
         format!("{}: serving", server.address())
     );
 
+    let unknown = server
+        .quiver()
+        .args(["get", "--server", &server.address(), "--service", "nope"])
+        .args(["--entity", "user_id=42"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: Some requested entity was not found: feature service `nope` is not in the \
+         registry",
+        "the server's words, once"
+    );
+
     // Delete user 42 as the ingester does: remove the row, then announce it.
     store
         .delete_entity(&registry.entities[0], profile, &user(42), now)
