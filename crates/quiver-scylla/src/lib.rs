@@ -147,16 +147,37 @@ pub struct ScyllaStore {
     update_registry: PreparedStatement,
     /// Feature statements, prepared once per table and column set.
     statements: Mutex<HashMap<String, PreparedStatement>>,
-    /// The read of each feature view, with or without its tiles, as of the version and
-    /// features it last read: the serving path reads the same column set again and again, and
-    /// finds it here without building the statement's text or looking up the features' types.
-    /// (Reads of another version or column set rebuild the entry from `statements`, without a
-    /// round trip.)
-    reads: Mutex<HashMap<(Name, bool), Arc<FeatureRead>>>,
+    /// The read of each feature view, per kind of read, as of the version and features it
+    /// last read: the serving path reads the same column set again and again, and finds it
+    /// here without building the statement's text or looking up the features' types. (Reads of
+    /// another version or column set rebuild the entry from `statements`, without a round
+    /// trip.) Per kind, so that an ingester's tile reads and a server's entity reads in one
+    /// process do not keep replacing each other's entry.
+    reads: Mutex<HashMap<(Name, ReadKind), Arc<FeatureRead>>>,
+}
+
+/// What a prepared read selects of an entity's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ReadKind {
+    /// Some features, with their write times.
+    Features,
+    /// Every stored feature, then the tiles and the deletion mark.
+    Entity,
+    /// The tiles and the deletion mark only.
+    Tiles,
+}
+
+impl ReadKind {
+    fn selects_tiles(self) -> bool {
+        match self {
+            ReadKind::Features => false,
+            ReadKind::Entity | ReadKind::Tiles => true,
+        }
+    }
 }
 
 /// A prepared read of some features of one view version, with their types in read order, and
-/// the entity's tiles after them when `tiles` is set.
+/// the entity's tiles after them for the kinds of read that select them.
 #[derive(Debug)]
 struct FeatureRead {
     version: u32,
@@ -318,15 +339,15 @@ impl ScyllaStore {
     }
 
     /// The prepared read of `features` (and their write times) of one entity in `view`, and of
-    /// its tiles and deletion mark after them when `tiles` is set.
+    /// its tiles and deletion mark after them when `kind` selects them.
     async fn read_statement(
         &self,
         entity: &Entity,
         view: &VersionedView,
         features: &[Name],
-        tiles: bool,
+        kind: ReadKind,
     ) -> Result<Arc<FeatureRead>, StoreError> {
-        let remembered = (view.view.name.clone(), tiles);
+        let remembered = (view.view.name.clone(), kind);
         if let Some(read) = self.reads.lock().expect("not poisoned").get(&remembered)
             && read.version == view.version
             && read.features.as_slice() == features
@@ -338,7 +359,7 @@ impl ScyllaStore {
             .into_iter()
             .map(|column| format!("{column}, WRITETIME({column})"))
             .collect();
-        if tiles {
+        if kind.selects_tiles() {
             selected.push(format!("{}, {}", tiles::TILES, tiles::DELETED_THROUGH));
         }
         let statement = format!(
@@ -746,7 +767,9 @@ impl FeatureStore for ScyllaStore {
         if features.is_empty() {
             return Ok(Vec::new());
         }
-        let read = self.read_statement(entity, view, features, false).await?;
+        let read = self
+            .read_statement(entity, view, features, ReadKind::Features)
+            .await?;
         match self.read_row(&read, key, "reading features").await? {
             None => Ok(vec![None; features.len()]),
             Some(row) => stored_values(view, &read, &mut row.columns.into_iter()),
@@ -760,7 +783,7 @@ impl FeatureStore for ScyllaStore {
         key: &EntityKey,
     ) -> Result<EntityRow, StoreError> {
         let read = self
-            .read_statement(entity, view, &stored_features(view), true)
+            .read_statement(entity, view, &stored_features(view), ReadKind::Entity)
             .await?;
         let Some(row) = self.read_row(&read, key, "reading an entity").await? else {
             return Ok(EntityRow {
@@ -819,7 +842,9 @@ impl FeatureStore for ScyllaStore {
         key: &EntityKey,
         feature: Option<&Name>,
     ) -> Result<EntityTiles, StoreError> {
-        let read = self.read_statement(entity, view, &[], true).await?;
+        let read = self
+            .read_statement(entity, view, &[], ReadKind::Tiles)
+            .await?;
         match self.read_row(&read, key, "reading tiles").await? {
             None => Ok(EntityTiles::default()),
             Some(row) => tiles::from_columns(view, key, feature, &mut row.columns.into_iter()),

@@ -471,19 +471,7 @@ mod tests {
         let references = ["user_profile:country", "user_activity:actions_total"];
         let plan = plan_features(&registry, references.map(String::from).to_vec()).unwrap();
         let mut call = CallPlan::new(plan, &users(&[7, 8, 7]), 3).unwrap();
-        let fetched = Mutex::new(Vec::new());
-        call.fetch(2, |source, key| {
-            fetched
-                .lock()
-                .unwrap()
-                .push((source.table.to_string(), key.1.clone()));
-            let row = stored(source, &key.1);
-            async move { Ok(row) }
-        })
-        .await
-        .unwrap();
-        let mut fetched = fetched.into_inner().unwrap();
-        fetched.sort_by_key(|(table, key)| (table.clone(), key.encode()));
+        let fetched = fetch_stored(&mut call, 2).await;
         let seven = EntityKey::new(vec![KeyPart::Int64(7)]).unwrap();
         let eight = EntityKey::new(vec![KeyPart::Int64(8)]).unwrap();
         assert_eq!(
@@ -542,19 +530,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(call.take_cached(&cache).await, 1, "the one cached row");
-        let fetched = Mutex::new(Vec::new());
-        call.fetch(4, |source, key| {
-            fetched
-                .lock()
-                .unwrap()
-                .push((source.table.to_string(), key.1.clone()));
-            let row = stored(source, &key.1);
-            async move { Ok(row) }
-        })
-        .await
-        .unwrap();
-        let mut fetched = fetched.into_inner().unwrap();
-        fetched.sort_by_key(|(table, key)| (table.clone(), key.encode()));
+        let fetched = fetch_stored(&mut call, 4).await;
         let eight = EntityKey::new(vec![KeyPart::Int64(8)]).unwrap();
         assert_eq!(
             fetched,
@@ -573,6 +549,25 @@ mod tests {
             [ok, not_found, ok],
             "the cached country"
         );
+    }
+
+    /// Fetches what `call` still needs from [`stored`], `in_flight` at once; returns the
+    /// (table, entity) pairs it fetched, sorted.
+    async fn fetch_stored(call: &mut CallPlan<'_>, in_flight: usize) -> Vec<(String, EntityKey)> {
+        let fetched = Mutex::new(Vec::new());
+        call.fetch(in_flight, |source, key| {
+            fetched
+                .lock()
+                .unwrap()
+                .push((source.table.to_string(), key.1.clone()));
+            let row = stored(source, &key.1);
+            async move { Ok(row) }
+        })
+        .await
+        .unwrap();
+        let mut fetched = fetched.into_inner().unwrap();
+        fetched.sort_by_key(|(table, key)| (table.clone(), key.encode()));
+        fetched
     }
 
     /// A view's source as a call plans it.
