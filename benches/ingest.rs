@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::types::Value as Avro;
 use futures::{StreamExt, TryStreamExt};
 use quiver_avro::wire;
-use quiver_core::aggregate::{EntityTiles, Tile};
+use quiver_core::aggregate::{EntityTiles, TileChanges};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -351,9 +351,9 @@ impl FeatureStore for Probe<'_> {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> Result<(), StoreError> {
-        self.store.write_tiles(entity, view, key, tiles).await
+        self.store.write_tiles(entity, view, key, changes).await
     }
 
     async fn read_tiles(

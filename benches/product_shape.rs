@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use quiver_core::aggregate::{HyperLogLog, Partial, Tile};
+use quiver_core::aggregate::{HyperLogLog, Partial, Tile, TileChanges};
 use quiver_core::definition::{
     Aggregate, AggregateFunction, Definitions, Derivation, Feature, Registry, Seconds,
 };
@@ -114,7 +114,7 @@ pub(crate) async fn fill(store: &ScyllaStore, registry: &Registry, now_micros: i
         .map(|id| async move {
             let tiles = tiles_of(view, id, now_micros);
             store
-                .write_tiles(entity, view, &user(id), &tiles)
+                .write_tiles(entity, view, &user(id), &TileChanges::of_tiles(tiles))
                 .await
                 .expect("writes tiles");
         })

@@ -178,6 +178,21 @@ pub fn is_event_time(avro: &Schema) -> bool {
     )
 }
 
+/// Whether a field of this Avro type can identify an event: a string, an integer, bytes or a
+/// UUID (what [`crate::project::event_id`] reads).
+pub fn is_identifier(avro: &Schema) -> bool {
+    matches!(
+        avro,
+        Schema::String
+            | Schema::Enum(_)
+            | Schema::Uuid
+            | Schema::Int
+            | Schema::Long
+            | Schema::Bytes
+            | Schema::Fixed(_)
+    )
+}
+
 /// The Avro type as a schema author would write it, for error messages.
 pub fn avro_type_name(schema: &Schema) -> String {
     match schema {

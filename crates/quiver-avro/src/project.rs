@@ -27,6 +27,8 @@ pub enum RejectReason {
     WrongType,
     MissingEventTime,
     AbsurdEventTime,
+    /// The view declares an event id, and the event has none.
+    MissingEventId,
     /// An upsert command names a view or feature the registry does not have.
     UnknownTarget,
 }
@@ -38,6 +40,7 @@ impl RejectReason {
             RejectReason::WrongType => "wrong_type",
             RejectReason::MissingEventTime => "missing_event_time",
             RejectReason::AbsurdEventTime => "absurd_event_time",
+            RejectReason::MissingEventId => "missing_event_id",
             RejectReason::UnknownTarget => "unknown_target",
         }
     }
@@ -157,6 +160,32 @@ pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Option<V
                 })
         })
         .collect()
+}
+
+/// The id of `event` at the view's `event_id` path, as text: strings as they are, integers in
+/// decimal, bytes in lower-case hex. `None` for a view that declares no event id.
+pub fn event_id(view: &FeatureView, event: &Avro) -> Result<Option<String>, Rejection> {
+    let Some(path) = &view.source.event_id else {
+        return Ok(None);
+    };
+    let missing = |found: &str| {
+        reject(
+            RejectReason::MissingEventId,
+            format!("event id field `{path}` is {found}"),
+        )
+    };
+    let field = lookup(event, path).ok_or_else(|| missing("missing or null"))?;
+    let id = match field {
+        Avro::String(text) | Avro::Enum(_, text) => text.clone(),
+        Avro::Uuid(uuid) => uuid.to_string(),
+        Avro::Int(number) => number.to_string(),
+        Avro::Long(number) => number.to_string(),
+        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => {
+            bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+        }
+        other => return Err(missing(describe(other))),
+    };
+    Ok(Some(id))
 }
 
 /// The feature type an Avro scalar holds as it is, for counting distinct values of any type.

@@ -4,7 +4,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
 use quiver_avro::project::{
-    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, RejectReason, project, project_deletion,
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, RejectReason, event_id, project, project_deletion,
     project_upsert,
 };
 use quiver_core::definition::{Definitions, Entity, FeatureView};
@@ -185,6 +185,43 @@ fn a_profile_event_carries_lists_and_an_embedding_of_the_declared_size() {
         rejection.to_string().contains("embedding<32>"),
         "{rejection}"
     );
+}
+
+#[test]
+fn an_event_id_reads_as_text_and_a_missing_one_is_rejected() {
+    let (_, mut activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    let event = events::match_event(&schema, 42);
+    assert_eq!(
+        event_id(&activity, &event),
+        Ok(Some("00000000-0000-4000-8000-000000000042".to_owned()))
+    );
+    let mut numbered = event.clone();
+    set_field(&mut numbered, "event_id", Avro::Long(-7));
+    assert_eq!(event_id(&activity, &numbered), Ok(Some("-7".to_owned())));
+    set_field(&mut numbered, "event_id", Avro::Bytes(vec![0x0a, 0xff]));
+    assert_eq!(event_id(&activity, &numbered), Ok(Some("0aff".to_owned())));
+
+    let mut without = event.clone();
+    set_field(&mut without, "event_id", Avro::Null);
+    let rejection = event_id(&activity, &without).expect_err("no id");
+    assert_eq!(rejection.reason, RejectReason::MissingEventId);
+    assert!(
+        rejection
+            .to_string()
+            .contains("event id field `event_id` is missing or null"),
+        "{rejection}"
+    );
+    set_field(&mut without, "event_id", Avro::Double(1.5));
+    assert!(
+        event_id(&activity, &without)
+            .expect_err("not an id")
+            .to_string()
+            .contains("is a double"),
+    );
+
+    activity.source.event_id = None;
+    assert_eq!(event_id(&activity, &event), Ok(None), "no id declared");
 }
 
 proptest! {

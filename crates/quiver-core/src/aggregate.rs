@@ -472,6 +472,56 @@ pub struct EntityTiles {
     /// When the entity was last deleted, if the store still remembers it: events at or before
     /// this time were removed and count no more, also when they arrive after the deletion.
     pub deleted_through_micros: Option<i64>,
+    /// The ids of the events already counted within the view's dedup horizon, in any order;
+    /// empty for a view without event ids, and where only serving reads the tiles.
+    pub applied: Vec<AppliedEvent>,
+}
+
+/// An event whose id a view's aggregates have counted, remembered until its dedup horizon
+/// ends, so that the same event seen again elsewhere is told from a replay of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvent {
+    pub event_id: String,
+    /// Where it was counted: a replay of that very position is not a duplicate (the tiles'
+    /// through offsets tell whether it was counted), the same id anywhere else is.
+    pub source: String,
+    pub offset: i64,
+    /// When it is forgotten: its event time plus the view's dedup horizon.
+    pub expires_micros: i64,
+}
+
+/// What folding a batch into an entity's stored state changes, to be written back in one step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TileChanges {
+    /// The tiles that changed, whole.
+    pub tiles: Vec<Tile>,
+    /// Events counted for the first time, whose ids are remembered from now on.
+    pub applied: Vec<AppliedEvent>,
+}
+
+impl TileChanges {
+    /// Changes of tiles alone, with no event ids to remember.
+    pub fn of_tiles(tiles: Vec<Tile>) -> Self {
+        TileChanges {
+            tiles,
+            applied: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tiles.is_empty() && self.applied.is_empty()
+    }
+}
+
+/// The outcome of [`fold`]: what to store, and the events it did not check or did not count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Folded {
+    pub changes: TileChanges,
+    /// Events skipped because their id was already counted at another position.
+    pub duplicates: u64,
+    /// Events with an id whose dedup horizon had already passed: counted without a check,
+    /// since the store may have forgotten an earlier copy.
+    pub beyond_horizon: u64,
 }
 
 /// What one event gives the aggregates of its view.
@@ -482,76 +532,53 @@ pub struct Contribution {
     /// The event's position in `source`; positions grow with every event.
     pub offset: i64,
     pub event_time_micros: i64,
+    /// The event's id, when its view declares one: the same id seen at another position
+    /// within the view's dedup horizon is a duplicate, and counts no more.
+    pub event_id: Option<String>,
     /// One per aggregate feature of the view, in [`aggregate_features`] order: the aggregated
     /// field's value, `None` where the event lacks it.
     pub inputs: Vec<Option<Value>>,
 }
 
 /// Folds the contributions of one entity into its stored tiles and returns the tiles that
-/// changed, to be written back whole.
+/// changed and the event ids counted for the first time, to be written back in one step.
 ///
 /// `contributions` come in offset order per source. A contribution at or before a tile's
-/// `through_offset` is a replay and is skipped; one whose tile is already past its window at
-/// `now_micros` could change no value, so it is left out; so is one at or before the entity's
-/// deletion.
+/// `through_offset` is a replay and is skipped; so is a duplicate, whose id was counted at
+/// another position within the view's dedup horizon. One whose tile is already past its window
+/// at `now_micros` could change no value, so it is left out; so is one at or before the
+/// entity's deletion.
 pub fn fold<'c>(
     view: &FeatureView,
     stored: EntityTiles,
     contributions: impl IntoIterator<Item = &'c Contribution>,
     now_micros: i64,
-) -> Vec<Tile> {
+) -> Folded {
     let deleted_through = stored.deleted_through_micros.unwrap_or(i64::MIN);
-    let stored = stored.tiles;
+    let mut ids = EventIds::new(view, stored.applied);
     let aggregates = aggregate_features(view);
-    let mut tiles: HashMap<(Name, i64, String), (Tile, bool)> = stored
+    let mut tiles: HashMap<TileKey, (Tile, bool)> = stored
+        .tiles
         .into_iter()
         .map(|tile| {
             let key = (tile.feature.clone(), tile.start_micros, tile.source.clone());
             (key, (tile, false))
         })
         .collect();
+    let mut folded = Folded::default();
     for contribution in contributions {
         if contribution.event_time_micros <= deleted_through {
             continue;
         }
-        for ((feature, aggregate), input) in aggregates.iter().zip(&contribution.inputs) {
-            let start = aggregate.tile_start(contribution.event_time_micros);
-            if aggregate
-                .tile_expiry_micros(start)
-                .is_some_and(|expiry| expiry <= now_micros)
-            {
+        match ids.check(contribution, now_micros) {
+            IdCheck::Duplicate => {
+                folded.duplicates += 1;
                 continue;
             }
-            let Some(partial) = Partial::of_event(
-                aggregate.function,
-                input.as_ref(),
-                contribution.event_time_micros,
-            ) else {
-                continue;
-            };
-            let key = (feature.name.clone(), start, contribution.source.clone());
-            match tiles.get_mut(&key) {
-                Some((tile, _)) if contribution.offset <= tile.through_offset => {}
-                Some((tile, changed)) => {
-                    tile.partial.merge(partial);
-                    tile.through_offset = contribution.offset;
-                    tile.newest_event_micros =
-                        tile.newest_event_micros.max(contribution.event_time_micros);
-                    *changed = true;
-                }
-                None => {
-                    let tile = Tile {
-                        feature: feature.name.clone(),
-                        start_micros: start,
-                        source: contribution.source.clone(),
-                        through_offset: contribution.offset,
-                        newest_event_micros: contribution.event_time_micros,
-                        partial,
-                    };
-                    tiles.insert(key, (tile, true));
-                }
-            }
+            IdCheck::BeyondHorizon => folded.beyond_horizon += 1,
+            IdCheck::First | IdCheck::SamePosition | IdCheck::NoId => {}
         }
+        fold_one(&aggregates, &mut tiles, contribution, now_micros);
     }
     let mut changed: Vec<Tile> = tiles
         .into_values()
@@ -560,7 +587,130 @@ pub fn fold<'c>(
     changed.sort_by(|a, b| {
         (&a.feature, a.start_micros, &a.source).cmp(&(&b.feature, b.start_micros, &b.source))
     });
-    changed
+    folded.changes = TileChanges {
+        tiles: changed,
+        applied: ids.first_seen,
+    };
+    folded
+}
+
+/// A tile's identity among an entity's tiles: feature, start, source.
+type TileKey = (Name, i64, String);
+
+/// Folds one contribution into `tiles`, marking those it changes.
+fn fold_one(
+    aggregates: &[(&Feature, &Aggregate)],
+    tiles: &mut HashMap<TileKey, (Tile, bool)>,
+    contribution: &Contribution,
+    now_micros: i64,
+) {
+    for ((feature, aggregate), input) in aggregates.iter().zip(&contribution.inputs) {
+        let start = aggregate.tile_start(contribution.event_time_micros);
+        if aggregate
+            .tile_expiry_micros(start)
+            .is_some_and(|expiry| expiry <= now_micros)
+        {
+            continue;
+        }
+        let Some(partial) = Partial::of_event(
+            aggregate.function,
+            input.as_ref(),
+            contribution.event_time_micros,
+        ) else {
+            continue;
+        };
+        let key = (feature.name.clone(), start, contribution.source.clone());
+        match tiles.get_mut(&key) {
+            Some((tile, _)) if contribution.offset <= tile.through_offset => {}
+            Some((tile, changed)) => {
+                tile.partial.merge(partial);
+                tile.through_offset = contribution.offset;
+                tile.newest_event_micros =
+                    tile.newest_event_micros.max(contribution.event_time_micros);
+                *changed = true;
+            }
+            None => {
+                let tile = Tile {
+                    feature: feature.name.clone(),
+                    start_micros: start,
+                    source: contribution.source.clone(),
+                    through_offset: contribution.offset,
+                    newest_event_micros: contribution.event_time_micros,
+                    partial,
+                };
+                tiles.insert(key, (tile, true));
+            }
+        }
+    }
+}
+
+/// The event ids an entity's aggregates have counted, as stored and as one fold adds to them.
+struct EventIds {
+    /// The view's dedup horizon; `None` checks nothing.
+    horizon_micros: Option<i64>,
+    /// Each known id's source and offset.
+    known: HashMap<String, (String, i64)>,
+    first_seen: Vec<AppliedEvent>,
+}
+
+/// What an event's id says about it.
+enum IdCheck {
+    /// Not seen before: counted, and remembered.
+    First,
+    /// Seen at this very position: a replay, which the tiles' through offsets settle.
+    SamePosition,
+    /// Seen at another position: counted already.
+    Duplicate,
+    /// Older than the horizon, so an earlier copy may be forgotten: counted unchecked.
+    BeyondHorizon,
+    /// No id, or a view that does not deduplicate.
+    NoId,
+}
+
+impl EventIds {
+    fn new(view: &FeatureView, stored: Vec<AppliedEvent>) -> Self {
+        EventIds {
+            horizon_micros: view
+                .dedup
+                .map(|horizon| (horizon.0 as i64).saturating_mul(MICROS_PER_SEC)),
+            known: stored
+                .into_iter()
+                .map(|applied| (applied.event_id, (applied.source, applied.offset)))
+                .collect(),
+            first_seen: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, contribution: &Contribution, now_micros: i64) -> IdCheck {
+        let (Some(horizon), Some(id)) = (self.horizon_micros, &contribution.event_id) else {
+            return IdCheck::NoId;
+        };
+        let expires_micros = contribution.event_time_micros.saturating_add(horizon);
+        if expires_micros <= now_micros {
+            return IdCheck::BeyondHorizon;
+        }
+        match self.known.get(id) {
+            Some((source, offset))
+                if *source == contribution.source && *offset == contribution.offset =>
+            {
+                IdCheck::SamePosition
+            }
+            Some(_) => IdCheck::Duplicate,
+            None => {
+                self.known.insert(
+                    id.clone(),
+                    (contribution.source.clone(), contribution.offset),
+                );
+                self.first_seen.push(AppliedEvent {
+                    event_id: id.clone(),
+                    source: contribution.source.clone(),
+                    offset: contribution.offset,
+                    expires_micros,
+                });
+                IdCheck::First
+            }
+        }
+    }
 }
 
 /// The value of one aggregate feature at `now_micros` from an entity's tiles (of any features;
@@ -645,9 +795,11 @@ mod tests {
                 schema: SchemaRef::Subject("events-value".into()),
                 key_fields: vec!["user_id".into()],
                 event_time: "at".into(),
+                event_id: Some("id".into()),
             },
             ttl: None,
             allowed_lateness: None,
+            dedup: Some(Seconds(7 * 86_400)),
             description: String::new(),
             owner: String::new(),
             tags: BTreeMap::new(),
@@ -659,11 +811,13 @@ mod tests {
         }
     }
 
-    /// One event as produced: where it sits in its partition, when it happened, its input.
+    /// One event as produced: where it sits in its partition, its id, when it happened, its
+    /// input.
     #[derive(Debug, Clone)]
     struct Event {
         source: &'static str,
         offset: i64,
+        id: usize,
         event_time_micros: i64,
         x: Option<i64>,
     }
@@ -673,6 +827,7 @@ mod tests {
             source: event.source.to_owned(),
             offset: event.offset,
             event_time_micros: event.event_time_micros,
+            event_id: view.source.event_id.as_ref().map(|_| event.id.to_string()),
             inputs: aggregate_features(view)
                 .iter()
                 .map(|_| event.x.map(Value::Int64))
@@ -723,6 +878,7 @@ mod tests {
     /// committed one. Returns the stored tiles.
     fn deliver(view: &FeatureView, events: &[Event], cuts: &[(usize, Option<usize>)]) -> Vec<Tile> {
         let mut store: BTreeMap<(Name, i64, String), Tile> = BTreeMap::new();
+        let mut applied: Vec<AppliedEvent> = Vec::new();
         let mut committed = 0;
         let mut cuts = cuts.iter();
         while committed < events.len() {
@@ -735,10 +891,16 @@ mod tests {
             let stored = EntityTiles {
                 tiles: store.values().cloned().collect(),
                 deleted_through_micros: None,
+                applied: applied.clone(),
             };
-            let changed = fold(view, stored, &contributions, NOW);
-            let written = crash_after.map_or(changed.len(), |count| count.min(changed.len()));
-            for tile in changed.into_iter().take(written) {
+            let changed = fold(view, stored, &contributions, NOW).changes;
+            let written =
+                crash_after.map_or(changed.tiles.len(), |count| count.min(changed.tiles.len()));
+            // A crash may come before or after the event ids are stored.
+            if crash_after.is_none_or(|count| count % 2 == 0) {
+                applied.extend(changed.applied);
+            }
+            for tile in changed.tiles.into_iter().take(written) {
                 let key = (tile.feature.clone(), tile.start_micros, tile.source.clone());
                 store.insert(key, tile);
             }
@@ -749,29 +911,53 @@ mod tests {
         store.into_values().collect()
     }
 
-    fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
-        proptest::collection::vec(
+    /// Events as produced, each with its own id, then as delivered: the same with some of them
+    /// resent, at later offsets of either partition.
+    fn events_strategy() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+        let produced = proptest::collection::vec(
             (
                 any::<bool>(),
                 0i64..3 * 86_400_000_000,
                 proptest::option::weighted(0.9, -50i64..50),
             ),
             0..120,
-        )
-        .prop_map(|raw| {
+        );
+        let resent =
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 0..30);
+        (produced, resent).prop_map(|(raw, resent)| {
             let mut offsets = [0i64; 2];
-            raw.into_iter()
-                .map(|(second, ago, x)| {
-                    let partition = usize::from(second);
-                    offsets[partition] += 1;
+            let mut next = |partition: bool| {
+                let partition = usize::from(partition);
+                offsets[partition] += 1;
+                (["events/0", "events/1"][partition], offsets[partition])
+            };
+            let produced: Vec<Event> = raw
+                .into_iter()
+                .enumerate()
+                .map(|(id, (second, ago, x))| {
+                    let (source, offset) = next(second);
                     Event {
-                        source: ["events/0", "events/1"][partition],
-                        offset: offsets[partition],
+                        source,
+                        offset,
+                        id,
                         event_time_micros: NOW - ago,
                         x,
                     }
                 })
-                .collect()
+                .collect();
+            let mut delivered = produced.clone();
+            if !produced.is_empty() {
+                for (index, second) in resent {
+                    let (source, offset) = next(second);
+                    let original = index.get(&produced);
+                    delivered.push(Event {
+                        source,
+                        offset,
+                        ..original.clone()
+                    });
+                }
+            }
+            (produced, delivered)
         })
     }
 
@@ -787,14 +973,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         #[test]
-        fn tiles_give_the_brute_force_result_despite_replays_and_crashes(
-            events in events_strategy(),
+        fn tiles_give_the_brute_force_result_despite_duplicates_replays_and_crashes(
+            (events, delivered) in events_strategy(),
             window in window_strategy(),
             cuts in proptest::collection::vec((1usize..40, proptest::option::weighted(0.3, 0usize..20)), 0..30),
             request_ago in 0i64..3_600_000_000,
         ) {
             let view = view(window);
-            let tiles = deliver(&view, &events, &cuts);
+            let tiles = deliver(&view, &delivered, &cuts);
             let request_time = NOW + request_ago;
             for (feature, aggregate) in aggregate_features(&view) {
                 let in_window: Vec<&Event> = events
@@ -860,18 +1046,17 @@ mod tests {
         let old = Event {
             source: "events/0",
             offset: 1,
+            id: 1,
             event_time_micros: NOW - 3_600_000_000,
             x: Some(1),
         };
-        assert!(
-            fold(
-                &view,
-                EntityTiles::default(),
-                &[contribution(&view, &old)],
-                NOW
-            )
-            .is_empty()
+        let folded = fold(
+            &view,
+            EntityTiles::default(),
+            &[contribution(&view, &old)],
+            NOW,
         );
+        assert!(folded.changes.tiles.is_empty());
     }
 
     #[test]
@@ -880,12 +1065,14 @@ mod tests {
         let event = |offset, event_time_micros| Event {
             source: "events/0",
             offset,
+            id: offset as usize,
             event_time_micros,
             x: Some(1),
         };
         let deleted = EntityTiles {
             tiles: Vec::new(),
             deleted_through_micros: Some(NOW - 1_000),
+            applied: Vec::new(),
         };
         let (before, at, after) = (
             event(1, NOW - 60_000_000),
@@ -893,9 +1080,65 @@ mod tests {
             event(3, NOW),
         );
         let contributions = [&before, &at].map(|event| contribution(&view, event));
-        assert!(fold(&view, deleted.clone(), &contributions, NOW).is_empty());
-        let changed = fold(&view, deleted, &[contribution(&view, &after)], NOW);
-        assert!(!changed.is_empty());
-        assert!(changed.iter().all(|tile| tile.newest_event_micros == NOW));
+        assert!(
+            fold(&view, deleted.clone(), &contributions, NOW)
+                .changes
+                .is_empty()
+        );
+        let changed = fold(&view, deleted, &[contribution(&view, &after)], NOW).changes;
+        assert!(!changed.tiles.is_empty());
+        assert!(
+            changed
+                .tiles
+                .iter()
+                .all(|tile| tile.newest_event_micros == NOW)
+        );
+    }
+
+    #[test]
+    fn a_resent_event_is_a_duplicate_a_replayed_one_is_not_and_an_old_one_goes_unchecked() {
+        let view = view(None);
+        let event = |source, offset, id, ago_micros| Event {
+            source,
+            offset,
+            id,
+            event_time_micros: NOW - ago_micros,
+            x: Some(1),
+        };
+        let first = fold(
+            &view,
+            EntityTiles::default(),
+            &[contribution(&view, &event("events/0", 1, 7, 0))],
+            NOW,
+        );
+        assert_eq!(first.changes.applied.len(), 1);
+        assert_eq!(
+            first.changes.applied[0].expires_micros,
+            NOW + 7 * 86_400_000_000
+        );
+        let stored = EntityTiles {
+            tiles: first.changes.tiles.clone(),
+            deleted_through_micros: None,
+            applied: first.changes.applied.clone(),
+        };
+        let eight_days = 8 * 86_400_000_000;
+        let again = [
+            event("events/0", 1, 7, 0),          // replayed at its own position
+            event("events/1", 40, 7, 0),         // resent on another partition
+            event("events/0", 2, 8, eight_days), // past the horizon
+            event("events/0", 3, 8, eight_days), // and resent: not caught
+        ]
+        .map(|event| contribution(&view, &event));
+        let folded = fold(&view, stored, &again, NOW);
+        assert_eq!(folded.duplicates, 1);
+        assert_eq!(folded.beyond_horizon, 2);
+        assert!(folded.changes.applied.is_empty(), "nothing new to remember");
+        let lifetime_count = folded
+            .changes
+            .tiles
+            .iter()
+            .find(|tile| tile.feature.as_str() == "f0")
+            .map(|tile| tile.partial.clone());
+        assert_eq!(lifetime_count, Some(Partial::Count(3)));
     }
 }

@@ -59,6 +59,12 @@ pub struct FeatureView {
     /// dead-lettered as late; `None` takes events however late they come.
     #[serde(default)]
     pub allowed_lateness: Option<Seconds>,
+    /// How long an event's id is remembered once its aggregates have counted it, from its event
+    /// time: within it, the same event resent (at a later offset, on another partition, in a
+    /// second production of the stream) changes no aggregate. Set exactly when the source
+    /// declares an [`Source::event_id`].
+    #[serde(default)]
+    pub dedup: Option<Seconds>,
     pub description: String,
     pub owner: String,
     pub tags: BTreeMap<String, String>,
@@ -74,6 +80,10 @@ pub struct Source {
     pub key_fields: Vec<String>,
     /// Avro field path of the event time.
     pub event_time: String,
+    /// Avro field path of the event's identity, which a resent event keeps; `None` when the
+    /// events have none, and then a resent event counts again.
+    #[serde(default)]
+    pub event_id: Option<String>,
 }
 
 /// The reader schema of a source.
@@ -119,6 +129,9 @@ pub struct Aggregate {
     #[serde(default)]
     pub resolution: Option<Seconds>,
 }
+
+/// The dedup horizon of a view that declares an event id and no `dedup`.
+pub const DEFAULT_DEDUP: Seconds = Seconds(7 * 86_400);
 
 /// The longest window accepted, 30 days.
 pub const MAX_WINDOW: Seconds = Seconds(30 * 86_400);

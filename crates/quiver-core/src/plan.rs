@@ -306,6 +306,14 @@ fn view_details(
             old.source.event_time, new.source.event_time
         )));
     }
+    if old.source.event_id != new.source.event_id || old.dedup != new.dedup {
+        let show = |view: &FeatureView| match (&view.source.event_id, view.dedup) {
+            (Some(id), Some(horizon)) => format!("{id} for {horizon}"),
+            (Some(id), None) => id.clone(),
+            (None, _) => "none".to_owned(),
+        };
+        details.push(safe(format!("event id {} -> {}", show(old), show(new))));
+    }
     if old.ttl != new.ttl {
         let show = |ttl: Option<crate::definition::Seconds>| {
             ttl.map_or_else(|| "none".to_owned(), |ttl| ttl.to_string())

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 
-use crate::aggregate::{EntityTiles, Tile, aggregate_feature};
+use crate::aggregate::{AppliedEvent, EntityTiles, Tile, TileChanges, aggregate_feature};
 use crate::definition::{Derivation, Entity, FeatureView, Registry, Seconds, VersionedView};
 use crate::key::EntityKey;
 use crate::name::Name;
@@ -272,6 +272,28 @@ pub fn feature_types(view: &FeatureView, names: &[Name]) -> Result<Vec<ValueType
         .collect()
 }
 
+/// Checks event ids to remember for `view` before anything is stored: the view deduplicates.
+/// Returns those not expired at `now_micros`, the ones to store. Shared by every adapter.
+pub fn live_applied<'a>(
+    view: &FeatureView,
+    applied: &'a [AppliedEvent],
+    now_micros: i64,
+) -> Result<Vec<&'a AppliedEvent>, StoreError> {
+    if view.dedup.is_none() && !applied.is_empty() {
+        return Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            format!(
+                "feature view `{}` declares no event id, so it keeps none",
+                view.name
+            ),
+        ));
+    }
+    Ok(applied
+        .iter()
+        .filter(|applied| applied.expires_micros > now_micros)
+        .collect())
+}
+
 /// Checks tiles of one entity against their view before anything is stored: the key fits the
 /// entity, and each tile belongs to an aggregate feature of the view. Returns the tiles still
 /// inside their windows at `now_micros`, the ones to store, each with its expiry in
@@ -352,21 +374,24 @@ pub trait FeatureStore: Send + Sync {
         key: &EntityKey,
     ) -> impl Future<Output = Result<EntityRow, StoreError>> + Send;
 
-    /// Stores the tiles of one entity's aggregates ([`crate::aggregate::fold`] gives them), each
-    /// replacing the stored tile of the same feature, start and source. A tile stays until its
-    /// window has passed it; lifetime tiles stay. Every tile is checked with [`live_tiles`]
-    /// first; if one fails, nothing is written.
+    /// Stores what folding changed of one entity's aggregates ([`crate::aggregate::fold`] gives
+    /// it): each tile replaces the stored tile of the same feature, start and source, and stays
+    /// until its window has passed it (lifetime tiles stay); each applied event's id is kept
+    /// until it expires. Tiles are checked with [`live_tiles`] and event ids with
+    /// [`live_applied`] first; if one fails, nothing is written. The tiles and the ids need not
+    /// be stored atomically: `fold` tells a replay from a duplicate by its position.
     fn write_tiles(
         &self,
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stored tiles of one entity in `view` whose window has not passed them, in any order:
     /// those of `feature`, or of every aggregate feature when it is `None`; with the effective
-    /// time of the entity's last deletion, while it is remembered.
+    /// time of the entity's last deletion, while it is remembered, and the ids of the events
+    /// counted that have not expired.
     fn read_tiles(
         &self,
         entity: &Entity,
@@ -391,9 +416,11 @@ mod tests {
                 schema: crate::definition::SchemaRef::Subject("events-value".into()),
                 key_fields: vec!["user_id".into()],
                 event_time: "at".into(),
+                event_id: None,
             },
             ttl: Some(Seconds(3_600)),
             allowed_lateness: None,
+            dedup: None,
             description: String::new(),
             owner: String::new(),
             tags: Default::default(),

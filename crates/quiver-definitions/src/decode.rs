@@ -7,9 +7,9 @@ use apache_avro::Schema;
 use quiver_avro::mapping::{self, FieldPathError};
 use quiver_core::aggregate::{check_resolution, default_resolution};
 use quiver_core::definition::{
-    Aggregate, AggregateFunction, Definitions, Derivation, Entity, Feature, FeatureService,
-    FeatureView, KEY_TYPES, KeyField, MAX_LAST_K, MAX_WINDOW, SchemaRef, Seconds, ServiceFeature,
-    Source,
+    Aggregate, AggregateFunction, DEFAULT_DEDUP, Definitions, Derivation, Entity, Feature,
+    FeatureService, FeatureView, KEY_TYPES, KeyField, MAX_LAST_K, MAX_WINDOW, SchemaRef, Seconds,
+    ServiceFeature, Source,
 };
 use quiver_core::name::Name;
 use quiver_core::value::{ScalarType, Value, ValueType};
@@ -346,6 +346,7 @@ impl Loader {
                 "source",
                 "ttl",
                 "allowed_lateness",
+                "dedup",
                 "description",
                 "owner",
                 "tags",
@@ -379,6 +380,8 @@ impl Loader {
         let allowed_lateness = fields
             .get("allowed_lateness")
             .and_then(|lateness| self.duration(lateness, "allowed_lateness"));
+        let dedup_node = fields.get("dedup");
+        let dedup = dedup_node.and_then(|dedup| self.duration(dedup, "dedup"));
         let description = self.optional_string(fields.get("description"), "description");
         let owner = self.optional_string(fields.get("owner"), "owner");
         let mut tags = BTreeMap::new();
@@ -436,6 +439,20 @@ impl Loader {
         else {
             return;
         };
+        let dedup = match (&source.event_id, dedup_node) {
+            (Some(_), _) => Some(dedup.unwrap_or(DEFAULT_DEDUP)),
+            (None, Some(node)) => {
+                self.error(
+                    node.at,
+                    format!(
+                        "{what} declares `dedup` but its source has no `event_id`; name the \
+                         field that identifies an event, or drop `dedup`"
+                    ),
+                );
+                return;
+            }
+            (None, None) => None,
+        };
         if self
             .definitions
             .feature_views
@@ -451,6 +468,7 @@ impl Loader {
             source,
             ttl,
             allowed_lateness,
+            dedup,
             description,
             owner,
             tags,
@@ -468,7 +486,14 @@ impl Loader {
         let fields = self.fields(
             node,
             &what,
-            &["topic", "schema", "subject", "key_fields", "event_time"],
+            &[
+                "topic",
+                "schema",
+                "subject",
+                "key_fields",
+                "event_time",
+                "event_id",
+            ],
         )?;
         let topic = self
             .required(&fields, "topic", &what)
@@ -516,6 +541,11 @@ impl Loader {
         }
         let event_time_node = self.required(&fields, "event_time", &what);
         let event_time = event_time_node.and_then(|n| self.string(n, "event_time"));
+        let event_id_node = fields.get("event_id");
+        let event_id = event_id_node.and_then(|n| self.string(n, "event_id"));
+        if let (Some(schema), Some(node), Some(path)) = (&schema, event_id_node, &event_id) {
+            self.check_event_id(schema, node.at, path);
+        }
         if let Some(schema) = &schema {
             if let Some(entity) = entity {
                 for ((at, path), key) in key_fields.iter().zip(&entity.keys) {
@@ -553,9 +583,29 @@ impl Loader {
                 schema: schema_ref,
                 key_fields: key_fields.into_iter().map(|(_, path)| path).collect(),
                 event_time: event_time?,
+                event_id,
             },
             schema,
         ))
+    }
+
+    /// Checks that the event id at `path` is a field of `schema` that every event has, of a
+    /// type that identifies: a string, an integer, bytes or a UUID.
+    fn check_event_id(&mut self, schema: &Schema, at: Position, path: &str) {
+        let Some(field) = self.avro_field(schema, path, at, "event id field") else {
+            return;
+        };
+        if !mapping::is_identifier(field.schema) {
+            self.error(at, format!(
+                "event id field `{path}` is Avro {}; use a string, int, long, bytes, fixed or uuid field",
+                mapping::avro_type_name(field.schema)
+            ));
+        } else if field.optional {
+            self.error(
+                at,
+                format!("event id field `{path}` may be null; an event id must always be present"),
+            );
+        }
     }
 
     fn feature(&mut self, node: &Node, view: &str, schema: Option<&Schema>) -> Option<Feature> {

@@ -223,6 +223,60 @@ fn the_event_time_must_be_a_timestamp() {
 }
 
 #[test]
+fn an_event_id_gives_a_view_a_dedup_horizon_seven_days_by_default() {
+    let with_id = VALID_VIEW.replace(
+        "      event_time: ts\n",
+        "      event_time: ts\n      event_id: event_id\n",
+    );
+    let load = |views: &str| {
+        let folder = folder_with(views);
+        load_dir(folder.path()).unwrap_or_else(|errors| panic!("{errors}"))
+    };
+    let view = load(&with_id).feature_views.remove(0);
+    assert_eq!(view.source.event_id.as_deref(), Some("event_id"));
+    assert_eq!(view.dedup, Some(Seconds(7 * 86_400)));
+    let declared = with_id.replace("    features:\n", "    dedup: 2d\n    features:\n");
+    assert_eq!(
+        load(&declared).feature_views[0].dedup,
+        Some(Seconds(2 * 86_400))
+    );
+    assert_eq!(load(VALID_VIEW).feature_views[0].dedup, None);
+}
+
+#[test]
+fn a_bad_event_id_or_a_dedup_without_one_is_refused_at_its_line() {
+    let with_id = |path: &str| {
+        VALID_VIEW.replace(
+            "      event_time: ts\n",
+            &format!("      event_time: ts\n      event_id: {path}\n"),
+        )
+    };
+    assert_single_error(
+        &with_id("request_id"),
+        9,
+        &["`request_id`", "event_id", "candidate_id"],
+    );
+    assert_single_error(
+        &with_id("chat_seconds"),
+        9,
+        &[
+            "event id field `chat_seconds` is Avro double",
+            "string, int, long",
+        ],
+    );
+    assert_single_error(
+        &with_id("rank_position"),
+        9,
+        &["event id field `rank_position` may be null"],
+    );
+    assert_single_error(
+        &VALID_VIEW.replace("    features:\n", "    dedup: 1d\n    features:\n"),
+        9,
+        &["declares `dedup` but its source has no `event_id`"],
+    );
+}
+
+#[test]
 fn a_bad_type_spelling_lists_the_types() {
     let views = VALID_VIEW.replace("type: string", "type: text");
     assert_single_error(

@@ -2,7 +2,7 @@
 //! [redb](https://www.redb.org) file, for a laptop, the quickstart and tests, with the semantics
 //! of the ScyllaDB adapter.
 //!
-//! Layout, three tables of bytes:
+//! Layout, tables of bytes:
 //! - `registry`: the registry as JSON with its revision, under one key;
 //! - `features`: one entry per (view version, entity, feature), keyed by the view's table name, a
 //!   NUL, the entity key's canonical encoding ([`EntityKey::encode`]) and the feature name;
@@ -10,7 +10,9 @@
 //! - `deletions`: per (view version, entity), the effective time of its latest deletion (the
 //!   later of its event time and the newest event time it removed), kept for good;
 //! - `tiles`: one entry per aggregate tile, keyed by the entity's row key, the feature name, a
-//!   NUL, the tile start and the source; the value holds the tile's expiry and the tile as JSON.
+//!   NUL, the tile start and the source; the value holds the tile's expiry and the tile as JSON;
+//! - `applied`: one entry per event id a view's aggregates counted, keyed by the entity's row
+//!   key and the id; the value is [`encode_applied`]'s, versioned.
 //!
 //! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
 //! replaces the stored one only if its event time is not older, a deletion removes everything
@@ -22,14 +24,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use quiver_core::aggregate::{EntityTiles, Tile};
+use quiver_core::aggregate::{AppliedEvent, EntityTiles, Tile, TileChanges};
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::read::stored_features;
 use quiver_core::store::{
     EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
-    check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
+    check_key, check_write, feature_types, live_applied, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::Value;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
@@ -38,6 +40,10 @@ const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features");
 const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions");
 const TILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tiles");
+const APPLIED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("applied");
+
+/// The format of an `applied` entry, its first byte.
+const APPLIED_FORMAT: u8 = 1;
 
 const REGISTRY_KEY: &str = "current";
 
@@ -111,6 +117,43 @@ fn tile_expiry(entry: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(entry.get(..8)?.try_into().ok()?))
 }
 
+/// The key of an applied event id: the row key, then the id, whose UTF-8 never holds the
+/// `0xFF` that ends the row's range.
+fn applied_key(row: &[u8], applied: &AppliedEvent) -> Vec<u8> {
+    let mut out = row.to_vec();
+    out.extend_from_slice(applied.event_id.as_bytes());
+    out
+}
+
+/// A stored applied event: [`APPLIED_FORMAT`], its expiry and offset (big-endian), then its
+/// source in UTF-8.
+fn encode_applied(applied: &AppliedEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + applied.source.len());
+    out.push(APPLIED_FORMAT);
+    out.extend_from_slice(&applied.expires_micros.to_be_bytes());
+    out.extend_from_slice(&applied.offset.to_be_bytes());
+    out.extend_from_slice(applied.source.as_bytes());
+    out
+}
+
+/// The applied event stored as `entry` under `event_id`; `None` if it is not of this format.
+fn decode_applied(event_id: &[u8], entry: &[u8]) -> Option<AppliedEvent> {
+    let (&APPLIED_FORMAT, rest) = entry.split_first()? else {
+        return None;
+    };
+    Some(AppliedEvent {
+        event_id: String::from_utf8(event_id.to_vec()).ok()?,
+        expires_micros: i64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
+        offset: i64::from_be_bytes(rest.get(8..16)?.try_into().ok()?),
+        source: String::from_utf8(rest.get(16..)?.to_vec()).ok()?,
+    })
+}
+
+/// The expiry of a stored applied event, without decoding the rest.
+fn applied_expiry(entry: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(entry.get(1..9)?.try_into().ok()?))
+}
+
 /// A stored feature value: event time, expiry (`i64::MAX` for none), then the value as JSON.
 fn encode_entry(event_time_micros: i64, expires_micros: i64, value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
@@ -153,6 +196,11 @@ impl EmbeddedStore {
             .map_err(creating)?
             .retain(|_, entry| tile_expiry(entry).is_none_or(|expires| expires > now))
             .map_err(|error| unavailable("sweeping expired tiles", error))?;
+        transaction
+            .open_table(APPLIED)
+            .map_err(creating)?
+            .retain(|_, entry| applied_expiry(entry).is_none_or(|expires| expires > now))
+            .map_err(|error| unavailable("sweeping expired event ids", error))?;
         transaction
             .commit()
             .map_err(|error| unavailable("creating the tables", error))?;
@@ -394,6 +442,11 @@ impl FeatureStore for EmbeddedStore {
             tiles
                 .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
                 .map_err(failed)?;
+            transaction
+                .open_table(APPLIED)
+                .map_err(|error| unavailable("deleting an entity", error))?
+                .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
+                .map_err(failed)?;
             Ok(())
         })
         .await
@@ -434,11 +487,12 @@ impl FeatureStore for EmbeddedStore {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> Result<(), StoreError> {
         let row = row_key(view, key);
-        let entries: Vec<(Vec<u8>, Vec<u8>)> =
-            live_tiles(entity, &view.view, key, tiles, now_micros())?
+        let now = now_micros();
+        let tiles: Vec<(Vec<u8>, Vec<u8>)> =
+            live_tiles(entity, &view.view, key, &changes.tiles, now)?
                 .into_iter()
                 .map(|(tile, expires)| {
                     (
@@ -447,14 +501,20 @@ impl FeatureStore for EmbeddedStore {
                     )
                 })
                 .collect();
+        let applied: Vec<(Vec<u8>, Vec<u8>)> = live_applied(&view.view, &changes.applied, now)?
+            .into_iter()
+            .map(|applied| (applied_key(&row, applied), encode_applied(applied)))
+            .collect();
         self.in_write_transaction(move |transaction| {
-            let mut table = transaction
-                .open_table(TILES)
-                .map_err(|error| unavailable("writing tiles", error))?;
-            for (key, entry) in entries {
-                table
-                    .insert(key.as_slice(), entry.as_slice())
+            for (table, entries) in [(TILES, tiles), (APPLIED, applied)] {
+                let mut table = transaction
+                    .open_table(table)
                     .map_err(|error| unavailable("writing tiles", error))?;
+                for (key, entry) in entries {
+                    table
+                        .insert(key.as_slice(), entry.as_slice())
+                        .map_err(|error| unavailable("writing tiles", error))?;
+                }
             }
             Ok(())
         })
@@ -472,7 +532,10 @@ impl FeatureStore for EmbeddedStore {
             .database
             .begin_read()
             .map_err(|error| unavailable("reading tiles", error))?;
-        stored_tiles(&transaction, view, key, feature)
+        Ok(EntityTiles {
+            applied: stored_applied(&transaction, view, key)?,
+            ..stored_tiles(&transaction, view, key, feature)?
+        })
     }
 }
 
@@ -570,5 +633,39 @@ fn stored_tiles(
     Ok(EntityTiles {
         tiles,
         deleted_through_micros,
+        applied: Vec::new(),
     })
+}
+
+/// The event ids of one entity that have not expired, as of one read transaction.
+fn stored_applied(
+    transaction: &ReadTransaction,
+    view: &VersionedView,
+    key: &EntityKey,
+) -> Result<Vec<AppliedEvent>, StoreError> {
+    let failed = |error: redb::StorageError| unavailable("reading event ids", error);
+    let table = transaction
+        .open_table(APPLIED)
+        .map_err(|error| unavailable("reading event ids", error))?;
+    let row = row_key(view, key);
+    let end = row_end(&row);
+    let now = now_micros();
+    let mut applied = Vec::new();
+    for entry in table
+        .range(row.as_slice()..end.as_slice())
+        .map_err(failed)?
+    {
+        let (stored_key, stored) = entry.map_err(failed)?;
+        let event =
+            decode_applied(&stored_key.value()[row.len()..], stored.value()).ok_or_else(|| {
+                corrupt(format!(
+                    "an event id of {key} in {} is unreadable",
+                    view.view.name
+                ))
+            })?;
+        if event.expires_micros > now {
+            applied.push(event);
+        }
+    }
+    Ok(applied)
 }

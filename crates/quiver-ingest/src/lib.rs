@@ -608,8 +608,19 @@ async fn store_batch<S: FeatureStore>(
         };
         // Cloned: a family's guard must not be held across an await.
         let retries = metrics.write_retries.get_or_create(&labels).clone();
-        let written = store_tiles(outputs.store, batch, &retries).await?;
-        metrics.tiles_written.get_or_create(&labels).inc_by(written);
+        let stored = store_tiles(outputs.store, batch, &retries).await?;
+        metrics
+            .tiles_written
+            .get_or_create(&labels)
+            .inc_by(stored.tiles);
+        metrics
+            .duplicate_events
+            .get_or_create(&labels)
+            .inc_by(stored.duplicates);
+        metrics
+            .events_beyond_dedup_horizon
+            .get_or_create(&labels)
+            .inc_by(stored.beyond_horizon);
     }
     for pending in &decoded.deletions {
         delete_everywhere(outputs, pending).await?;

@@ -40,6 +40,8 @@ pub struct IngestMetrics {
     pub(crate) records: Family<TopicLabels, Counter>,
     pub(crate) rows_written: Family<ViewLabels, Counter>,
     pub(crate) tiles_written: Family<ViewLabels, Counter>,
+    pub(crate) duplicate_events: Family<ViewLabels, Counter>,
+    pub(crate) events_beyond_dedup_horizon: Family<ViewLabels, Counter>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) write_retries: Family<ViewLabels, Counter>,
     pub(crate) write_seconds: Family<ViewLabels, Histogram>,
@@ -55,6 +57,8 @@ impl IngestMetrics {
             records: Family::default(),
             rows_written: Family::default(),
             tiles_written: Family::default(),
+            duplicate_events: Family::default(),
+            events_beyond_dedup_horizon: Family::default(),
             dead_letters: Family::default(),
             write_retries: Family::default(),
             write_seconds: Family::new_with_constructor(|| {
@@ -82,6 +86,16 @@ impl IngestMetrics {
             "tiles_written",
             "Aggregate tiles rewritten in the online store, by view",
             metrics.tiles_written.clone(),
+        );
+        registry.register(
+            "duplicate_events",
+            "Events whose id a view's aggregates had already counted, skipped, by view",
+            metrics.duplicate_events.clone(),
+        );
+        registry.register(
+            "events_beyond_dedup_horizon",
+            "Events older than their view's dedup horizon, counted without a duplicate check, by view",
+            metrics.events_beyond_dedup_horizon.clone(),
         );
         registry.register(
             "dead_letters",

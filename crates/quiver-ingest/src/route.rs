@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::project::{
-    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, aggregate_inputs, project,
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, aggregate_inputs, event_id, project,
     project_deletion, project_upsert,
 };
 use quiver_avro::{mapping, wire};
@@ -219,19 +219,24 @@ impl Route {
     }
 
     /// Projects a decoded event onto this route's view: its feature values and, when the view
-    /// has aggregates, their inputs.
+    /// has aggregates, their inputs; and its id, when the view declares one.
     pub(crate) fn project(
         &self,
         event: &Avro,
         now_micros: i64,
     ) -> Result<Projected, DeadLetterReason> {
         let write = project(&self.entity, &self.view.view, event, now_micros)?;
+        let event_id = event_id(&self.view.view, event)?;
         let inputs = if self.aggregates {
             aggregate_inputs(&self.view.view, event)?
         } else {
             Vec::new()
         };
-        Ok(Projected { write, inputs })
+        Ok(Projected {
+            write,
+            event_id,
+            inputs,
+        })
     }
 }
 
@@ -239,6 +244,8 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct Projected {
     pub(crate) write: FeatureWrite,
+    /// The event's id, for a view that declares one.
+    pub(crate) event_id: Option<String>,
     /// The inputs of the view's aggregates, in `aggregate_features` order; empty when it has none.
     pub(crate) inputs: Vec<Option<Value>>,
 }
@@ -277,12 +284,17 @@ impl ViewBatch {
 
     /// Adds an event projected onto this view, found at `offset` of `source`.
     pub(crate) fn push(&mut self, projected: Projected, source: &str, offset: i64) {
-        let Projected { write, inputs } = projected;
+        let Projected {
+            write,
+            event_id,
+            inputs,
+        } = projected;
         if self.route.aggregates {
             let contribution = Contribution {
                 source: source.to_owned(),
                 offset,
                 event_time_micros: write.event_time_micros,
+                event_id,
                 inputs,
             };
             self.contributions.push((write.key.clone(), contribution));

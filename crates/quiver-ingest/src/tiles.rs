@@ -17,14 +17,31 @@ use crate::{IngestError, now_micros, retry_while_unavailable};
 /// Entities whose tiles are read and rewritten at once.
 const ENTITIES_IN_FLIGHT: usize = 64;
 
+/// What storing one batch's tiles did.
+#[derive(Debug, Default)]
+pub(crate) struct TilesStored {
+    pub(crate) tiles: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) beyond_horizon: u64,
+}
+
+impl TilesStored {
+    fn add(mut self, other: TilesStored) -> Self {
+        self.tiles += other.tiles;
+        self.duplicates += other.duplicates;
+        self.beyond_horizon += other.beyond_horizon;
+        self
+    }
+}
+
 /// Folds the contributions of `batch` into the tiles of their entities and writes back the
-/// tiles that changed; returns how many were written. Calls for one source must not overlap:
-/// each reads what the last one wrote.
+/// tiles that changed, with the event ids counted for the first time. Calls for one source must
+/// not overlap: each reads what the last one wrote.
 pub(crate) async fn store_tiles<S: FeatureStore>(
     store: &S,
     batch: &ViewBatch,
     retries: &Counter,
-) -> Result<u64, IngestError> {
+) -> Result<TilesStored, IngestError> {
     let route = &batch.route;
     let mut by_entity: HashMap<&EntityKey, Vec<&Contribution>> = HashMap::new();
     for (key, contribution) in &batch.contributions {
@@ -36,17 +53,23 @@ pub(crate) async fn store_tiles<S: FeatureStore>(
                 store.read_tiles(&route.entity, &route.view, key, None)
             })
             .await?;
-            let changed = fold(&route.view.view, stored, events, now_micros());
-            if !changed.is_empty() {
+            let folded = fold(&route.view.view, stored, events, now_micros());
+            if !folded.changes.is_empty() {
                 retry_while_unavailable(retries, || {
-                    store.write_tiles(&route.entity, &route.view, key, &changed)
+                    store.write_tiles(&route.entity, &route.view, key, &folded.changes)
                 })
                 .await?;
             }
-            Ok::<_, IngestError>(changed.len() as u64)
+            Ok::<_, IngestError>(TilesStored {
+                tiles: folded.changes.tiles.len() as u64,
+                duplicates: folded.duplicates,
+                beyond_horizon: folded.beyond_horizon,
+            })
         })
         .buffer_unordered(ENTITIES_IN_FLIGHT)
-        .try_fold(0, |total, written| async move { Ok(total + written) })
+        .try_fold(TilesStored::default(), |total, stored| async move {
+            Ok(total.add(stored))
+        })
         .await
 }
 

@@ -47,9 +47,14 @@ async fn on_the_embedded_store_older_events_arriving_after_a_deletion_stay_delet
     older_events_arriving_after_a_deletion_stay_deleted(&store, &registry, &topic).await;
 }
 
-/// An event of `user` at `millis` on `candidate`, Confluent-framed.
+/// An event of `user` at `millis` on `candidate`, Confluent-framed; the candidate makes its
+/// event id, so a user's events on different candidates are different events.
 fn event(schema: &Schema, user: i64, millis: i64, candidate: i64) -> (Option<String>, Vec<u8>) {
-    let event = with_field(events::match_event(schema, 0), "ts", Avro::Long(millis));
+    let event = with_field(
+        events::match_event(schema, candidate),
+        "ts",
+        Avro::Long(millis),
+    );
     let event = with_field(event, "user_id", Avro::Long(user));
     let event = with_field(event, "candidate_id", Avro::Long(candidate));
     let datum = apache_avro::to_avro_datum(schema, event.resolve(schema).unwrap()).unwrap();

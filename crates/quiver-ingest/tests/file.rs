@@ -119,6 +119,77 @@ async fn good_records_are_written_and_bad_ones_counted_by_reason() {
     );
 }
 
+/// What `feature` of `user_activity` serves for `user` now, from the stored tiles.
+async fn served(store: &EmbeddedStore, registry: &Registry, user: i64, feature: &str) -> Value {
+    let view = registry
+        .latest_view(&"user_activity".parse().unwrap())
+        .unwrap();
+    let key = EntityKey::new(vec![KeyPart::Int64(user)]).unwrap();
+    let tiles = store
+        .read_tiles(&registry.entities[0], view, &key, None)
+        .await
+        .expect("reads tiles")
+        .tiles;
+    let (feature, aggregate) =
+        quiver_core::aggregate::aggregate_feature(&view.view, &feature.parse().unwrap())
+            .expect("an aggregate");
+    quiver_core::aggregate::evaluate(feature, aggregate, &tiles, now_micros())
+        .expect("a value")
+        .0
+}
+
+#[tokio::test]
+async fn a_resent_event_counts_once_in_whichever_file_and_at_whichever_position_it_comes() {
+    let (folder, store, registry) = applied_store().await;
+    let schema = match_event_schema();
+    let now_millis = now_micros() / 1_000;
+    // Ten events of users 0..4 (user n % 5) over the last ten seconds, each with its own id.
+    let event = |n: i64| {
+        with_field(
+            match_event(&schema, n),
+            "ts",
+            Avro::TimestampMillis(now_millis - n * 1_000),
+        )
+    };
+    let mut first: Vec<Avro> = (0..10).map(event).collect();
+    // Resent at once, and again three records later: batches of two put them in other batches.
+    first.extend([event(2), event(7), event(4), event(2)]);
+    let first = write_file(&folder, "first.avro", &schema, first);
+    let again = write_file(
+        &folder,
+        "again.avro",
+        &schema,
+        (0..10).rev().map(event).collect(),
+    );
+    // User u has events u and u + 5, on candidates 1000 + n; event u is the newer.
+    let expected = |user: i64| {
+        (
+            Value::Int64(2),
+            Value::Int64List(vec![1_000 + user, 1_005 + user]),
+        )
+    };
+    for (path, what) in [
+        (&first, "with its own resends"),
+        (&first, "the same file again, a replay"),
+        (&again, "another file of the same events"),
+    ] {
+        ingest(path, &registry, &store).await.expect("ingests");
+        for user in 0..5 {
+            let (count, recent) = expected(user);
+            assert_eq!(
+                served(&store, &registry, user, "actions_total").await,
+                count,
+                "user {user}, {what}"
+            );
+            assert_eq!(
+                served(&store, &registry, user, "recent_candidates").await,
+                recent,
+                "user {user}, {what}: no candidate twice"
+            );
+        }
+    }
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
-use quiver_core::aggregate::{EntityTiles, Tile};
+use quiver_core::aggregate::{EntityTiles, TileChanges};
 use quiver_core::definition::{
     Derivation, Entity, FeatureView, Registry, VersionedView, view_table_name,
 };
@@ -35,7 +35,7 @@ use quiver_core::read::stored_features;
 use quiver_core::secret::Secret;
 use quiver_core::store::{
     EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
-    check_key, check_write, feature_types, live_tiles, remaining_ttl_secs,
+    check_key, check_write, feature_types, live_applied, live_tiles, remaining_ttl_secs,
 };
 use quiver_core::value::{ScalarType, Value, ValueType};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -165,13 +165,23 @@ enum ReadKind {
     Entity,
     /// The tiles and the deletion mark only.
     Tiles,
+    /// The tiles, the deletion mark and the ids of the events counted: what the ingester folds
+    /// into, for a view that deduplicates.
+    TilesAndApplied,
 }
 
 impl ReadKind {
     fn selects_tiles(self) -> bool {
         match self {
             ReadKind::Features => false,
-            ReadKind::Entity | ReadKind::Tiles => true,
+            ReadKind::Entity | ReadKind::Tiles | ReadKind::TilesAndApplied => true,
+        }
+    }
+
+    fn selects_applied(self) -> bool {
+        match self {
+            ReadKind::Features | ReadKind::Entity | ReadKind::Tiles => false,
+            ReadKind::TilesAndApplied => true,
         }
     }
 }
@@ -361,6 +371,9 @@ impl ScyllaStore {
             .collect();
         if kind.selects_tiles() {
             selected.push(format!("{}, {}", tiles::TILES, tiles::DELETED_THROUGH));
+        }
+        if kind.selects_applied() {
+            selected.push(tiles::APPLIED.to_owned());
         }
         let statement = format!(
             "SELECT {} FROM {} WHERE {}",
@@ -802,29 +815,53 @@ impl FeatureStore for ScyllaStore {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> Result<(), StoreError> {
         let now_micros = now_micros();
-        let live = live_tiles(entity, &view.view, key, tiles, now_micros)?;
-        let statement = self
-            .prepared(tiles::insert_statement(&self.table(view), entity))
+        let live = live_tiles(entity, &view.view, key, &changes.tiles, now_micros)?;
+        let applied = live_applied(&view.view, &changes.applied, now_micros)?;
+        let table = self.table(view);
+        let tile_statement = self
+            .prepared(tiles::insert_statement(&table, entity))
             .await?;
+        let applied_statement = if applied.is_empty() {
+            None
+        } else {
+            Some(
+                self.prepared(tiles::applied_statement(&table, entity))
+                    .await?,
+            )
+        };
         let key_values: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
-        let rows = live
+        let mut rows = live
             .into_iter()
-            .map(|(tile, expires)| tiles::insert_values(tile, expires, now_micros, &key_values))
-            .collect::<Result<Vec<_>, _>>()?;
-        // All tiles of an entity share its partition: small unlogged batches of them.
-        let chunks: Vec<Vec<Vec<CqlValue>>> =
+            .map(|(tile, expires)| {
+                let bound = tiles::insert_values(tile, expires, now_micros, &key_values)?;
+                Ok((tile_statement.clone(), bound))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        rows.extend(
+            applied
+                .into_iter()
+                .zip(applied_statement.iter().cycle())
+                .map(|(applied, statement)| {
+                    let bound = tiles::applied_values(applied, now_micros, &key_values);
+                    (statement.clone(), bound)
+                }),
+        );
+        // All of an entity's tiles and event ids share its partition: small unlogged batches.
+        // Owned, since a borrowed chunk would make the write's future not `Send`.
+        let chunks: Vec<Vec<(PreparedStatement, Vec<CqlValue>)>> =
             rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect();
-        let statement = &statement;
         futures::stream::iter(chunks)
             .map(|chunk| async move {
                 let mut batch = Batch::new(BatchType::Unlogged);
-                for _ in &chunk {
-                    batch.append_statement(statement.clone());
+                let mut bound = Vec::with_capacity(chunk.len());
+                for (statement, values) in chunk {
+                    batch.append_statement(statement);
+                    bound.push(values);
                 }
-                retry_evicted(|| self.session.batch(&batch, &chunk))
+                retry_evicted(|| self.session.batch(&batch, &bound))
                     .await
                     .map(|_| ())
                     .map_err(|error| unavailable("writing tiles", error))
@@ -842,13 +879,23 @@ impl FeatureStore for ScyllaStore {
         key: &EntityKey,
         feature: Option<&Name>,
     ) -> Result<EntityTiles, StoreError> {
-        let read = self
-            .read_statement(entity, view, &[], ReadKind::Tiles)
-            .await?;
-        match self.read_row(&read, key, "reading tiles").await? {
-            None => Ok(EntityTiles::default()),
-            Some(row) => tiles::from_columns(view, key, feature, &mut row.columns.into_iter()),
+        let kind = match view.view.dedup {
+            Some(_) => ReadKind::TilesAndApplied,
+            None => ReadKind::Tiles,
+        };
+        let read = self.read_statement(entity, view, &[], kind).await?;
+        let Some(row) = self.read_row(&read, key, "reading tiles").await? else {
+            return Ok(EntityTiles::default());
+        };
+        let mut columns = row.columns.into_iter();
+        let tiles = tiles::from_columns(view, key, feature, &mut columns)?;
+        if !kind.selects_applied() {
+            return Ok(tiles);
         }
+        Ok(EntityTiles {
+            applied: tiles::applied_from_column(view, key, columns.next().flatten())?,
+            ..tiles
+        })
     }
 }
 

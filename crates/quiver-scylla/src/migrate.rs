@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
+use quiver_core::aggregate::TileChanges;
 use quiver_core::definition::{Entity, VersionedView, view_table_name};
 use quiver_core::key::EntityKey;
 use quiver_core::store::{FeatureStore, OnlineStore, StoreError, StoreErrorKind};
@@ -101,7 +102,9 @@ pub(crate) async fn tiles_into_view_tables(store: &ScyllaStore) -> Result<(), St
                 )
             })?;
         moved += tiles.len();
-        store.write_tiles(entity, view, &key, &tiles).await?;
+        store
+            .write_tiles(entity, view, &key, &TileChanges::of_tiles(tiles))
+            .await?;
     }
     store
         .run(

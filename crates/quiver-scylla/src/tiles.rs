@@ -5,8 +5,12 @@
 //! A tile is one map cell, rewritten whole each time it changes (never a CQL counter, whose
 //! increments a replay would repeat), with its own TTL that ends when its window has passed it.
 //! The cell is a JSON array of the tile's through offset, newest event time and partial.
+//!
+//! A view that deduplicates also has `_applied`: a map from each event id its aggregates
+//! counted to where it was counted (source, offset) and when it is forgotten, each cell with
+//! the TTL of its dedup horizon. Only the ingester reads it; serving does not select it.
 
-use quiver_core::aggregate::{EntityTiles, Partial, Tile};
+use quiver_core::aggregate::{AppliedEvent, EntityTiles, Partial, Tile};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -21,10 +25,14 @@ pub(crate) const TILES: &str = "\"_tiles\"";
 /// The deletion mark column, quoted for CQL.
 pub(crate) const DELETED_THROUGH: &str = "\"_deleted_through\"";
 
+/// The applied event ids column, quoted for CQL.
+pub(crate) const APPLIED: &str = "\"_applied\"";
+
 /// The columns every view table has for its tiles, unquoted, with their CQL types.
-pub(crate) const COLUMNS: [(&str, &str); 2] = [
+pub(crate) const COLUMNS: [(&str, &str); 3] = [
     ("_tiles", "map<frozen<tuple<text, text, bigint>>, text>"),
     ("_deleted_through", "bigint"),
+    ("_applied", "map<text, frozen<tuple<text, bigint, bigint>>>"),
 ];
 
 /// One tile as a map cell: its through offset, newest event time and partial.
@@ -46,12 +54,7 @@ pub(crate) fn insert_values(
     now_micros: i64,
     key_values: &[CqlValue],
 ) -> Result<Vec<CqlValue>, StoreError> {
-    let ttl_secs = match expires {
-        None => 0,
-        Some(expires) => {
-            i32::try_from((expires - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
-        }
-    };
+    let ttl_secs = expires.map_or(0, |expires| ttl_secs(expires, now_micros));
     let cell =
         serde_json::to_string(&(tile.through_offset, tile.newest_event_micros, &tile.partial))
             .map_err(|error| {
@@ -64,6 +67,81 @@ pub(crate) fn insert_values(
     ];
     bound.extend_from_slice(key_values);
     Ok(bound)
+}
+
+/// The write of one applied event id of one entity into `table`.
+pub(crate) fn applied_statement(table: &str, entity: &Entity) -> String {
+    format!(
+        "UPDATE {table} USING TTL ? SET {APPLIED}[?] = ? WHERE {}",
+        key_conditions(entity).join(" AND ")
+    )
+}
+
+/// The values [`applied_statement`] binds for `applied`, of the entity whose key parts are
+/// `key_values`: it lives until it expires.
+pub(crate) fn applied_values(
+    applied: &AppliedEvent,
+    now_micros: i64,
+    key_values: &[CqlValue],
+) -> Vec<CqlValue> {
+    let mut bound = vec![
+        CqlValue::Int(ttl_secs(applied.expires_micros, now_micros)),
+        CqlValue::Text(applied.event_id.clone()),
+        CqlValue::Tuple(vec![
+            Some(CqlValue::Text(applied.source.clone())),
+            Some(CqlValue::BigInt(applied.offset)),
+            Some(CqlValue::BigInt(applied.expires_micros)),
+        ]),
+    ];
+    bound.extend_from_slice(key_values);
+    bound
+}
+
+/// The seconds from `now_micros` until `expires_micros`, rounded up, as a CQL TTL.
+fn ttl_secs(expires_micros: i64, now_micros: i64) -> i32 {
+    i32::try_from((expires_micros - now_micros + 999_999) / 1_000_000).unwrap_or(i32::MAX)
+}
+
+/// The applied event ids of one entity from its row's `_applied` column.
+pub(crate) fn applied_from_column(
+    view: &VersionedView,
+    key: &EntityKey,
+    column: Option<CqlValue>,
+) -> Result<Vec<AppliedEvent>, StoreError> {
+    let cells = match column {
+        None => return Ok(Vec::new()),
+        Some(CqlValue::Map(cells)) => cells,
+        Some(other) => return Err(unreadable_applied(view, key, &format!("{other:?}"))),
+    };
+    cells
+        .into_iter()
+        .map(|cell| match cell {
+            (CqlValue::Text(event_id), CqlValue::Tuple(parts)) => match parts.as_slice() {
+                [
+                    Some(CqlValue::Text(source)),
+                    Some(CqlValue::BigInt(offset)),
+                    Some(CqlValue::BigInt(expires_micros)),
+                ] => Ok(AppliedEvent {
+                    event_id,
+                    source: source.clone(),
+                    offset: *offset,
+                    expires_micros: *expires_micros,
+                }),
+                other => Err(unreadable_applied(view, key, &format!("{other:?}"))),
+            },
+            other => Err(unreadable_applied(view, key, &format!("{other:?}"))),
+        })
+        .collect()
+}
+
+fn unreadable_applied(view: &VersionedView, key: &EntityKey, found: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Corrupt,
+        format!(
+            "an event id of {key} in {} is unreadable: {found}",
+            view.view.name
+        ),
+    )
 }
 
 /// The write of an entity's deletion mark into its row of `table`: it lives as long as
@@ -136,6 +214,7 @@ pub(crate) fn from_columns(
     Ok(EntityTiles {
         tiles,
         deleted_through_micros,
+        applied: Vec::new(),
     })
 }
 

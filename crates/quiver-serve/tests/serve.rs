@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quiver_core::aggregate::{EntityTiles, LIFETIME_TILE_START, Partial, Tile};
+use quiver_core::aggregate::{EntityTiles, LIFETIME_TILE_START, Partial, Tile, TileChanges};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Definitions, Derivation, Entity, Feature, Registry, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
@@ -93,9 +93,9 @@ impl<S: FeatureStore> FeatureStore for Store<S> {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> Result<(), StoreError> {
-        self.inner.write_tiles(entity, view, key, tiles).await
+        self.inner.write_tiles(entity, view, key, changes).await
     }
 
     async fn read_tiles(
@@ -1028,7 +1028,12 @@ async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user<
         ];
         served
             .store
-            .write_tiles(&served.registry.entities[0], &activity, &user(id), &tiles)
+            .write_tiles(
+                &served.registry.entities[0],
+                &activity,
+                &user(id),
+                &TileChanges::of_tiles(tiles.to_vec()),
+            )
             .await
             .expect("writes tiles");
     }
@@ -1233,7 +1238,12 @@ async fn typed_columns_and_value_columns_carry_the_same_values_for_every_feature
         )];
         served
             .store
-            .write_tiles(&served.registry.entities[0], &activity, &user(id), &tiles)
+            .write_tiles(
+                &served.registry.entities[0],
+                &activity,
+                &user(id),
+                &TileChanges::of_tiles(tiles.to_vec()),
+            )
             .await
             .expect("writes tiles");
     }

@@ -3,7 +3,7 @@
 //! An adapter's test file calls [`online_store_contract!`](crate::online_store_contract) with an
 //! async function that returns a fresh, empty store; every check then runs as its own test.
 
-use quiver_core::aggregate::{Partial, Tile};
+use quiver_core::aggregate::{AppliedEvent, Partial, Tile, TileChanges};
 use quiver_core::apply::{ApplyError, apply};
 use quiver_core::definition::{Definitions, Registry};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -113,6 +113,13 @@ macro_rules! online_store_contract {
         #[tokio::test]
         async fn contract_tiles_read_back_and_replace_by_feature_start_and_source() {
             $crate::contract::tiles_read_back_and_replace_by_feature_start_and_source(
+                &$fresh_store().await,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn contract_event_ids_read_back_until_they_expire_and_go_with_their_entity() {
+            $crate::contract::event_ids_read_back_until_they_expire_and_go_with_their_entity(
                 &$fresh_store().await,
             )
             .await;
@@ -592,7 +599,12 @@ pub async fn a_deletion_removes_values_from_the_future_and_holds_as_of_them(
         ..tile("actions_total", 0, "match-events/0", 1)
     };
     store
-        .write_tiles(&entity, &activity, &user(43), &[future_tile])
+        .write_tiles(
+            &entity,
+            &activity,
+            &user(43),
+            &tiles_only(vec![future_tile]),
+        )
         .await
         .expect("writes tiles");
     store
@@ -742,6 +754,11 @@ fn tile(feature: &str, start_micros: i64, source: &str, count: u64) -> Tile {
     }
 }
 
+/// Changes of `tiles` alone.
+fn tiles_only(tiles: Vec<Tile>) -> TileChanges {
+    TileChanges::of_tiles(tiles)
+}
+
 /// Writes `tiles` for each user of `ids`.
 async fn write_tiles_of(
     store: &(impl OnlineStore + FeatureStore),
@@ -752,7 +769,7 @@ async fn write_tiles_of(
 ) {
     for &id in ids {
         store
-            .write_tiles(entity, view, &user(id), tiles)
+            .write_tiles(entity, view, &user(id), &tiles_only(tiles.to_vec()))
             .await
             .expect("writes tiles");
     }
@@ -801,7 +818,7 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
         },
     ];
     store
-        .write_tiles(&entity, &activity, &user(7), &written)
+        .write_tiles(&entity, &activity, &user(7), &tiles_only(written.clone()))
         .await
         .expect("writes tiles");
     assert_eq!(sorted_tiles(store, &entity, &activity, 7).await, written);
@@ -827,7 +844,7 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
             &entity,
             &activity,
             &user(7),
-            std::slice::from_ref(&replacement),
+            &tiles_only(vec![replacement.clone()]),
         )
         .await
         .expect("rewrites a tile");
@@ -836,6 +853,85 @@ pub async fn tiles_read_back_and_replace_by_feature_start_and_source(
         sorted_tiles(store, &entity, &activity, 7).await,
         written,
         "a tile is replaced whole, the others stay"
+    );
+}
+
+pub async fn event_ids_read_back_until_they_expire_and_go_with_their_entity(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    // `user_activity` declares `event_id` and `dedup`.
+    let (entity, activity) = applied_view(store, "user_activity").await;
+    let now = now_micros();
+    let applied = |event_id: &str, offset, expires_micros| AppliedEvent {
+        event_id: event_id.to_owned(),
+        source: "match-events/2".to_owned(),
+        offset,
+        expires_micros,
+    };
+    let kept = [
+        applied("3f1c-0001", 11, now + 3_600_000_000),
+        applied("3f1c-0002", 12, now + 7 * 86_400_000_000),
+    ];
+    let changes = TileChanges {
+        tiles: vec![tile("actions_total", 0, "match-events/2", 12)],
+        applied: vec![
+            kept[0].clone(),
+            applied("3f1c-0000", 10, now - 1_000_000),
+            kept[1].clone(),
+        ],
+    };
+    store
+        .write_tiles(&entity, &activity, &user(5), &changes)
+        .await
+        .expect("writes tiles and event ids");
+    let (entity, activity) = (&entity, &activity);
+    let read = |id| async move {
+        let mut stored = store
+            .read_tiles(entity, activity, &user(id), None)
+            .await
+            .expect("reads tiles");
+        stored.applied.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        stored
+    };
+    let stored = read(5).await;
+    assert_eq!(stored.applied, kept, "an expired id is not kept");
+    assert_eq!(stored.tiles, changes.tiles);
+    assert!(read(6).await.applied.is_empty(), "another entity has none");
+    let served = store
+        .read_entity(entity, activity, &user(5))
+        .await
+        .expect("reads the entity");
+    assert!(
+        served.tiles.applied.is_empty(),
+        "serving reads do not carry the event ids"
+    );
+
+    store
+        .delete_entity(entity, activity, &user(5), now)
+        .await
+        .expect("deletes");
+    assert!(
+        read(5).await.applied.is_empty(),
+        "the ids go with the entity"
+    );
+
+    let (_, profile) = applied_view(store, "user_profile").await;
+    let refused = store
+        .write_tiles(
+            entity,
+            &profile,
+            &user(5),
+            &TileChanges {
+                tiles: Vec::new(),
+                applied: kept.to_vec(),
+            },
+        )
+        .await
+        .expect_err("user_profile declares no event id");
+    assert_eq!(refused.kind, StoreErrorKind::Invalid);
+    assert!(
+        refused.message.contains("declares no event id"),
+        "{refused}"
     );
 }
 
@@ -862,7 +958,7 @@ pub async fn tiles_go_once_their_window_has_passed(store: &(impl OnlineStore + F
             &entity,
             &activity,
             &user(9),
-            &[passed, passing.clone(), lifetime.clone()],
+            &tiles_only(vec![passed, passing.clone(), lifetime.clone()]),
         )
         .await
         .expect("writes tiles");
@@ -992,10 +1088,10 @@ pub async fn a_deletion_removes_every_tile_and_a_bad_tile_writes_nothing(
             &entity,
             &activity,
             &user(3),
-            &[
+            &tiles_only(vec![
                 tile("actions_total", 0, "match-events/0", 1),
                 tile("last_country", 0, "match-events/0", 1),
-            ],
+            ]),
         )
         .await
         .expect_err("last_country is not an aggregate");

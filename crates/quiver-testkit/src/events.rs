@@ -78,13 +78,15 @@ pub struct StreamEvent {
     pub user: i64,
     pub event_time_millis: i64,
     pub country: &'static str,
+    /// Whether this is a copy of an earlier event of the stream, with its event id.
+    pub resent: bool,
     /// The event, resolved against the schema it was built with.
     pub event: Value,
 }
 
 /// `count` events spread over `users` users, in an order unrelated to their event times (a
 /// shuffled permutation of one event per millisecond, so no two share a time), with a replayed
-/// copy of an earlier event after every 50th. The same `seed` gives the same stream.
+/// copy of an earlier event (its event id included) after every 50th. The same `seed` gives the same stream.
 pub fn shuffled_stream(schema: &Schema, count: usize, users: i64, seed: u64) -> Vec<StreamEvent> {
     const COUNTRIES: [&str; 6] = ["SE", "NO", "DK", "FI", "IS", "DE"];
     let mut random = SplitMix64(seed);
@@ -109,11 +111,15 @@ pub fn shuffled_stream(schema: &Schema, count: usize, users: i64, seed: u64) -> 
             user,
             event_time_millis,
             country,
+            resent: false,
             event,
         });
         if n % 50 == 49 {
             let replayed = stream[random.below(stream.len() as u64) as usize].clone();
-            stream.push(replayed);
+            stream.push(StreamEvent {
+                resent: true,
+                ..replayed
+            });
         }
     }
     stream

@@ -39,7 +39,8 @@ pub struct Profile {
 pub struct Activity {
     pub event_time_millis: i64,
     pub country: String,
-    /// The user's match events in the file, replayed copies included: what the counts give.
+    /// The user's distinct match events in the file: what the counts give, since
+    /// `user_activity` skips the resent copies by their event ids.
     pub actions: i64,
 }
 
@@ -129,7 +130,7 @@ pub fn latest_activity() -> HashMap<i64, Activity> {
             country: event.country.to_owned(),
             actions: 0,
         });
-        known.actions += 1;
+        known.actions += i64::from(!event.resent);
         if known.event_time_millis < event.event_time_millis {
             known.event_time_millis = event.event_time_millis;
             known.country = event.country.to_owned();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use quiver_core::aggregate::{EntityTiles, Tile};
+use quiver_core::aggregate::{EntityTiles, TileChanges};
 use quiver_core::definition::{Entity, FeatureView, Registry, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -239,11 +239,11 @@ impl FeatureStore for Store {
         entity: &Entity,
         view: &VersionedView,
         key: &EntityKey,
-        tiles: &[Tile],
+        changes: &TileChanges,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(store) => store.write_tiles(entity, view, key, tiles).await,
-            Store::Scylla(store) => store.write_tiles(entity, view, key, tiles).await,
+            Store::Embedded(store) => store.write_tiles(entity, view, key, changes).await,
+            Store::Scylla(store) => store.write_tiles(entity, view, key, changes).await,
         }
     }
 
