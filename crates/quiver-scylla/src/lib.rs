@@ -745,9 +745,15 @@ impl FeatureStore for ScyllaStore {
         // rewritten with the current time as their timestamp, so their deletion carries the
         // current time: it removes every tile written before it. The mark, stamped after both,
         // keeps events at or before the deletion out of the tiles written after it.
+        // The event ids, like the tiles, are written at the current time; only a view that
+        // deduplicates has their column.
+        let rewritten = match view.view.dedup {
+            Some(_) => format!("{}, {}", tiles::TILES, tiles::APPLIED),
+            None => tiles::TILES.to_owned(),
+        };
         let statements = [
             format!("DELETE FROM {table} USING TIMESTAMP ? WHERE {conditions}"),
-            format!("DELETE {} FROM {table} WHERE {conditions}", tiles::TILES),
+            format!("DELETE {rewritten} FROM {table} WHERE {conditions}"),
             tiles::mark_statement(&table, entity),
         ];
         let key_values: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
