@@ -102,8 +102,8 @@ fn non_null_variants(union: &UnionSchema) -> Vec<&Schema> {
 }
 
 /// Checks a view against a reader schema known only at ingest time (a Schema Registry
-/// subject): each key field, the event time and each field-fed feature must resolve to a field of
-/// a fitting type. Returns one line per problem.
+/// subject): each key field, the event time, each field-fed feature and each filtered field must
+/// resolve to a field of a fitting type. Returns one line per problem.
 pub fn view_mismatches(entity: &Entity, view: &FeatureView, schema: &Schema) -> Vec<String> {
     let mut problems = Vec::new();
     let mut check =
@@ -134,6 +134,13 @@ pub fn view_mismatches(entity: &Entity, view: &FeatureView, schema: &Schema) -> 
                 path,
                 format!("feature `{}` ({value_type})", feature.name),
                 &|avro| accepts(value_type, avro),
+            );
+        }
+        for path in feature.filter.iter().flat_map(|filter| filter.fields()) {
+            check(
+                path,
+                format!("the filter of feature `{}`", feature.name),
+                &is_filterable,
             );
         }
     }
@@ -167,6 +174,23 @@ fn scalar_accepts(scalar: ScalarType, avro: &Schema) -> bool {
         ScalarType::Bytes => matches!(avro, Schema::Bytes | Schema::Fixed(_)),
         ScalarType::Timestamp => matches!(avro, Schema::TimestampMillis | Schema::TimestampMicros),
     }
+}
+
+/// Whether a `where:` condition can read a field of this Avro type: a scalar other than bytes.
+pub fn is_filterable(avro: &Schema) -> bool {
+    matches!(
+        avro,
+        Schema::Boolean
+            | Schema::Int
+            | Schema::Long
+            | Schema::Float
+            | Schema::Double
+            | Schema::String
+            | Schema::Uuid
+            | Schema::Enum(_)
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+    )
 }
 
 /// Whether a field can be an event time: an Avro timestamp, or a plain long read as

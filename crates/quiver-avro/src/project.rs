@@ -8,7 +8,9 @@
 //! (`entity_deleted.avsc`) naming an entity to remove.
 
 use apache_avro::types::Value as Avro;
+use quiver_core::aggregate::Input;
 use quiver_core::definition::{AggregateFunction, Derivation, Entity, FeatureView};
+use quiver_core::filter::Filter;
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::{FeatureWrite, plausible_event_time};
 use quiver_core::value::{ScalarType, Value, ValueType};
@@ -99,6 +101,9 @@ pub fn project(
         let Derivation::Field(path) = &feature.derivation else {
             continue;
         };
+        if !passes(feature.filter.as_ref(), event) {
+            continue;
+        }
         let Some(field) = lookup(event, path) else {
             continue;
         };
@@ -123,20 +128,27 @@ pub fn project(
 }
 
 /// The inputs `event` gives the aggregate features of `view`, in
-/// [`aggregate_features`](quiver_core::aggregate::aggregate_features) order: the aggregated
-/// field's value, `None` where the event lacks it (and for `count`, which needs none).
-pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Option<Value>>, Rejection> {
+/// [`aggregate_features`](quiver_core::aggregate::aggregate_features) order: nothing where the
+/// event fails the feature's filter or lacks the aggregated field, the event itself for a
+/// `count` of events, and the field's value otherwise.
+pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Input>, Rejection> {
     quiver_core::aggregate::aggregate_features(view)
         .into_iter()
         .map(|(feature, aggregate)| {
+            if !passes(feature.filter.as_ref(), event) {
+                return Ok(Input::Nothing);
+            }
             let Some(path) = &aggregate.of else {
-                return Ok(None);
+                return Ok(Input::Event);
             };
             let Some(field) = lookup(event, path) else {
-                return Ok(None);
+                return Ok(Input::Nothing);
             };
             let scalar = match (aggregate.function, feature.value_type) {
-                (AggregateFunction::ApproxDistinct, _) => natural_scalar(field),
+                // Any present value counts, and distinct values of any type are told apart.
+                (AggregateFunction::Count | AggregateFunction::ApproxDistinct, _) => {
+                    natural_scalar(field)
+                }
                 (AggregateFunction::LastK(_), ValueType::List(element)) => Some(element),
                 (AggregateFunction::Sum | AggregateFunction::Avg, ValueType::Scalar(output)) => {
                     // Sums of integers stay integers; everything else adds up as floats.
@@ -147,7 +159,7 @@ pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Option<V
             };
             scalar
                 .and_then(|scalar| scalar_value(scalar, field))
-                .map(Some)
+                .map(Input::Value)
                 .ok_or_else(|| {
                     reject(
                         RejectReason::WrongType,
@@ -160,6 +172,18 @@ pub fn aggregate_inputs(view: &FeatureView, event: &Avro) -> Result<Vec<Option<V
                 })
         })
         .collect()
+}
+
+/// Whether `event` passes `filter`; every event passes no filter. Fields are compared as their
+/// natural scalar: integers as int64, floats as float64, enums and uuids as strings.
+fn passes(filter: Option<&Filter>, event: &Avro) -> bool {
+    filter.is_none_or(|filter| filter.matches(&|path| filter_operand(event, path)))
+}
+
+/// The value at `path` as a filter sees it; `None` when missing, null or not a scalar.
+fn filter_operand(event: &Avro, path: &str) -> Option<Value> {
+    let field = lookup(event, path)?;
+    scalar_value(natural_scalar(field)?, field)
 }
 
 /// The id of `event` at the view's `event_id` path, as text: strings as they are, integers in

@@ -4,9 +4,10 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
 use quiver_avro::project::{
-    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, RejectReason, event_id, project, project_deletion,
-    project_upsert,
+    ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, RejectReason, aggregate_inputs, event_id, project,
+    project_deletion, project_upsert,
 };
+use quiver_core::aggregate::{Input, aggregate_features};
 use quiver_core::definition::{Definitions, Entity, FeatureView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::value::Value;
@@ -68,6 +69,62 @@ fn a_match_event_feeds_the_activity_view() {
             ("last_action", &Value::String("PASS".into())),
         ],
         "aggregates are left to the aggregation step"
+    );
+}
+
+/// The inputs `event` gives the named aggregates of `view`.
+fn inputs_of(view: &FeatureView, event: &Avro, names: &[&str]) -> Vec<Input> {
+    let inputs = aggregate_inputs(view, event).expect("valid inputs");
+    aggregate_features(view)
+        .into_iter()
+        .zip(inputs)
+        .filter(|((feature, _), _)| names.contains(&feature.name.as_str()))
+        .map(|(_, input)| input)
+        .collect()
+}
+
+#[test]
+fn filters_decide_which_events_feed_a_feature() {
+    let (entity, activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    let names = ["likes_1h", "long_chats_7d", "ranked_actions_24h"];
+    let like = events::match_event(&schema, 6);
+    let short_chat = events::match_event(&schema, 11);
+    let long_chat = events::match_event(&schema, 47);
+    assert_eq!(
+        inputs_of(&activity, &like, &names),
+        [Input::Event, Input::Nothing, Input::Nothing],
+        "a like from no ranked list"
+    );
+    assert_eq!(
+        inputs_of(&activity, &short_chat, &names),
+        [Input::Nothing, Input::Nothing, Input::Nothing],
+        "a chat of 16.5 s is not long"
+    );
+    let ranked = events::with_field(
+        long_chat,
+        "rank_position",
+        Avro::Union(1, Box::new(Avro::Int(3))),
+    );
+    assert_eq!(
+        inputs_of(&activity, &ranked, &names),
+        [Input::Nothing, Input::Event, Input::Value(Value::Int64(3))],
+        "a chat of 70.5 s from position 3 of a ranked list"
+    );
+
+    let liked = |event: &Avro| {
+        let write = project(&entity, &activity, event, NOW_MICROS).expect("projects");
+        write
+            .values
+            .into_iter()
+            .find(|(name, _)| name.as_str() == "last_liked_candidate")
+            .map(|(_, value)| value)
+    };
+    assert_eq!(liked(&like), Some(Value::Int64(1_006)));
+    assert_eq!(
+        liked(&short_chat),
+        None,
+        "only likes feed the last liked candidate"
     );
 }
 
@@ -433,5 +490,27 @@ fn a_deletion_command_names_the_entity_key_and_time() {
     assert_eq!(
         reason(deletion("user", vec![("user_id", Avro::Long(5))], 5)),
         RejectReason::AbsurdEventTime
+    );
+}
+
+#[test]
+fn a_registry_schema_without_a_filtered_field_is_a_mismatch() {
+    let (entity, mut activity) = view(&contract::example_definitions(), "user_activity");
+    let schema = events::match_event_schema();
+    assert_eq!(
+        quiver_avro::mapping::view_mismatches(&entity, &activity, &schema),
+        Vec::<String>::new()
+    );
+    activity.features[0].filter = Some(quiver_core::filter::Filter::NotNull("device".into()));
+    activity.features[1].filter = Some(quiver_core::filter::Filter::IsNull("referrer".into()));
+    let problems = quiver_avro::mapping::view_mismatches(&entity, &activity, &schema);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("the filter of feature `last_country`: field `device` is Avro record"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("field `referrer` not found"),
+        "{problems:?}"
     );
 }

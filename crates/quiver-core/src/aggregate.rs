@@ -169,17 +169,21 @@ pub enum Partial {
 }
 
 impl Partial {
-    /// The partial of one event; `None` when the event gives this function no input (only
-    /// `count` needs none) or an input it cannot use.
+    /// The partial of one event; `None` when the event gives this function nothing, or an
+    /// input it cannot use.
     pub fn of_event(
         function: AggregateFunction,
-        input: Option<&Value>,
+        input: &Input,
         event_time_micros: i64,
     ) -> Option<Partial> {
-        if function == AggregateFunction::Count {
-            return Some(Partial::Count(1));
-        }
-        let input = input?;
+        let input = match (function, input) {
+            (_, Input::Nothing) => return None,
+            (AggregateFunction::Count, Input::Event | Input::Value(_)) => {
+                return Some(Partial::Count(1));
+            }
+            (_, Input::Event) => return None,
+            (_, Input::Value(value)) => value,
+        };
         if as_f64(input).is_some_and(|number| !number.is_finite()) {
             // NaN and infinities would poison every window they fall in.
             return None;
@@ -535,9 +539,19 @@ pub struct Contribution {
     /// The event's id, when its view declares one: the same id seen at another position
     /// within the view's dedup horizon is a duplicate, and counts no more.
     pub event_id: Option<String>,
-    /// One per aggregate feature of the view, in [`aggregate_features`] order: the aggregated
-    /// field's value, `None` where the event lacks it.
-    pub inputs: Vec<Option<Value>>,
+    /// One per aggregate feature of the view, in [`aggregate_features`] order.
+    pub inputs: Vec<Input>,
+}
+
+/// What one event gives one aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Nothing: the event fails the aggregate's filter, or lacks the field it aggregates.
+    Nothing,
+    /// The event itself, which a `count` without `of` counts.
+    Event,
+    /// The aggregated field's value.
+    Value(Value),
 }
 
 /// Folds the contributions of one entity into its stored tiles and returns the tiles that
@@ -612,11 +626,9 @@ fn fold_one(
         {
             continue;
         }
-        let Some(partial) = Partial::of_event(
-            aggregate.function,
-            input.as_ref(),
-            contribution.event_time_micros,
-        ) else {
+        let Some(partial) =
+            Partial::of_event(aggregate.function, input, contribution.event_time_micros)
+        else {
             continue;
         };
         let key = (feature.name.clone(), start, contribution.source.clone());
@@ -771,6 +783,7 @@ mod tests {
             }),
             default: None,
             description: String::new(),
+            filter: None,
         }
     }
 
@@ -830,7 +843,11 @@ mod tests {
             event_id: view.source.event_id.as_ref().map(|_| event.id.to_string()),
             inputs: aggregate_features(view)
                 .iter()
-                .map(|_| event.x.map(Value::Int64))
+                .map(|(_, aggregate)| match (aggregate.of.as_ref(), event.x) {
+                    (None, _) => Input::Event,
+                    (Some(_), Some(x)) => Input::Value(Value::Int64(x)),
+                    (Some(_), None) => Input::Nothing,
+                })
                 .collect(),
         }
     }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::filter::Filter;
 use crate::name::Name;
 use crate::value::{ScalarType, Value, ValueType};
 
@@ -105,6 +106,10 @@ pub struct Feature {
     /// Served instead of a missing value when the event lacks the field.
     pub default: Option<Value>,
     pub description: String,
+    /// Only events that pass it feed the feature: a field feature keeps the latest value among
+    /// them, an aggregate aggregates them alone. `None` takes every event.
+    #[serde(default)]
+    pub filter: Option<Filter>,
 }
 
 /// How a feature's value is computed from events.
@@ -119,7 +124,8 @@ pub enum Derivation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
     pub function: AggregateFunction,
-    /// The aggregated Avro field path; `None` only for `count`.
+    /// The aggregated Avro field path; `None` only for `count`, which then counts every event
+    /// (with `of`, the events where the field is present).
     pub of: Option<String>,
     /// The sliding window; `None` is a lifetime aggregate.
     pub window: Option<Seconds>,
@@ -184,11 +190,15 @@ impl AggregateFunction {
             };
         };
         let ValueType::Scalar(scalar) = input else {
+            if self == Self::Count {
+                return Ok(ValueType::Scalar(Int64));
+            }
             return Err(format!("`{self}` aggregates scalar fields, not {input}"));
         };
         let numeric = matches!(scalar, Int32 | Int64 | Float32 | Float64);
         match self {
-            Self::Count => Err("`count` counts events; drop `of`".to_owned()),
+            // With `of`, a count counts the events where the field is present.
+            Self::Count => Ok(ValueType::Scalar(Int64)),
             Self::Sum if matches!(scalar, Int32 | Int64) => Ok(ValueType::Scalar(Int64)),
             Self::Sum if numeric => Ok(ValueType::Scalar(Float64)),
             Self::Avg if numeric => Ok(ValueType::Scalar(Float64)),
@@ -419,6 +429,11 @@ mod tests {
             .output_type(Some(scalar(String)))
             .unwrap_err();
         assert_eq!(error, "`avg` needs a numeric field, not string");
+        assert_eq!(
+            AggregateFunction::Count.output_type(Some(scalar(String))),
+            Ok(scalar(Int64)),
+            "a count of a field counts the events that have it"
+        );
         let error = AggregateFunction::Sum.output_type(None).unwrap_err();
         assert!(error.contains("needs `of`"), "{error}");
     }

@@ -8,6 +8,7 @@
 //! - [`key`]: entity keys, including composite keys, with a canonical byte encoding.
 //! - [`name`]: identifiers for entities, views and features, and `view:feature` references.
 //! - [`definition`]: the declared entities, feature views and services, and the versioned registry.
+//! - [`filter`]: `where:` conditions over an event's fields, which decide what feeds a feature.
 //! - [`plan`]: what applying a set of definitions would change, and whether it is safe.
 //! - [`store`]: the online store port, which adapters implement.
 //! - [`aggregate`]: windowed and lifetime aggregates as tiles, folded exactly once and combined
@@ -18,6 +19,7 @@
 pub mod aggregate;
 pub mod apply;
 pub mod definition;
+pub mod filter;
 pub mod key;
 pub mod name;
 pub mod plan;

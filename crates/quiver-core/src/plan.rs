@@ -370,18 +370,27 @@ fn feature_details(old: &Feature, new: &Feature) -> Vec<Detail> {
             old.value_type, new.value_type
         )));
     }
+    let aggregated = |feature: &Feature| {
+        matches!(
+            feature.derivation,
+            crate::definition::Derivation::Aggregate(_)
+        )
+    };
     if normalized(&old.derivation) != normalized(&new.derivation) {
-        let aggregated = |feature: &Feature| {
-            matches!(
-                feature.derivation,
-                crate::definition::Derivation::Aggregate(_)
-            )
-        };
         if aggregated(old) || aggregated(new) {
             details.push(breaking(format!("~ feature {name}: aggregation")));
         } else {
             details.push(safe(format!("~ feature {name}: source field")));
         }
+    }
+    if old.filter != new.filter {
+        // Tiles hold what the old filter let through; a field keeps its latest value either way.
+        let what = format!("~ feature {name}: filter");
+        details.push(if aggregated(new) {
+            breaking(what)
+        } else {
+            safe(what)
+        });
     }
     if old.default != new.default {
         details.push(safe(format!("~ feature {name}: default")));

@@ -11,11 +11,14 @@ use quiver_core::definition::{
     FeatureService, FeatureView, KEY_TYPES, KeyField, MAX_LAST_K, MAX_WINDOW, SchemaRef, Seconds,
     ServiceFeature, Source,
 };
+use quiver_core::filter::Filter;
 use quiver_core::name::Name;
 use quiver_core::value::{ScalarType, Value, ValueType};
 
 use crate::yaml::{self, Kind, Node};
 use crate::{DefinitionError, DefinitionErrors, Position};
+
+mod filter;
 
 /// Reads and checks every definition file in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Definitions, DefinitionErrors> {
@@ -618,6 +621,7 @@ impl Loader {
                 "from",
                 "default",
                 "aggregate",
+                "where",
                 "description",
             ],
         )?;
@@ -638,6 +642,7 @@ impl Loader {
                 }
             }
         });
+        let mut aggregate_filter = None;
         let derivation = match (fields.get("from"), fields.get("aggregate")) {
             (Some(from), None) => {
                 let path = self.string(from, "from")?;
@@ -653,7 +658,14 @@ impl Loader {
                 Derivation::Field(path)
             }
             (None, Some(aggregate)) => {
-                Derivation::Aggregate(self.aggregate(aggregate, &what, value_type, schema)?)
+                let (aggregate, filter) = self.aggregate(aggregate, &what, value_type, schema)?;
+                if let Some(filter) = filter {
+                    if let Some(outer) = fields.get("where") {
+                        self.error(outer.at, format!("{what} has a `where` beside its aggregate and one inside it; keep the one inside"));
+                    }
+                    aggregate_filter = Some(filter);
+                }
+                Derivation::Aggregate(aggregate)
             }
             _ => {
                 self.error(
@@ -672,12 +684,18 @@ impl Loader {
             _ => None,
         };
         let description = self.optional_string(fields.get("description"), "description");
+        let filter = match (aggregate_filter, fields.get("where")) {
+            (Some(filter), _) => Some(filter),
+            (None, Some(node)) => Some(self.filter(node, &what, schema)?),
+            (None, None) => None,
+        };
         Some(Feature {
             name: name?,
             value_type: value_type?,
             derivation,
             default,
             description,
+            filter,
         })
     }
 
@@ -687,9 +705,13 @@ impl Loader {
         what: &str,
         declared: Option<ValueType>,
         schema: Option<&Schema>,
-    ) -> Option<Aggregate> {
+    ) -> Option<(Aggregate, Option<Filter>)> {
         let where_ = format!("the aggregate of {what}");
-        let fields = self.fields(node, &where_, &["fn", "of", "window", "resolution", "k"])?;
+        let fields = self.fields(
+            node,
+            &where_,
+            &["fn", "of", "where", "window", "resolution", "k"],
+        )?;
         let function_node = self.required(&fields, "fn", &where_)?;
         let function_name = self.string(function_node, "fn")?;
         let k = match fields.get("k") {
@@ -769,12 +791,17 @@ impl Loader {
                 Err(reason) => self.error(node.at, format!("{what}: {reason}")),
             }
         }
-        Some(Aggregate {
+        let filter = match fields.get("where") {
+            Some(where_node) => Some(self.filter(where_node, what, schema)?),
+            None => None,
+        };
+        let aggregate = Aggregate {
             function,
             of: of.map(|(_, path)| path),
             window,
             resolution,
-        })
+        };
+        Some((aggregate, filter))
     }
 
     fn default_value(&mut self, node: &Node, value_type: ValueType, what: &str) -> Option<Value> {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use quiver_core::definition::{AggregateFunction, Derivation, Seconds};
-use quiver_core::value::{ScalarType, ValueType};
+use quiver_core::filter::{CompareOp, Filter};
+use quiver_core::value::{ScalarType, Value, ValueType};
 use quiver_definitions::{DefinitionError, load_dir};
 
 fn examples() -> PathBuf {
@@ -341,6 +342,158 @@ fn bad_aggregates_say_what_would_work() {
         &with("{name: n, type: int64, aggregate: {fn: count, window: 1h, resolution: 2h}}"),
         10,
         &["resolution 2h is longer than the window 1h"],
+    );
+}
+
+#[test]
+fn filters_become_conditions_typed_like_their_fields() {
+    let views = VALID_VIEW.replace(
+        "{name: last_country, type: string, from: country}",
+        "{name: likes_1h, type: int64, aggregate: {fn: count, where: {action: LIKE}, window: 1h}}
+      - name: long_chats
+        type: int64
+        aggregate: {fn: count, where: {action: CHAT, chat_seconds: {ge: 60, lt: 3600}}}
+      - {name: ranked, type: int64, aggregate: {fn: count, of: rank_position}}
+      - name: last_liked
+        type: int64
+        from: candidate_id
+        where: {or: [{action: {in: [LIKE, SUPER_LIKE]}}, {country: null}, {rank_position: {ne: null}}]}",
+    );
+    let folder = folder_with(&views);
+    let definitions = load_dir(folder.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    let features = &definitions.feature_views[0].features;
+    let filter_of = |name: &str| {
+        let feature = features.iter().find(|f| f.name.as_str() == name).unwrap();
+        feature.filter.clone()
+    };
+    let text = |s: &str| Value::String(s.into());
+    let compare = |field: &str, op, literal| Filter::Compare {
+        field: field.into(),
+        op,
+        literal,
+    };
+    assert_eq!(
+        filter_of("likes_1h"),
+        Some(compare("action", CompareOp::Eq, text("LIKE")))
+    );
+    assert_eq!(
+        filter_of("long_chats"),
+        Some(Filter::All(vec![
+            compare("action", CompareOp::Eq, text("CHAT")),
+            // An integer literal compares with a double field as a number.
+            Filter::All(vec![
+                compare("chat_seconds", CompareOp::Ge, Value::Float64(60.0)),
+                compare("chat_seconds", CompareOp::Lt, Value::Float64(3600.0)),
+            ]),
+        ]))
+    );
+    assert_eq!(filter_of("ranked"), None);
+    assert_eq!(
+        filter_of("last_liked"),
+        Some(Filter::Any(vec![
+            Filter::In {
+                field: "action".into(),
+                literals: vec![text("LIKE"), text("SUPER_LIKE")],
+            },
+            Filter::IsNull("country".into()),
+            Filter::NotNull("rank_position".into()),
+        ]))
+    );
+}
+
+#[test]
+fn bad_filters_are_refused_at_their_line_with_what_would_work() {
+    let with = |feature: &str| {
+        VALID_VIEW.replace("{name: last_country, type: string, from: country}", feature)
+    };
+    let count_where = |condition: &str| {
+        with(&format!(
+            "{{name: n, type: int64, aggregate: {{fn: count, where: {condition}}}}}"
+        ))
+    };
+    assert_single_error(
+        &count_where("{action: LOVE}"),
+        10,
+        &[
+            "`LOVE` is not a symbol of enum field `action`",
+            "SUPER_LIKE",
+        ],
+    );
+    assert_single_error(
+        &count_where("{actoin: LIKE}"),
+        10,
+        &[
+            "filtered field `actoin`",
+            "not found in record `MatchEvent`",
+            "action",
+        ],
+    );
+    assert_single_error(
+        &count_where("{chat_seconds: fast}"),
+        10,
+        &[
+            "field `chat_seconds` is compared with a string",
+            "takes a number",
+        ],
+    );
+    assert_single_error(
+        &count_where("{candidate_id: 1.5}"),
+        10,
+        &[
+            "field `candidate_id` is compared with a number",
+            "a whole number",
+        ],
+    );
+    assert_single_error(
+        &count_where("{chat_seconds: {above: 5}}"),
+        10,
+        &["unknown operator `above`", "eq, ne, lt, le, gt, ge, in"],
+    );
+    assert_single_error(
+        &count_where("{action: [LIKE, PASS]}"),
+        10,
+        &["field `action`", "`{in: [...]}`"],
+    );
+    assert_single_error(
+        &count_where("{ts: {gt: 5}}"),
+        10,
+        &["a timestamp can only be tested for null"],
+    );
+    assert_single_error(
+        &count_where("{device: null}"),
+        10,
+        &[
+            "filtered field `device` is Avro record",
+            "filter on a boolean",
+        ],
+    );
+    assert_single_error(&count_where("LIKE"), 10, &["must be a mapping such as"]);
+    assert_single_error(
+        &count_where("{or: []}"),
+        10,
+        &["`or`", "at least one condition"],
+    );
+    assert_single_error(
+        &with(
+            "{name: n, type: int64, where: {action: LIKE}, aggregate: {fn: count, where: {action: PASS}}}",
+        ),
+        10,
+        &["a `where` beside its aggregate and one inside it"],
+    );
+    // In block style, the error points at the offending line of a nested condition.
+    assert_single_error(
+        &with(
+            "name: n
+        type: int64
+        aggregate:
+          fn: count
+          where:
+            or:
+              - {action: LIKE}
+              - {action: LOVE}",
+        ),
+        17,
+        &["`LOVE` is not a symbol"],
     );
 }
 

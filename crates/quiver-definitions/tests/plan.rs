@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use quiver_core::definition::{Definitions, Registry};
+use quiver_core::filter::Filter;
 use quiver_core::plan::Plan;
 use quiver_core::value::{ScalarType, ValueType};
 use quiver_definitions::load_dir;
@@ -133,4 +134,33 @@ fn a_safe_change_updates_the_current_version_in_place() {
         .collect();
     assert_eq!(activity.len(), 1);
     assert_eq!((activity[0].version, activity[0].view.ttl), (1, None));
+}
+
+#[test]
+fn a_new_filter_breaks_an_aggregate_but_not_a_field() {
+    let definitions = example_definitions();
+    let registry = applied(&definitions);
+    let with_filter = |feature: &str| {
+        let mut edited = definitions.clone();
+        let activity = &mut edited.feature_views[0];
+        let filtered = activity
+            .features
+            .iter_mut()
+            .find(|f| f.name.as_str() == feature)
+            .unwrap();
+        filtered.filter = Some(Filter::IsNull("country".into()));
+        Plan::between(&registry, &edited)
+    };
+    let aggregate = with_filter("actions_1h");
+    assert_eq!(aggregate.breaking_views().len(), 1, "{aggregate}");
+    assert!(
+        aggregate.to_string().contains("feature actions_1h: filter"),
+        "{aggregate}"
+    );
+    let field = with_filter("last_country");
+    assert!(field.breaking_views().is_empty(), "{field}");
+    assert!(
+        field.to_string().contains("feature last_country: filter"),
+        "{field}"
+    );
 }

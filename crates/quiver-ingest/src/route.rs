@@ -10,11 +10,10 @@ use quiver_avro::project::{
     project_deletion, project_upsert,
 };
 use quiver_avro::{mapping, wire};
-use quiver_core::aggregate::{Contribution, aggregate_features};
+use quiver_core::aggregate::{Contribution, Input, aggregate_features};
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
-use quiver_core::value::Value;
 
 use crate::schema_registry::WriterSchemas;
 use crate::{IngestError, WireFormat};
@@ -247,7 +246,7 @@ pub(crate) struct Projected {
     /// The event's id, for a view that declares one.
     pub(crate) event_id: Option<String>,
     /// The inputs of the view's aggregates, in `aggregate_features` order; empty when it has none.
-    pub(crate) inputs: Vec<Option<Value>>,
+    pub(crate) inputs: Vec<Input>,
 }
 
 /// What a batch gives one view: its feature writes and, when it has aggregates, each event's

@@ -1181,6 +1181,7 @@ fn with_every_type() -> Definitions {
             derivation: Derivation::Field(format!("f{index}")),
             default: None,
             description: String::new(),
+            filter: None,
         })
         .collect();
     definitions.feature_views.push(view);
