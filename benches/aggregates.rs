@@ -149,6 +149,7 @@ fn definitions(topic: &str, aggregates: bool) -> Definitions {
             }),
             default: None,
             description: String::new(),
+            filter: None,
         });
     } else {
         view.features

@@ -51,6 +51,7 @@ pub(crate) fn definitions(mut definitions: Definitions) -> Definitions {
         derivation: Derivation::Field("country".into()),
         default: None,
         description: String::new(),
+        filter: None,
     });
     let aggregates = AGGREGATES.iter().flat_map(|&(kind, count)| {
         (0..count).map(move |i| {
@@ -81,6 +82,7 @@ pub(crate) fn definitions(mut definitions: Definitions) -> Definitions {
                 }),
                 default: None,
                 description: String::new(),
+                filter: None,
             }
         })
     });

@@ -108,6 +108,7 @@ async fn main() {
             derivation: Derivation::Field("country".into()),
             default: None,
             description: String::new(),
+            filter: None,
         })
         .collect();
     let registry = apply(&*store, &definitions, false)

@@ -263,3 +263,51 @@ async fn a_file_no_view_reads_and_a_corrupt_file_are_errors_naming_them() {
     assert!(message.contains("cut.avro"), "{message}");
     assert!(message.contains("cannot be decoded"), "{message}");
 }
+
+#[tokio::test]
+async fn a_generated_stream_gives_exact_aggregates_sent_once_and_sent_again() {
+    use quiver_testkit::stream::{StreamShape, compare_with_truth, generate, to_avro};
+    let folder = tempfile::tempdir().unwrap();
+    quiver_testkit::stream::write_definitions(folder.path(), "stream");
+    let definitions =
+        quiver_definitions::load_dir(folder.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    let store = EmbeddedStore::open(&folder.path().join("quiver.redb")).unwrap();
+    let registry = apply(&store, &definitions, false)
+        .await
+        .expect("applies")
+        .registry;
+    let request_micros = now_micros() + 30 * 60 * 1_000_000;
+    let shape = StreamShape {
+        events: 10_000,
+        users: 100,
+        spread_millis: 2 * 3_600_000,
+        resent_percent: 5,
+    };
+    let stream = generate(shape, request_micros / 1_000);
+    let schema = match_event_schema();
+    let records = || {
+        stream
+            .produced
+            .iter()
+            .map(|e| to_avro(&schema, e))
+            .collect()
+    };
+    let first = write_file(&folder, "first.avro", &schema, records());
+    let again = write_file(&folder, "again.avro", &schema, records());
+    let options = FileOptions {
+        batch_size: 500,
+        ..OPTIONS
+    };
+    for (path, what) in [
+        (&first, "sent once"),
+        (&again, "sent again in another file"),
+    ] {
+        ingest_file(path, &options, &registry, &store, &|_| {})
+            .await
+            .expect("ingests");
+        let comparison =
+            compare_with_truth(&store, &registry, &stream.distinct, request_micros).await;
+        assert_eq!(comparison.compared, 100 * 15, "every user, every aggregate");
+        comparison.assert_exact(what);
+    }
+}

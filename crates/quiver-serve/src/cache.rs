@@ -26,8 +26,9 @@ pub(crate) struct Cached {
 }
 
 impl Cached {
-    /// Whether the store had nothing of the entity.
-    fn is_absent(&self) -> bool {
+    /// Whether the store had nothing of the entity: never seen, deleted, or silent for longer
+    /// than every window of a view without stored or lifetime features.
+    pub(crate) fn is_absent(&self) -> bool {
         self.values.iter().all(Option::is_none) && self.tiles.is_empty()
     }
 }

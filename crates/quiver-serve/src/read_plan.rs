@@ -288,6 +288,10 @@ impl CellSource<'_> {
         };
         match *self {
             CellSource::Stored { slot, ttl } => stored_cell(fetched, slot, ttl, now_micros),
+            // An entity the view holds nothing of is unknown, not one with a count of 0.
+            CellSource::Aggregate { .. } if fetched.row.is_absent() => {
+                Cell::absent(ReadStatus::NotFound)
+            }
             CellSource::Aggregate { feature, aggregate } => {
                 match evaluate(feature, aggregate, &fetched.row.tiles, now_micros) {
                     Some((value, newest)) => Cell {
@@ -494,9 +498,13 @@ mod tests {
         let se = quiver_proto::values::to_wire(&Value::String("SE".into()));
         assert_eq!(country.values, [se.clone(), pb::Value::default(), se]);
         let counts = &columns[1];
-        assert_eq!(counts.statuses, [ok, ok, ok], "counts over no events are 0");
+        assert_eq!(
+            counts.statuses,
+            [ok, not_found, ok],
+            "user 8, of whom the view holds nothing, is unknown rather than counted 0"
+        );
         let count = |n| quiver_proto::values::to_wire(&Value::Int64(n));
-        assert_eq!(counts.values, [count(3), count(0), count(3)]);
+        assert_eq!(counts.values, [count(3), pb::Value::default(), count(3)]);
         assert_eq!(counts.event_time_micros, [9, 0, 9]);
     }
 

@@ -1097,6 +1097,87 @@ async fn a_cold_call_of_500_users_reads_each_part_of_each_view_once_per_user<
     assert_same_cells(&reply, &typed);
 }
 
+#[tokio::test]
+async fn an_entity_the_view_never_saw_is_not_found_and_an_inactive_one_counts_zero() {
+    let served = Served::embedded(ServeConfig::default(), &contract::example_definitions()).await;
+    let at = now_micros() - 3 * 86_400_000_000;
+    let activity = served.view("user_activity").clone();
+    // User 1 acted three days ago: a lifetime count, nothing in the last hour.
+    served
+        .store
+        .write_tiles(
+            &served.registry.entities[0],
+            &activity,
+            &user(1),
+            &TileChanges::of_tiles(vec![count_tile(
+                "actions_total",
+                LIFETIME_TILE_START,
+                3,
+                at,
+            )]),
+        )
+        .await
+        .expect("writes tiles");
+    // User 2 has a stored value of the view and no aggregate tile at all.
+    served
+        .write(
+            "user_activity",
+            2,
+            at,
+            &[("last_country", Value::String("SE".into()))],
+        )
+        .await;
+    let reply = served
+        .client
+        .clone()
+        .get_online_features(request(
+            &[
+                "user_activity:actions_1h",
+                "user_activity:actions_total",
+                "user_activity:recent_candidates",
+            ],
+            &[1, 2, 99],
+        ))
+        .await
+        .expect("answers")
+        .into_inner();
+    let cells = |row: usize| -> Vec<(i32, Option<pb::Value>)> {
+        reply
+            .features
+            .iter()
+            .map(|column| {
+                let value = column.values[row].clone();
+                (column.statuses[row], value.kind.is_some().then_some(value))
+            })
+            .collect()
+    };
+    let int64 = |value| {
+        Some(pb::Value {
+            kind: Some(pb::value::Kind::Int64Value(value)),
+        })
+    };
+    let empty_list = Some(pb::Value {
+        kind: Some(pb::value::Kind::Int64ListValue(pb::Int64List {
+            values: vec![],
+        })),
+    });
+    assert_eq!(
+        cells(0),
+        [(OK, int64(0)), (OK, int64(3)), (OK, empty_list.clone())],
+        "user 1 is known and has been quiet for an hour"
+    );
+    assert_eq!(
+        cells(1),
+        [(OK, int64(0)), (OK, int64(0)), (OK, empty_list)],
+        "user 2 is known by a stored value"
+    );
+    assert_eq!(
+        cells(2),
+        [(NOT_FOUND, None), (NOT_FOUND, None), (NOT_FOUND, None)],
+        "user 99 was never seen"
+    );
+}
+
 fn typed_format(request: pb::GetOnlineFeaturesRequest) -> pb::GetOnlineFeaturesRequest {
     pb::GetOnlineFeaturesRequest {
         value_format: pb::ValueFormat::Typed.into(),

@@ -13,11 +13,13 @@
 //! command that starts it. It never skips and never hangs on a client's reconnect loop.
 //!
 //! [`events`] builds sample Avro events from the bundled schemas; [`contract`] is the test suite
-//! every online store adapter must pass.
+//! every online store adapter must pass; [`stream`] generates a stream of events with resent
+//! copies and the truth of its aggregates.
 
 pub mod contract;
 pub mod events;
 pub mod sample;
+pub mod stream;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};

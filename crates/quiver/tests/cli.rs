@@ -50,7 +50,7 @@ fn validate_accepts_the_examples() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("valid: 1 entities, 2 feature views (15 features), 1 feature services"),
+        stdout.contains("valid: 1 entities, 2 feature views (19 features), 1 feature services"),
         "{stdout}"
     );
 }
