@@ -5,8 +5,9 @@
 //!
 //! Side by side in one run, on the same events (1,000 users, event times over the last 30 days):
 //! - **ingest rate** of `quiver_ingest::run`, to the commit of the last record, for the example
-//!   `user_activity` view without its aggregate features and with them (plus a 30-day count);
-//!   rounds alternate, each into a fresh keyspace, and the median round is reported;
+//!   `user_activity` view's stored features alone, with ten aggregates (without and with event
+//!   id deduplication), and with the ten behind filters; rounds alternate, each into a fresh
+//!   keyspace, and the median round is reported;
 //! - **read latency** through `ScyllaStore`, what a cache miss costs the server: one plain
 //!   feature (`read_features`) against a 30-day window (`read_tiles` of the feature and
 //!   `evaluate` at now), for a 30-day count and a 30-day distinct count, one read at a time and
@@ -22,16 +23,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::types::Value as Avro;
 use futures::StreamExt;
 use quiver_avro::wire;
-use quiver_core::aggregate::{aggregate_features, evaluate};
+use quiver_core::aggregate::{aggregate_features, default_resolution, evaluate};
 use quiver_core::apply::apply;
 use quiver_core::definition::{
     Aggregate, AggregateFunction, Definitions, Derivation, Feature, Registry, Seconds,
 };
+use quiver_core::filter::{CompareOp, Filter};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
-use quiver_core::value::{ScalarType, ValueType};
+use quiver_core::value::{ScalarType, Value, ValueType};
 use quiver_scylla::{ScyllaConfig, ScyllaStore};
+use quiver_testkit::stream::Random;
 use quiver_testkit::{contract, events};
 
 mod common;
@@ -83,12 +86,11 @@ async fn main() {
     );
 
     let session = quiver_testkit::cql_session().await;
-    let cases = [("without aggregates", false), ("with 7 aggregates", true)];
-    let mut took: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    let mut took: Vec<Vec<Duration>> = vec![Vec::new(); CASES.len()];
     let mut last_store = None;
     for round in 0..ROUNDS {
-        for turn in 0..cases.len() {
-            let case = (round + turn) % cases.len();
+        for turn in 0..CASES.len() {
+            let case = CASES[(round + turn) % CASES.len()];
             let keyspace = quiver_testkit::create_keyspace(&session, "bench_aggregates").await;
             let store = ScyllaStore::connect(&ScyllaConfig::one_node(
                 quiver_testkit::cql_nodes(),
@@ -96,14 +98,14 @@ async fn main() {
             ))
             .await
             .expect("connects");
-            let registry = apply(&store, &definitions(&topic, cases[case].1), false)
+            let registry = apply(&store, &definitions(&topic, case), false)
                 .await
                 .expect("applies")
                 .registry;
             let started = Instant::now();
             ingest_until_committed(&registry, &store, &topic, PARTITIONS).await;
-            took[case].push(started.elapsed());
-            if cases[case].1 {
+            took[(round + turn) % CASES.len()].push(started.elapsed());
+            if case == (Case::Aggregates { dedup: true }) {
                 last_store = Some((store, registry));
             }
         }
@@ -119,9 +121,10 @@ async fn main() {
         "\n| ingest, end to end (median of {ROUNDS} rounds) | seconds | events/s | rate vs without |"
     );
     println!("|---|---:|---:|---:|");
-    for ((name, _), took) in cases.iter().zip(&medians) {
+    for (case, took) in CASES.iter().zip(&medians) {
         println!(
-            "| {name} | {:.2} | {:.0} | {:.2} |",
+            "| {} | {:.2} | {:.0} | {:.2} |",
+            case.describe(),
             took.as_secs_f64(),
             count as f64 / took.as_secs_f64(),
             medians[0].as_secs_f64() / took.as_secs_f64()
@@ -132,30 +135,161 @@ async fn main() {
     read_latencies(&store, &registry).await;
 }
 
-/// The example `user_activity` view reading `topic`, with no TTL; with its aggregates and a
-/// 30-day count, or without any.
-fn definitions(topic: &str, aggregates: bool) -> Definitions {
+/// What the ingested view holds, beside the example's stored features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// No aggregate, no event id.
+    Plain,
+    /// [`ten_aggregates`], counting every event; with or without the example's event id and
+    /// its 7-day dedup horizon.
+    Aggregates { dedup: bool },
+    /// [`ten_aggregates`], each behind a filter, with the event id.
+    Filtered,
+}
+
+const CASES: [Case; 4] = [
+    Case::Plain,
+    Case::Aggregates { dedup: false },
+    Case::Aggregates { dedup: true },
+    Case::Filtered,
+];
+
+impl Case {
+    fn describe(self) -> &'static str {
+        match self {
+            Case::Plain => "without aggregates",
+            Case::Aggregates { dedup: false } => "10 aggregates, no event ids",
+            Case::Aggregates { dedup: true } => "10 aggregates, deduplicated by event id",
+            Case::Filtered => "10 filtered aggregates, deduplicated",
+        }
+    }
+}
+
+/// The example `user_activity` view reading `topic`, with no TTL, its stored features and the
+/// aggregates of `case`.
+fn definitions(topic: &str, case: Case) -> Definitions {
     let mut definitions = contract::user_activity_on(topic);
     let view = &mut definitions.feature_views[0];
-    if aggregates {
-        view.features.push(Feature {
-            name: "actions_30d".parse().unwrap(),
-            value_type: ValueType::Scalar(ScalarType::Int64),
-            derivation: Derivation::Aggregate(Aggregate {
-                function: AggregateFunction::Count,
-                of: None,
-                window: Some(Seconds(30 * 86_400)),
-                resolution: Some(Seconds(86_400)),
-            }),
-            default: None,
-            description: String::new(),
-            filter: None,
-        });
-    } else {
-        view.features
-            .retain(|feature| matches!(feature.derivation, Derivation::Field(_)));
+    view.features
+        .retain(|feature| matches!(feature.derivation, Derivation::Field(_)));
+    if matches!(case, Case::Plain | Case::Aggregates { dedup: false }) {
+        view.source.event_id = None;
+        view.dedup = None;
+    }
+    match case {
+        Case::Plain => {}
+        Case::Aggregates { .. } => view.features.extend(ten_aggregates(false)),
+        Case::Filtered => view.features.extend(ten_aggregates(true)),
     }
     definitions
+}
+
+/// Counts over 1h, 30d and lifetime, a 24h sum, a 7d min, max and average, a 1d last and
+/// last-10, and a 30d distinct count; `filtered`, each alternately behind `action = LIKE` and
+/// `action in (CHAT, MATCH) and chat_seconds >= 10`.
+fn ten_aggregates(filtered: bool) -> Vec<Feature> {
+    use AggregateFunction::{ApproxDistinct, Avg, Count, Last, LastK, Max, Min, Sum};
+    use ScalarType::{Float64, Int32, Int64};
+    let day = 86_400;
+    let aggregates = [
+        ("actions_1h", Count, None, Some(3_600), Int64),
+        ("actions_30d", Count, None, Some(30 * day), Int64),
+        ("actions_total", Count, None, None, Int64),
+        (
+            "chat_seconds_24h",
+            Sum,
+            Some("chat_seconds"),
+            Some(day),
+            Float64,
+        ),
+        (
+            "best_rank_7d",
+            Min,
+            Some("rank_position"),
+            Some(7 * day),
+            Int32,
+        ),
+        (
+            "worst_rank_7d",
+            Max,
+            Some("rank_position"),
+            Some(7 * day),
+            Int32,
+        ),
+        (
+            "avg_rank_7d",
+            Avg,
+            Some("rank_position"),
+            Some(7 * day),
+            Float64,
+        ),
+        (
+            "last_candidate_1d",
+            Last,
+            Some("candidate_id"),
+            Some(day),
+            Int64,
+        ),
+        (
+            "recent_candidates",
+            LastK(10),
+            Some("candidate_id"),
+            Some(day),
+            Int64,
+        ),
+        (
+            "distinct_candidates_30d",
+            ApproxDistinct,
+            Some("candidate_id"),
+            Some(30 * day),
+            Int64,
+        ),
+    ];
+    let liked = Filter::Compare {
+        field: "action".into(),
+        op: CompareOp::Eq,
+        literal: Value::String("LIKE".into()),
+    };
+    let long_talks = Filter::All(vec![
+        Filter::In {
+            field: "action".into(),
+            literals: vec![Value::String("CHAT".into()), Value::String("MATCH".into())],
+        },
+        Filter::Compare {
+            field: "chat_seconds".into(),
+            op: CompareOp::Ge,
+            literal: Value::Float64(10.0),
+        },
+    ]);
+    aggregates
+        .into_iter()
+        .enumerate()
+        .map(|(index, (name, function, of, window, scalar))| {
+            let window = window.map(Seconds);
+            Feature {
+                name: name.parse().unwrap(),
+                value_type: match function {
+                    LastK(_) => ValueType::List(scalar),
+                    _ => ValueType::Scalar(scalar),
+                },
+                derivation: Derivation::Aggregate(Aggregate {
+                    function,
+                    of: of.map(str::to_owned),
+                    window,
+                    resolution: window.map(default_resolution),
+                }),
+                default: None,
+                description: String::new(),
+                filter: filtered.then(|| {
+                    if index % 2 == 0 {
+                        liked.clone()
+                    } else {
+                        long_talks.clone()
+                    }
+                }),
+            }
+        })
+        .collect()
 }
 
 async fn read_latencies(store: &ScyllaStore, registry: &Registry) {
@@ -275,17 +409,4 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_micros() as i64
-}
-
-/// SplitMix64, so every run reads and writes the same data.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound
-    }
 }

@@ -102,11 +102,14 @@ pub struct Stream {
     pub distinct: Vec<StreamEvent>,
 }
 
-/// A small deterministic generator (splitmix64), so a failing stream can be produced again.
-struct Random(u64);
+/// A small deterministic generator (splitmix64), so a failing stream or a benchmark's data can
+/// be produced again from its seed.
+#[derive(Debug, Clone)]
+pub struct Random(pub u64);
 
 impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
+    /// The next number, below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
