@@ -155,30 +155,6 @@ fn compare(value: &Value, literal: &Value) -> Option<Ordering> {
     })
 }
 
-impl fmt::Display for Filter {
-    /// The filter as a reader would say it, for plans and logs: `action = 'LIKE' and dwell > 5`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let join = |f: &mut fmt::Formatter<'_>, conditions: &[Filter], word: &str| {
-            f.write_str("(")?;
-            for (i, condition) in conditions.iter().enumerate() {
-                if i > 0 {
-                    write!(f, " {word} ")?;
-                }
-                write!(f, "{condition}")?;
-            }
-            f.write_str(")")
-        };
-        match self {
-            Filter::All(conditions) => join(f, conditions, "and"),
-            Filter::Any(conditions) => join(f, conditions, "or"),
-            Filter::Compare { field, op, literal } => write!(f, "{field} {op} {literal:?}"),
-            Filter::In { field, literals } => write!(f, "{field} in {literals:?}"),
-            Filter::IsNull(field) => write!(f, "{field} is null"),
-            Filter::NotNull(field) => write!(f, "{field} is not null"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
