@@ -62,6 +62,21 @@ fn quiver_core_depends_on_no_io_crate() {
     );
 }
 
+/// What is stored has storage types of its own in `quiver-format`; a serializable domain type
+/// would let a domain change alter stored bytes unseen.
+#[test]
+fn quiver_core_types_are_not_serializable() {
+    let reached: Vec<String> = normal_dependencies("quiver-core")
+        .into_iter()
+        .filter(|name| name.starts_with("serde"))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "quiver-core must not depend on serde (stored forms live in quiver-format), but reaches \
+         {reached:?}"
+    );
+}
+
 #[test]
 fn the_grpc_server_does_not_link_kafka() {
     let reached: Vec<String> = normal_dependencies("quiver-serve")

@@ -16,8 +16,6 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::definition::{Aggregate, AggregateFunction, Derivation, Feature, FeatureView, Seconds};
 use crate::name::Name;
 use crate::value::{ScalarType, Value, ValueType};
@@ -128,7 +126,7 @@ pub fn aggregate_feature<'v>(
 }
 
 /// A value with the event time it came with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stamped {
     pub event_time_micros: i64,
     pub value: Value,
@@ -146,7 +144,7 @@ impl Stamped {
 
 /// The partial aggregate of one tile: enough to combine with other tiles and to finish into the
 /// feature's value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Partial {
     Count(u64),
     /// A sum of integers, wrapping on overflow so that tiles combine in any order.
@@ -331,7 +329,7 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
 
 /// HyperLogLog with 2^14 registers (about 0.8 % standard error), kept sparse while few
 /// registers are set, so the tiles of a rarely seen entity stay small.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HyperLogLog {
     /// `(register, rank)` pairs sorted by register while sparse; empty once dense.
     sparse: Vec<(u16, u8)>,
@@ -372,6 +370,33 @@ impl HyperLogLog {
             }
             self.dense = dense;
         }
+    }
+
+    /// What a store keeps of the sketch: the `(register, rank)` pairs sorted by register while
+    /// it is sparse, or the rank of every register once it is dense (the other part is empty).
+    pub fn registers(&self) -> (&[(u16, u8)], &[u8]) {
+        (&self.sparse, &self.dense)
+    }
+
+    /// The sketch whose [`HyperLogLog::registers`] are `sparse` and `dense`, or why they cannot
+    /// be one.
+    pub fn from_registers(sparse: Vec<(u16, u8)>, dense: Vec<u8>) -> Result<Self, String> {
+        if !dense.is_empty() && (dense.len() != HLL_REGISTERS || !sparse.is_empty()) {
+            return Err(format!(
+                "a dense sketch needs {HLL_REGISTERS} registers and no sparse ones, not {} and {}",
+                dense.len(),
+                sparse.len()
+            ));
+        }
+        let in_order = sparse.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        if !in_order
+            || sparse
+                .last()
+                .is_some_and(|(register, _)| *register as usize >= HLL_REGISTERS)
+        {
+            return Err("a sparse sketch needs distinct registers in order, below 2^14".to_owned());
+        }
+        Ok(HyperLogLog { sparse, dense })
     }
 
     /// Roughly the bytes the sketch holds.
@@ -455,7 +480,7 @@ fn stable_hash(value: &Value) -> u64 {
 
 /// One stored tile: the partial aggregate of one feature of one entity over one time tile, from
 /// one source partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tile {
     pub feature: Name,
     /// Microseconds since the epoch; [`LIFETIME_TILE_START`] for a lifetime aggregate.

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::filter::Filter;
@@ -17,7 +16,7 @@ use crate::name::Name;
 use crate::value::{ScalarType, Value, ValueType};
 
 /// Everything declared in one folder of definition files.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Definitions {
     pub entities: Vec<Entity>,
     pub feature_views: Vec<FeatureView>,
@@ -25,7 +24,7 @@ pub struct Definitions {
 }
 
 /// A kind of thing that has features, such as a user or a (user, item) pair.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entity {
     pub name: Name,
     pub description: String,
@@ -33,7 +32,7 @@ pub struct Entity {
     pub keys: Vec<KeyField>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyField {
     pub name: Name,
     pub key_type: ScalarType,
@@ -49,7 +48,7 @@ pub const KEY_TYPES: [ScalarType; 4] = [
 ];
 
 /// A set of features of one entity, fed by one Kafka topic and stored in one table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureView {
     pub name: Name,
     pub entity: Name,
@@ -58,13 +57,11 @@ pub struct FeatureView {
     pub ttl: Option<Seconds>,
     /// How far an event may trail the newest event seen on its partition before it is
     /// dead-lettered as late; `None` takes events however late they come.
-    #[serde(default)]
     pub allowed_lateness: Option<Seconds>,
     /// How long an event's id is remembered once its aggregates have counted it, from its event
     /// time: within it, the same event resent (at a later offset, on another partition, in a
     /// second production of the stream) changes no aggregate. Set exactly when the source
     /// declares an [`Source::event_id`].
-    #[serde(default)]
     pub dedup: Option<Seconds>,
     pub description: String,
     pub owner: String,
@@ -73,7 +70,7 @@ pub struct FeatureView {
 }
 
 /// Where a view's events come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     pub topic: String,
     pub schema: SchemaRef,
@@ -83,12 +80,11 @@ pub struct Source {
     pub event_time: String,
     /// Avro field path of the event's identity, which a resent event keeps; `None` when the
     /// events have none, and then a resent event counts again.
-    #[serde(default)]
     pub event_id: Option<String>,
 }
 
 /// The reader schema of a source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaRef {
     /// An `.avsc` file: its path, relative to the definition file that names it, and its text,
     /// kept so that ingesters need no schema files.
@@ -98,7 +94,7 @@ pub enum SchemaRef {
 }
 
 /// One feature: a typed column of its view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Feature {
     pub name: Name,
     pub value_type: ValueType,
@@ -108,12 +104,11 @@ pub struct Feature {
     pub description: String,
     /// Only events that pass it feed the feature: a field feature keeps the latest value among
     /// them, an aggregate aggregates them alone. `None` takes every event.
-    #[serde(default)]
     pub filter: Option<Filter>,
 }
 
 /// How a feature's value is computed from events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Derivation {
     /// The latest value of an Avro field path.
     Field(String),
@@ -121,7 +116,7 @@ pub enum Derivation {
     Aggregate(Aggregate),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Aggregate {
     pub function: AggregateFunction,
     /// The aggregated Avro field path; `None` only for `count`, which then counts every event
@@ -132,7 +127,6 @@ pub struct Aggregate {
     /// How far the window slides at a time, and the size of its tiles; the loader fills in
     /// [`crate::aggregate::default_resolution`] when none is declared. Unused by lifetime
     /// aggregates.
-    #[serde(default)]
     pub resolution: Option<Seconds>,
 }
 
@@ -144,7 +138,7 @@ pub const MAX_WINDOW: Seconds = Seconds(30 * 86_400);
 /// The largest `k` of `last_k`.
 pub const MAX_LAST_K: u32 = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggregateFunction {
     Count,
     Sum,
@@ -231,7 +225,7 @@ impl fmt::Display for AggregateFunction {
 }
 
 /// A named bundle of features that a recommender requests in one call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureService {
     pub name: Name,
     pub description: String,
@@ -239,7 +233,7 @@ pub struct FeatureService {
 }
 
 /// `view:feature`, or `view@version:feature` to pin a view version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceFeature {
     pub view: Name,
     pub version: Option<u32>,
@@ -274,7 +268,7 @@ impl fmt::Display for ServiceFeature {
 }
 
 /// A whole number of seconds, written `45s`, `30m`, `1h` or `7d` in definitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Seconds(pub u64);
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -319,7 +313,7 @@ impl fmt::Display for Seconds {
 }
 
 /// What has been applied: every version of every view, and the current entities and services.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Registry {
     /// Incremented by every apply that changes something; the store's compare-and-set key.
     pub revision: u64,
@@ -329,7 +323,7 @@ pub struct Registry {
     pub feature_services: Vec<FeatureService>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VersionedView {
     pub version: u32,
     pub view: FeatureView,

@@ -9,12 +9,10 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use crate::value::Value;
 
 /// A condition over an event's fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// Every condition holds; several keys of one `where:` mapping, or `and: [...]`.
     All(Vec<Filter>),
@@ -35,7 +33,7 @@ pub enum Filter {
 }
 
 /// A comparison of a field with a literal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
     Eq,
     Ne,

@@ -6,12 +6,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The types a single feature value, or an element of a list feature, can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScalarType {
     Bool,
     Int32,
@@ -52,8 +50,7 @@ impl ScalarType {
 }
 
 /// The declared type of a feature. Stored and shown in its definition-file spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueType {
     Scalar(ScalarType),
     /// A variable-length list of one scalar type.
@@ -136,20 +133,6 @@ impl FromStr for ValueType {
     }
 }
 
-impl TryFrom<String> for ValueType {
-    type Error = ParseTypeError;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<ValueType> for String {
-    fn from(value_type: ValueType) -> String {
-        value_type.to_string()
-    }
-}
-
 /// `generic_argument("list<int64>", "list") == Some("int64")`.
 fn generic_argument<'a>(text: &'a str, constructor: &str) -> Option<&'a str> {
     text.strip_prefix(constructor)?
@@ -160,7 +143,7 @@ fn generic_argument<'a>(text: &'a str, constructor: &str) -> Option<&'a str> {
 }
 
 /// One feature value. Absence is not a value: a missing feature is reported by its status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Bool(bool),
     Int32(i32),

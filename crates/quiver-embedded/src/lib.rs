@@ -3,16 +3,18 @@
 //! of the ScyllaDB adapter.
 //!
 //! Layout, tables of bytes:
-//! - `registry`: the registry as JSON with its revision, under one key;
+//! - `registry`: the registry's revision, then the registry in `quiver-format`'s registry
+//!   format, under one key;
 //! - `features`: one entry per (view version, entity, feature), keyed by the view's table name, a
 //!   NUL, the entity key's canonical encoding ([`EntityKey::encode`]) and the feature name;
-//!   the value holds the event time, the expiry and the value as JSON;
+//!   the value holds the event time, the expiry and the value in `quiver-format`'s value form;
 //! - `deletions`: per (view version, entity), the effective time of its latest deletion (the
 //!   later of its event time and the newest event time it removed), kept for good;
 //! - `tiles`: one entry per aggregate tile, keyed by the entity's row key, the feature name, a
-//!   NUL, the tile start and the source; the value holds the tile's expiry and the tile as JSON;
+//!   NUL, the tile start and the source; the value holds the tile's expiry and the tile in
+//!   `quiver-format`'s tile format;
 //! - `applied`: one entry per event id a view's aggregates counted, keyed by the entity's row
-//!   key and the id; the value is [`encode_applied`]'s, versioned.
+//!   key and the id; the value is in `quiver-format`'s applied event format.
 //!
 //! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
 //! replaces the stored one only if its event time is not older, a deletion removes everything
@@ -41,9 +43,6 @@ const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features")
 const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions");
 const TILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tiles");
 const APPLIED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("applied");
-
-/// The format of an `applied` entry, its first byte.
-const APPLIED_FORMAT: u8 = 1;
 
 const REGISTRY_KEY: &str = "current";
 
@@ -106,11 +105,33 @@ fn tile_key(row: &[u8], tile: &Tile) -> Vec<u8> {
     out
 }
 
-/// A stored tile: its expiry (`i64::MAX` for none), then the tile as JSON.
+/// A stored tile: its expiry (`i64::MAX` for none), then the tile in its storage format.
 fn encode_tile(expires_micros: i64, tile: &Tile) -> Vec<u8> {
     let mut out = expires_micros.to_be_bytes().to_vec();
-    serde_json::to_writer(&mut out, tile).expect("a tile serializes to JSON");
+    out.extend_from_slice(&quiver_format::encode_tile(tile));
     out
+}
+
+/// The tile stored as `entry` under `key`, the key of a tile of the row whose key is `row`
+/// long: the feature name, a NUL, the start (big-endian) and the source follow the row key.
+fn decode_tile(row: usize, key: &[u8], entry: &[u8]) -> Result<Tile, String> {
+    let tail = key.get(row..).unwrap_or_default();
+    let nul = tail
+        .iter()
+        .position(|byte| *byte == 0)
+        .ok_or("a key without its feature")?;
+    let feature = std::str::from_utf8(&tail[..nul])
+        .map_err(|error| error.to_string())?
+        .parse()
+        .map_err(|error| format!("{error}"))?;
+    let start = tail
+        .get(nul + 1..nul + 9)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(i64::from_be_bytes)
+        .ok_or("a key without its start")?;
+    let source = String::from_utf8(tail[nul + 9..].to_vec()).map_err(|error| error.to_string())?;
+    quiver_format::decode_tile(feature, source, start, entry.get(8..).unwrap_or_default())
+        .map_err(|error| error.with_causes())
 }
 
 fn tile_expiry(entry: &[u8]) -> Option<i64> {
@@ -125,41 +146,12 @@ fn applied_key(row: &[u8], applied: &AppliedEvent) -> Vec<u8> {
     out
 }
 
-/// A stored applied event: [`APPLIED_FORMAT`], its expiry and offset (big-endian), then its
-/// source in UTF-8.
-fn encode_applied(applied: &AppliedEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + applied.source.len());
-    out.push(APPLIED_FORMAT);
-    out.extend_from_slice(&applied.expires_micros.to_be_bytes());
-    out.extend_from_slice(&applied.offset.to_be_bytes());
-    out.extend_from_slice(applied.source.as_bytes());
-    out
-}
-
-/// The applied event stored as `entry` under `event_id`; `None` if it is not of this format.
-fn decode_applied(event_id: &[u8], entry: &[u8]) -> Option<AppliedEvent> {
-    let (&APPLIED_FORMAT, rest) = entry.split_first()? else {
-        return None;
-    };
-    Some(AppliedEvent {
-        event_id: String::from_utf8(event_id.to_vec()).ok()?,
-        expires_micros: i64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
-        offset: i64::from_be_bytes(rest.get(8..16)?.try_into().ok()?),
-        source: String::from_utf8(rest.get(16..)?.to_vec()).ok()?,
-    })
-}
-
-/// The expiry of a stored applied event, without decoding the rest.
-fn applied_expiry(entry: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(entry.get(1..9)?.try_into().ok()?))
-}
-
-/// A stored feature value: event time, expiry (`i64::MAX` for none), then the value as JSON.
+/// A stored feature value: event time, expiry (`i64::MAX` for none), then the value.
 fn encode_entry(event_time_micros: i64, expires_micros: i64, value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&event_time_micros.to_be_bytes());
     out.extend_from_slice(&expires_micros.to_be_bytes());
-    serde_json::to_writer(&mut out, value).expect("a value serializes to JSON");
+    out.extend_from_slice(&quiver_format::encode_value(value));
     out
 }
 
@@ -199,7 +191,9 @@ impl EmbeddedStore {
         transaction
             .open_table(APPLIED)
             .map_err(creating)?
-            .retain(|_, entry| applied_expiry(entry).is_none_or(|expires| expires > now))
+            .retain(|_, entry| {
+                quiver_format::applied_expiry(entry).is_none_or(|expires| expires > now)
+            })
             .map_err(|error| unavailable("sweeping expired event ids", error))?;
         transaction
             .commit()
@@ -245,10 +239,15 @@ impl OnlineStore for EmbeddedStore {
         else {
             return Ok(None);
         };
-        let json = stored.value().get(8..).unwrap_or_default();
-        serde_json::from_slice(json)
+        let document = stored.value().get(8..).unwrap_or_default();
+        quiver_format::decode_registry(document)
             .map(Some)
-            .map_err(|error| corrupt(format!("the stored registry cannot be read: {error}")))
+            .map_err(|error| {
+                corrupt(format!(
+                    "the stored registry cannot be read: {}",
+                    error.with_causes()
+                ))
+            })
     }
 
     async fn publish_registry(
@@ -257,8 +256,7 @@ impl OnlineStore for EmbeddedStore {
         registry: &Registry,
     ) -> Result<(), StoreError> {
         let mut entry = registry.revision.to_be_bytes().to_vec();
-        serde_json::to_writer(&mut entry, registry)
-            .map_err(|error| StoreError::new(StoreErrorKind::Invalid, error.to_string()))?;
+        entry.extend_from_slice(&quiver_format::encode_registry(registry));
         self.in_write_transaction(move |transaction| {
             let mut table = transaction
                 .open_table(REGISTRY)
@@ -427,10 +425,9 @@ impl FeatureStore for EmbeddedStore {
                 .range(row.as_slice()..end.as_slice())
                 .map_err(failed)?
             {
-                let (_, stored) = entry.map_err(failed)?;
-                let tile: Tile =
-                    serde_json::from_slice(stored.value().get(8..).unwrap_or_default())
-                        .map_err(|_| corrupt(unreadable_tile.clone()))?;
+                let (stored_key, stored) = entry.map_err(failed)?;
+                let tile = decode_tile(row.len(), stored_key.value(), stored.value())
+                    .map_err(|why| corrupt(format!("{unreadable_tile}: {why}")))?;
                 effective = effective.max(tile.newest_event_micros);
             }
             deletions
@@ -503,7 +500,12 @@ impl FeatureStore for EmbeddedStore {
                 .collect();
         let applied: Vec<(Vec<u8>, Vec<u8>)> = live_applied(&view.view, &changes.applied, now)?
             .into_iter()
-            .map(|applied| (applied_key(&row, applied), encode_applied(applied)))
+            .map(|applied| {
+                (
+                    applied_key(&row, applied),
+                    quiver_format::encode_applied(applied),
+                )
+            })
             .collect();
         self.in_write_transaction(move |transaction| {
             for (table, entries) in [(TILES, tiles), (APPLIED, applied)] {
@@ -570,7 +572,7 @@ fn stored_values(
             if expires <= now {
                 return Ok(None);
             }
-            let value: Value = serde_json::from_slice(&entry[16..]).map_err(|_| unreadable())?;
+            let value = quiver_format::decode_value(&entry[16..]).map_err(|_| unreadable())?;
             if value_type.check(&value).is_err() {
                 return Err(corrupt(format!(
                     "{}:{name} of {key} holds a value that is not a {value_type}",
@@ -598,6 +600,7 @@ fn stored_tiles(
         .open_table(TILES)
         .map_err(|error| unavailable("reading tiles", error))?;
     let row = row_key(view, key);
+    let row_len = row.len();
     let deleted_through_micros = transaction
         .open_table(DELETIONS)
         .map_err(|error| unavailable("reading tiles", error))?
@@ -617,18 +620,20 @@ fn stored_tiles(
         .range(start.as_slice()..end.as_slice())
         .map_err(failed)?
     {
-        let (_, stored) = entry.map_err(failed)?;
+        let (stored_key, stored) = entry.map_err(failed)?;
         let stored = stored.value();
-        let unreadable = || {
+        let unreadable = |why: &str| {
             corrupt(format!(
-                "a tile of {key} in {} is unreadable",
+                "a tile of {key} in {} is unreadable: {why}",
                 view.view.name
             ))
         };
-        if tile_expiry(stored).ok_or_else(unreadable)? <= now {
+        if tile_expiry(stored).ok_or_else(|| unreadable("no expiry"))? <= now {
             continue;
         }
-        tiles.push(serde_json::from_slice(&stored[8..]).map_err(|_| unreadable())?);
+        tiles.push(
+            decode_tile(row_len, stored_key.value(), stored).map_err(|why| unreadable(&why))?,
+        );
     }
     Ok(EntityTiles {
         tiles,
@@ -656,16 +661,22 @@ fn stored_applied(
         .map_err(failed)?
     {
         let (stored_key, stored) = entry.map_err(failed)?;
-        let event =
-            decode_applied(&stored_key.value()[row.len()..], stored.value()).ok_or_else(|| {
-                corrupt(format!(
-                    "an event id of {key} in {} is unreadable",
-                    view.view.name
-                ))
-            })?;
+        let unreadable = |why: String| {
+            corrupt(format!(
+                "an event id of {key} in {} is unreadable: {why}",
+                view.view.name
+            ))
+        };
+        let event_id = String::from_utf8(stored_key.value()[row.len()..].to_vec())
+            .map_err(|error| unreadable(error.to_string()))?;
+        let event = quiver_format::decode_applied(event_id, stored.value())
+            .map_err(|error| unreadable(error.with_causes()))?;
         if event.expires_micros > now {
             applied.push(event);
         }
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod golden;

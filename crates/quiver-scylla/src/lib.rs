@@ -485,10 +485,13 @@ impl OnlineStore for ScyllaStore {
         else {
             return Ok(None);
         };
-        let registry: Registry = serde_json::from_str(&json).map_err(|error| {
+        let registry = quiver_format::decode_registry(json.as_bytes()).map_err(|error| {
             StoreError::new(
                 StoreErrorKind::Corrupt,
-                format!("the stored registry (revision {revision}) cannot be read: {error}"),
+                format!(
+                    "the stored registry (revision {revision}) cannot be read: {}",
+                    error.with_causes()
+                ),
             )
         })?;
         Ok(Some(registry))
@@ -499,8 +502,8 @@ impl OnlineStore for ScyllaStore {
         expected_revision: u64,
         registry: &Registry,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(registry)
-            .map_err(|error| StoreError::new(StoreErrorKind::Invalid, error.to_string()))?;
+        let json = String::from_utf8(quiver_format::encode_registry(registry))
+            .expect("the registry's storage format is JSON, which is UTF-8");
         let revision = i64::try_from(registry.revision)
             .map_err(|_| StoreError::new(StoreErrorKind::Invalid, "revision out of range"))?;
         let result = if expected_revision == 0 {
@@ -839,13 +842,13 @@ impl FeatureStore for ScyllaStore {
             )
         };
         let key_values: Vec<CqlValue> = key.parts().iter().map(values::key_part).collect();
-        let mut rows = live
+        let mut rows: Vec<_> = live
             .into_iter()
             .map(|(tile, expires)| {
-                let bound = tiles::insert_values(tile, expires, now_micros, &key_values)?;
-                Ok((tile_statement.clone(), bound))
+                let bound = tiles::insert_values(tile, expires, now_micros, &key_values);
+                (tile_statement.clone(), bound)
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect();
         rows.extend(
             applied
                 .into_iter()

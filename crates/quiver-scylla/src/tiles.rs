@@ -4,13 +4,13 @@
 //! start) to the tile, and `_deleted_through`, the effective time of the entity's last deletion.
 //! A tile is one map cell, rewritten whole each time it changes (never a CQL counter, whose
 //! increments a replay would repeat), with its own TTL that ends when its window has passed it.
-//! The cell is a JSON array of the tile's through offset, newest event time and partial.
+//! The cell is the tile in `quiver-format`'s tile format, as text.
 //!
 //! A view that deduplicates also has `_applied`: a map from each event id its aggregates
 //! counted to where it was counted (source, offset) and when it is forgotten, each cell with
 //! the TTL of its dedup horizon. Only the ingester reads it; serving does not select it.
 
-use quiver_core::aggregate::{AppliedEvent, EntityTiles, Partial, Tile};
+use quiver_core::aggregate::{AppliedEvent, EntityTiles, Tile};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
@@ -35,9 +35,6 @@ pub(crate) const COLUMNS: [(&str, &str); 3] = [
     ("_applied", "map<text, frozen<tuple<text, bigint, bigint>>>"),
 ];
 
-/// One tile as a map cell: its through offset, newest event time and partial.
-type TileCell = (i64, i64, Partial);
-
 /// The write of one tile of one entity into `table`.
 pub(crate) fn insert_statement(table: &str, entity: &Entity) -> String {
     format!(
@@ -53,20 +50,17 @@ pub(crate) fn insert_values(
     expires: Option<i64>,
     now_micros: i64,
     key_values: &[CqlValue],
-) -> Result<Vec<CqlValue>, StoreError> {
+) -> Vec<CqlValue> {
     let ttl_secs = expires.map_or(0, |expires| ttl_secs(expires, now_micros));
-    let cell =
-        serde_json::to_string(&(tile.through_offset, tile.newest_event_micros, &tile.partial))
-            .map_err(|error| {
-                StoreError::new(StoreErrorKind::Invalid, format!("encoding a tile: {error}"))
-            })?;
+    let cell = String::from_utf8(quiver_format::encode_tile(tile))
+        .expect("the tile's storage format is JSON, which is UTF-8");
     let mut bound = vec![
         CqlValue::Int(ttl_secs),
         map_key(&tile.feature, &tile.source, tile.start_micros),
         CqlValue::Text(cell),
     ];
     bound.extend_from_slice(key_values);
-    Ok(bound)
+    bound
 }
 
 /// The write of one applied event id of one entity into `table`.
@@ -244,14 +238,6 @@ pub(crate) fn decode_tile(
     cell: &str,
 ) -> Result<Tile, String> {
     let feature: Name = feature.parse().map_err(|error| format!("{error}"))?;
-    let (through_offset, newest_event_micros, partial): TileCell =
-        serde_json::from_str(cell).map_err(|error| error.to_string())?;
-    Ok(Tile {
-        feature,
-        start_micros,
-        source,
-        through_offset,
-        newest_event_micros,
-        partial,
-    })
+    quiver_format::decode_tile(feature, source, start_micros, cell.as_bytes())
+        .map_err(|error| error.with_causes())
 }

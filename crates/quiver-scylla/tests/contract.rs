@@ -311,3 +311,76 @@ fn now_micros() -> i64 {
         .unwrap()
         .as_micros() as i64
 }
+
+/// Writes `document` as the stored registry, past the adapter's encoder.
+async fn write_registry(keyspace: &str, document: &str) {
+    let session = quiver_testkit::cql_session().await;
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {keyspace}.quiver_registry (id, revision, registry) \
+                 VALUES ('current', 7, ?)"
+            ),
+            (document.trim_end(),),
+        )
+        .await
+        .expect("writes the registry");
+}
+
+#[tokio::test]
+async fn reads_the_golden_registry_of_every_format_and_refuses_a_newer_one() {
+    use quiver_core::store::OnlineStore;
+    use quiver_testkit::golden::{REGISTRY_UNVERSIONED, REGISTRY_V1, sample_registry};
+
+    for document in [REGISTRY_V1, REGISTRY_UNVERSIONED] {
+        let keyspace = fresh_keyspace().await;
+        let store = store_in(keyspace.clone()).await;
+        write_registry(&keyspace, document).await;
+        let loaded = store.load_registry().await.expect("reads").expect("stored");
+        assert_eq!(loaded, sample_registry());
+    }
+    let keyspace = fresh_keyspace().await;
+    let store = store_in(keyspace.clone()).await;
+    let newer = REGISTRY_V1.replacen(r#""format_version":1"#, r#""format_version":2"#, 1);
+    write_registry(&keyspace, &newer).await;
+    let error = store.load_registry().await.expect_err("a newer format");
+    assert_eq!(error.kind, StoreErrorKind::Corrupt);
+    assert!(
+        error
+            .message
+            .contains("(revision 7) cannot be read: the stored registry is in storage format 2"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn reads_the_golden_tiles() {
+    use quiver_core::store::OnlineStore;
+    use quiver_testkit::golden::{TILES_V1, sample_tiles, sorted_tiles, tiled_entity};
+
+    let keyspace = fresh_keyspace().await;
+    let store = store_in(keyspace.clone()).await;
+    let (entity, view, key) = tiled_entity();
+    store
+        .ensure_view_table(&entity, &view.view, view.version)
+        .await
+        .expect("creates the table");
+    let session = quiver_testkit::cql_session().await;
+    let table = view_table_name(&view.view.name, view.version);
+    for (tile, cell) in sample_tiles().iter().zip(TILES_V1.lines()) {
+        session
+            .query_unpaged(
+                format!(
+                    "UPDATE {keyspace}.{table} SET \"_tiles\"[(?, ?, ?)] = ? WHERE user_id = 1"
+                ),
+                (tile.feature.as_str(), &tile.source, tile.start_micros, cell),
+            )
+            .await
+            .expect("writes a tile");
+    }
+    let read = store
+        .read_tiles(&entity, &view, &key, None)
+        .await
+        .expect("reads");
+    assert_eq!(sorted_tiles(read.tiles), sorted_tiles(sample_tiles()));
+}

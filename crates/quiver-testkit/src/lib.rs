@@ -18,6 +18,7 @@
 
 pub mod contract;
 pub mod events;
+pub mod golden;
 pub mod sample;
 pub mod stream;
 
