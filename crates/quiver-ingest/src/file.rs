@@ -1,19 +1,24 @@
 //! Avro object container files as a source, for backfills, producers without Kafka and the
-//! quickstart: each record is resolved to a view's schema and projected exactly as a Kafka
-//! record of that view's topic is.
+//! quickstart: a thin driver of [`crate::pipeline`], which resolves each record to a view's
+//! schema and stores it exactly as a Kafka record of that view's topic, with the same retries.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
-use prometheus_client::metrics::counter::Counter;
 use quiver_core::definition::Registry;
-use quiver_core::store::{FeatureStore, FeatureWrite};
+use quiver_core::store::FeatureStore;
 
-use crate::route::{DeadLetterReason, Projected, Route, ViewBatch, routes};
-use crate::tiles::{Watermarks, store_tiles};
-use crate::{IngestError, now_micros};
+use crate::pipeline::{
+    Inputs, Outputs, Payload, Record, Rules, Sink, SourceRecord, decode, now_micros, store_batch,
+};
+use crate::route::{DeadLetterReason, Framing, Route, routes};
+use crate::tiles::Watermarks;
+use crate::{IngestError, IngestMetrics, IngestSummary};
 
 /// How to read one file.
 #[derive(Debug, Clone)]
@@ -25,7 +30,7 @@ pub struct FileOptions {
     /// now: a recorded sample replays as if live, and TTLs count from today. Off for backfills;
     /// finding the newest event costs a first pass over the file.
     pub rebase_event_times: bool,
-    /// Most rows per store write.
+    /// Most records per batch, and so rows per store write of each view.
     pub batch_size: usize,
 }
 
@@ -71,7 +76,7 @@ fn file_routes(
     registry: &Registry,
     topic: Option<&str>,
     writer: &apache_avro::Schema,
-) -> Result<Vec<std::sync::Arc<Route>>, IngestError> {
+) -> Result<Vec<Arc<Route>>, IngestError> {
     let by_topic = routes(registry, &Default::default())?;
     let chosen: Vec<_> = match topic {
         Some(topic) => by_topic.get(topic).cloned().unwrap_or_default(),
@@ -103,6 +108,55 @@ fn file_routes(
     Ok(chosen)
 }
 
+/// One record of a file: its number (from 0) is its offset.
+#[derive(Debug, Clone)]
+struct FileRecord {
+    number: u64,
+    datum: Avro,
+    writer: Arc<Schema>,
+    /// `file:<name>`: the topic the file's routes are found under, and the source of its tiles.
+    source: Arc<str>,
+}
+
+impl SourceRecord for FileRecord {
+    fn record(&self) -> Record<'_> {
+        Record {
+            topic: &self.source,
+            partition: 0,
+            offset: self.number as i64,
+            source: Cow::Borrowed(&self.source),
+            payload: Payload::Decoded {
+                writer: &self.writer,
+                datum: &self.datum,
+            },
+        }
+    }
+}
+
+/// The records a file's views could not use: counted by the pipeline, the first few described.
+#[derive(Debug, Default)]
+struct Rejections(Mutex<Vec<(u64, &'static str, String)>>);
+
+impl Sink<FileRecord> for Rejections {
+    async fn dead_letter(
+        &self,
+        record: &FileRecord,
+        _view: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), IngestError> {
+        let mut described = self.0.lock().expect("not poisoned");
+        if described.len() < REJECTIONS_DESCRIBED {
+            described.push((record.number, reason.reason, reason.detail.clone()));
+        }
+        Ok(())
+    }
+
+    /// Files carry no deletion commands.
+    async fn deleted(&self, _entity: &str, _key: &str, _command: &[u8]) -> Result<(), IngestError> {
+        Ok(())
+    }
+}
+
 /// Reads every record of the Avro object container file at `path` into the views it feeds.
 /// `progress` is told how many bytes of the file have been read so far.
 pub async fn ingest_file(
@@ -121,7 +175,7 @@ pub async fn ingest_file(
         progress,
     };
     let reader = apache_avro::Reader::new(counting).map_err(not_a_container)?;
-    let writer = reader.writer_schema().clone();
+    let writer = Arc::new(reader.writer_schema().clone());
     let routes = file_routes(path, registry, options.topic.as_deref(), &writer)?;
     let shift = if options.rebase_event_times {
         let first_pass =
@@ -130,22 +184,32 @@ pub async fn ingest_file(
     } else {
         0
     };
-    let mut summary = FileSummary::default();
-    let mut pending: Vec<ViewBatch> = routes.iter().cloned().map(ViewBatch::new).collect();
-    let source = format!(
+    let source: Arc<str> = Arc::from(format!(
         "file:{}",
         path.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let mut watermarks = Watermarks::default();
-    for (number, record) in reader.enumerate() {
+    ));
+    let metrics = IngestMetrics::register(&mut Default::default());
+    let rejections = Rejections::default();
+    let outputs = Outputs::new(store, &rejections, &metrics);
+    let mut batches = Batches {
+        inputs: Inputs::only(Arc::new(registry.clone()), &source, routes),
+        rules: Rules {
+            framing: &Framing::Plain,
+            stop_on_invalid: false,
+            event_time_shift_micros: shift,
+        },
+        watermarks: Watermarks::default(),
+        turn: 0,
+        stored: IngestSummary::default(),
+    };
+    let mut batch = Vec::new();
+    for (number, datum) in reader.enumerate() {
         let number = number as u64;
-        let record = match record {
-            Ok(record) => record,
+        let datum = match datum {
+            Ok(datum) => datum,
             Err(error) => {
                 // What came before the damage is kept, as the message says.
-                for batch in &mut pending {
-                    flush(store, batch).await?;
-                }
+                batches.store(batch, &outputs).await?;
                 return Err(file_error(
                     path,
                     format!(
@@ -155,105 +219,87 @@ pub async fn ingest_file(
                 ));
             }
         };
-        summary.records += 1;
-        let now = now_micros();
-        for batch in &mut pending {
-            let route = &batch.route;
-            let projected =
-                project_record(route, &writer, &record, now).and_then(|mut projected| {
-                    projected.write.event_time_micros += shift;
-                    watermarks.admit(route, &source, projected.write.event_time_micros)?;
-                    Ok(projected)
-                });
-            match projected {
-                Ok(projected) => {
-                    batch.push(projected, &source, number as i64);
-                    if batch.writes.len() >= options.batch_size.max(1) {
-                        summary.rows_written += flush(store, batch).await?;
-                    }
-                }
-                Err(rejection) => {
-                    *summary.rejected.entry(rejection.reason).or_default() += 1;
-                    if summary.first_rejections.len() < REJECTIONS_DESCRIBED {
-                        summary
-                            .first_rejections
-                            .push((number, rejection.reason, rejection.detail));
-                    }
-                }
-            }
+        batch.push(FileRecord {
+            number,
+            datum,
+            writer: writer.clone(),
+            source: source.clone(),
+        });
+        if batch.len() >= options.batch_size.max(1) {
+            batches.store(std::mem::take(&mut batch), &outputs).await?;
         }
     }
-    for batch in &mut pending {
-        summary.rows_written += flush(store, batch).await?;
+    batches.store(batch, &outputs).await?;
+    let IngestSummary {
+        records,
+        rows_written,
+        dead_lettered,
+        ..
+    } = batches.stored;
+    Ok(FileSummary {
+        records,
+        rows_written,
+        rejected: dead_lettered,
+        first_rejections: rejections.0.into_inner().expect("not poisoned"),
+    })
+}
+
+/// A file's batches so far, each decoded and stored before the next.
+struct Batches<'a> {
+    inputs: Inputs,
+    rules: Rules<'a>,
+    watermarks: Watermarks,
+    turn: u64,
+    stored: IngestSummary,
+}
+
+impl Batches<'_> {
+    /// Decodes and stores one batch of records; durable when this returns.
+    async fn store<S: FeatureStore>(
+        &mut self,
+        batch: Vec<FileRecord>,
+        outputs: &Outputs<'_, S, Rejections>,
+    ) -> Result<(), IngestError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let records = batch.len() as u64;
+        let decoded = decode(
+            batch,
+            self.turn,
+            &self.inputs,
+            &mut self.watermarks,
+            &self.rules,
+            outputs.metrics,
+        )?;
+        self.turn += 1;
+        let mut stored = store_batch(&decoded, outputs).await?;
+        stored.records = records;
+        self.stored.add(stored);
+        Ok(())
     }
-    Ok(summary)
-}
-
-/// Writes the rows and tiles a file has given one view so far and empties `batch`; returns the
-/// rows written.
-async fn flush(store: &impl FeatureStore, batch: &mut ViewBatch) -> Result<u64, IngestError> {
-    let rows = write_rows(store, &batch.route, std::mem::take(&mut batch.writes)).await?;
-    store_tiles(store, batch, &Counter::default()).await?;
-    batch.contributions.clear();
-    Ok(rows)
-}
-
-/// Resolves `record` from the file's schema to the route's, then projects it as the Kafka path
-/// does.
-fn project_record(
-    route: &Route,
-    writer: &apache_avro::Schema,
-    record: &Avro,
-    now_micros: i64,
-) -> Result<Projected, DeadLetterReason> {
-    let reader = route.decoder.reader();
-    let resolved;
-    let event = if writer == reader {
-        record
-    } else {
-        resolved = record
-            .clone()
-            .resolve(reader)
-            .map_err(|error| DeadLetterReason {
-                reason: "undecodable",
-                detail: format!("does not resolve to the view's schema: {error}"),
-            })?;
-        &resolved
-    };
-    route.project(event, now_micros)
 }
 
 /// The newest event time of the records any route accepts.
 fn newest_event_time<R: Read>(
     path: &Path,
-    routes: &[std::sync::Arc<Route>],
+    routes: &[Arc<Route>],
     reader: apache_avro::Reader<'_, R>,
 ) -> Result<Option<i64>, IngestError> {
     let writer = reader.writer_schema().clone();
     let now = now_micros();
     let mut newest = None;
-    for record in reader {
-        let record = record.map_err(|error| file_error(path, error))?;
+    for datum in reader {
+        let datum = datum.map_err(|error| file_error(path, error))?;
+        let payload = Payload::Decoded {
+            writer: &writer,
+            datum: &datum,
+        };
         for route in routes {
-            if let Ok(projected) = project_record(route, &writer, &record, now) {
+            if let Ok(projected) = route.write_for(&Framing::Plain, payload, now) {
                 newest = newest.max(Some(projected.write.event_time_micros));
             }
         }
     }
     Ok(newest)
-}
-
-async fn write_rows(
-    store: &impl FeatureStore,
-    route: &Route,
-    writes: Vec<FeatureWrite>,
-) -> Result<u64, IngestError> {
-    if writes.is_empty() {
-        return Ok(0);
-    }
-    store
-        .write_features(&route.entity, &route.view, &writes)
-        .await
-        .map_err(IngestError::Store)?;
-    Ok(writes.len() as u64)
 }

@@ -12,6 +12,7 @@
 
 pub mod file;
 mod metrics;
+mod pipeline;
 mod publish;
 mod route;
 pub mod schema_registry;
@@ -20,16 +21,17 @@ mod tiles;
 pub use metrics::IngestMetrics;
 pub use schema_registry::{SchemaRegistry, SchemaRegistryError};
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use apache_avro::Schema;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use quiver_core::definition::Registry;
-use quiver_core::store::{FeatureStore, StoreErrorKind};
+use quiver_core::store::FeatureStore;
 use quiver_kafka::KafkaConnection;
 use quiver_kafka::context::LoggingContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -37,13 +39,13 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::metrics::{DeadLetterLabels, EntityLabels, PartitionLabels, TopicLabels, ViewLabels};
-use crate::publish::Publisher;
-use crate::route::{
-    DeadLetterReason, Decoder, Framing, PendingDeletion, Route, ViewBatch, deletion, routes,
-    upsert_write,
+use crate::metrics::PartitionLabels;
+use crate::pipeline::{
+    Decoded, Inputs, Outputs, Payload, Record, Rules, Sink, SourceRecord, decode, store_batch,
 };
-use crate::tiles::{Watermarks, partition_source, store_tiles};
+use crate::publish::Publisher;
+use crate::route::{DeadLetterReason, Framing};
+use crate::tiles::{Watermarks, partition_source};
 
 /// How record values are framed.
 #[derive(Debug, Clone)]
@@ -139,9 +141,6 @@ pub enum IngestError {
 /// The pause after a consumer error, so a persistent one is not logged in a tight loop.
 const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
-/// The longest wait between retries of a write while the store is unavailable.
-const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
-
 /// The ingester's consumer, logging through `tracing` without repeating itself.
 type KafkaConsumer = StreamConsumer<LoggingContext>;
 
@@ -181,8 +180,16 @@ pub async fn run<S: FeatureStore>(
         } => schema_registry.as_ref(),
         WireFormat::Plain => None,
     };
+    let inputs_of = |registry| {
+        Inputs::new(
+            registry,
+            schema_registry,
+            config.upsert_topic.clone(),
+            config.deletion_topic.clone(),
+        )
+    };
     let first = registry.borrow_and_update().clone();
-    let mut inputs = Inputs::new(first, schema_registry).await?;
+    let mut inputs = inputs_of(first).await?;
     if inputs.routes.is_empty() {
         return Err(IngestError::Config(
             "the registry has no feature views; run `quiver apply` first".into(),
@@ -198,27 +205,28 @@ pub async fn run<S: FeatureStore>(
             .set("queued.max.messages.kbytes", PREFETCH_KIB)
             .create_with_context(LoggingContext::default())?,
     );
-    let mut topics = inputs.topics(config);
+    let mut topics = inputs.topics();
     subscribe(&consumer, &topics)?;
     tracing::info!(?topics, group = %config.group_id, "ingesting");
-    let dead_letters = match &config.on_invalid {
-        OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.kafka, topic)?),
-        OnInvalid::Stop => None,
+    let sink = KafkaSink {
+        dead_letters: match &config.on_invalid {
+            OnInvalid::DeadLetter { topic } => Some(Publisher::new(&config.kafka, topic)?),
+            OnInvalid::Stop => None,
+        },
+        invalidations: config
+            .invalidation_topic
+            .as_deref()
+            .map(|topic| Publisher::new(&config.kafka, topic))
+            .transpose()?,
     };
-    let invalidations = config
-        .invalidation_topic
-        .as_deref()
-        .map(|topic| Publisher::new(&config.kafka, topic))
-        .transpose()?;
-
-    let outputs = Outputs {
-        dead_letters: dead_letters.as_ref(),
-        invalidations: invalidations.as_ref(),
-        store,
-        metrics,
-        turns: watch::Sender::new(0),
+    let rules = Rules {
+        framing: &framing,
+        stop_on_invalid: config.on_invalid == OnInvalid::Stop,
+        event_time_shift_micros: 0,
     };
-    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(BATCHES_AHEAD);
+    let outputs = Outputs::new(store, &sink, metrics);
+    let (decoded_tx, mut decoded_rx) =
+        tokio::sync::mpsc::channel::<Decoded<OwnedMessage>>(BATCHES_AHEAD);
     let positions = Positions::default();
 
     let read = async {
@@ -236,10 +244,10 @@ pub async fn run<S: FeatureStore>(
             };
             if registry.has_changed().unwrap_or(false) {
                 let changed = registry.borrow_and_update().clone();
-                match Inputs::new(changed, schema_registry).await {
+                match inputs_of(changed).await {
                     Ok(new_inputs) => {
                         inputs = new_inputs;
-                        let new_topics = inputs.topics(config);
+                        let new_topics = inputs.topics();
                         if new_topics != topics {
                             subscribe(&consumer, &new_topics)?;
                             tracing::info!(topics = ?new_topics, "subscription changed with the registry");
@@ -260,15 +268,7 @@ pub async fn run<S: FeatureStore>(
                 });
                 writer_schemas.fetch_missing(ids).await?;
             }
-            let decoded = decode(
-                batch,
-                turn,
-                &inputs,
-                &mut watermarks,
-                &framing,
-                config,
-                metrics,
-            )?;
+            let decoded = decode(batch, turn, &inputs, &mut watermarks, &rules, metrics)?;
             turn += 1;
             if decoded_tx.send(decoded).await.is_err() {
                 // The writing stage failed; its error is the one to report.
@@ -334,6 +334,48 @@ pub async fn run<S: FeatureStore>(
     Ok(summary)
 }
 
+impl SourceRecord for OwnedMessage {
+    fn record(&self) -> Record<'_> {
+        Record {
+            topic: self.topic(),
+            partition: self.partition(),
+            offset: self.offset(),
+            source: Cow::Owned(partition_source(self.topic(), self.partition())),
+            payload: Payload::Encoded(self.payload().unwrap_or_default()),
+        }
+    }
+}
+
+/// Dead letters and deletion announcements as Kafka records.
+#[derive(Debug)]
+struct KafkaSink {
+    /// `None` when invalid records stop ingestion instead.
+    dead_letters: Option<Publisher>,
+    /// `None` when no invalidation topic is configured.
+    invalidations: Option<Publisher>,
+}
+
+impl Sink<OwnedMessage> for KafkaSink {
+    async fn dead_letter(
+        &self,
+        record: &OwnedMessage,
+        view: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), IngestError> {
+        match &self.dead_letters {
+            Some(publisher) => publisher.dead_letter(record, view, reason).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn deleted(&self, entity: &str, key: &str, command: &[u8]) -> Result<(), IngestError> {
+        match &self.invalidations {
+            Some(publisher) => publisher.invalidation(entity, key, command).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Waits for one record, then takes what else arrives within the linger, up to the batch size.
 ///
 /// Consumer errors (a subscribed topic that was deleted or does not exist yet, a broker that
@@ -366,341 +408,9 @@ async fn next_batch(consumer: &KafkaConsumer, config: &IngestConfig) -> Vec<Owne
     batch
 }
 
-/// Where records of each topic go, as of one registry revision.
-struct Inputs {
-    registry: Arc<Registry>,
-    routes: HashMap<String, Vec<Arc<Route>>>,
-    all_routes: Vec<Arc<Route>>,
-    upserts: Decoder,
-    deletions: Decoder,
-}
-
-impl Inputs {
-    /// The inputs of `registry`, with the latest schema of each subject its views read.
-    async fn new(
-        registry: Arc<Registry>,
-        schema_registry: Option<&SchemaRegistry>,
-    ) -> Result<Self, IngestError> {
-        let mut subjects = HashMap::new();
-        for subject in route::subjects(&registry) {
-            if let Some(schema_registry) = schema_registry {
-                let schema = schema_registry.latest_schema(&subject).await?;
-                subjects.insert(subject, schema);
-            }
-        }
-        let routes = routes(&registry, &subjects)?;
-        Ok(Inputs {
-            all_routes: routes.values().flatten().cloned().collect(),
-            routes,
-            registry,
-            upserts: Decoder::for_upserts(),
-            deletions: Decoder::for_deletions(),
-        })
-    }
-
-    /// Every topic to read, sorted.
-    fn topics(&self, config: &IngestConfig) -> Vec<String> {
-        let mut topics: Vec<String> = self.routes.keys().cloned().collect();
-        topics.extend(config.upsert_topic.clone());
-        topics.extend(config.deletion_topic.clone());
-        topics.sort();
-        topics.dedup();
-        topics
-    }
-}
-
 fn subscribe(consumer: &KafkaConsumer, topics: &[String]) -> Result<(), IngestError> {
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     Ok(consumer.subscribe(&topics)?)
-}
-
-/// Where the results of a batch go.
-struct Outputs<'a, S> {
-    dead_letters: Option<&'a Publisher>,
-    invalidations: Option<&'a Publisher>,
-    store: &'a S,
-    metrics: &'a IngestMetrics,
-    /// The turn of the batch whose tiles and deletions may be stored now. Batches are stored
-    /// side by side, but tiles are read, folded and rewritten, so one batch's must be written
-    /// before the next reads them.
-    turns: watch::Sender<u64>,
-}
-
-/// One batch, decoded and projected, waiting to be stored.
-struct Decoded {
-    /// The batch's place in the stream: its tiles and deletions are stored strictly in turn.
-    turn: u64,
-    views: Vec<ViewBatch>,
-    deletions: Vec<PendingDeletion>,
-    /// Records to dead-letter, with the view they failed for (empty when none could be told).
-    rejected: Vec<(OwnedMessage, String, DeadLetterReason)>,
-    /// Per partition, the offset after the batch's last record there: what to commit.
-    next_offsets: BTreeMap<(String, i32), i64>,
-}
-
-/// Decodes and projects every record of a batch for each view that reads its topic. With
-/// [`OnInvalid::Stop`], the first record that cannot be used ends ingestion instead.
-fn decode(
-    batch: Vec<OwnedMessage>,
-    turn: u64,
-    inputs: &Inputs,
-    watermarks: &mut Watermarks,
-    framing: &Framing,
-    config: &IngestConfig,
-    metrics: &IngestMetrics,
-) -> Result<Decoded, IngestError> {
-    let now_micros = now_micros();
-    let mut decoded = Decoded {
-        turn,
-        views: Vec::new(),
-        deletions: Vec::new(),
-        rejected: Vec::new(),
-        next_offsets: BTreeMap::new(),
-    };
-    let mut rejected = Vec::new();
-    // Counted per topic, then added to the metric once per topic, not once per record.
-    let mut records_by_topic: HashMap<&str, u64> = HashMap::new();
-    for message in &batch {
-        *records_by_topic.entry(message.topic()).or_default() += 1;
-    }
-    for (topic, records) in records_by_topic {
-        metrics
-            .records
-            .get_or_create(&TopicLabels {
-                topic: topic.to_owned(),
-            })
-            .inc_by(records);
-    }
-    for message in batch {
-        let next = decoded
-            .next_offsets
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_default();
-        *next = (*next).max(message.offset() + 1);
-        let payload = message.payload().unwrap_or_default();
-        let topic = Some(message.topic());
-        let mut reasons: Vec<(String, DeadLetterReason)> = Vec::new();
-        if config.upsert_topic.as_deref() == topic {
-            match upsert_write(
-                &inputs.upserts,
-                &inputs.all_routes,
-                framing,
-                payload,
-                now_micros,
-            ) {
-                Ok((route, write)) => ViewBatch::of(&mut decoded.views, route).writes.push(write),
-                Err(reason) => reasons.push((String::new(), reason)),
-            }
-        } else if config.deletion_topic.as_deref() == topic {
-            match deletion(
-                &inputs.deletions,
-                &inputs.registry,
-                framing,
-                payload,
-                now_micros,
-            ) {
-                Ok(pending) => decoded.deletions.push(pending),
-                Err(reason) => reasons.push((String::new(), reason)),
-            }
-        } else {
-            let source = partition_source(message.topic(), message.partition());
-            for route in inputs.routes.get(message.topic()).into_iter().flatten() {
-                let projected =
-                    route
-                        .write_for(framing, payload, now_micros)
-                        .and_then(|projected| {
-                            watermarks.admit(route, &source, projected.write.event_time_micros)?;
-                            Ok(projected)
-                        });
-                match projected {
-                    Ok(projected) => ViewBatch::of(&mut decoded.views, route).push(
-                        projected,
-                        &source,
-                        message.offset(),
-                    ),
-                    Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
-                }
-            }
-        }
-        if let Some((_, reason)) = reasons.first()
-            && config.on_invalid == OnInvalid::Stop
-        {
-            return Err(IngestError::InvalidRecord {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                reason: reason.reason,
-                detail: reason.detail.clone(),
-            });
-        }
-        for (view, reason) in reasons {
-            rejected.push((message.clone(), view, reason));
-        }
-    }
-    decoded.rejected = rejected;
-    Ok(decoded)
-}
-
-/// Dead-letters, writes and deletes what one batch carries; everything is durable when this
-/// returns `Ok`, so the batch's offsets may be committed.
-async fn store_batch<S: FeatureStore>(
-    decoded: &Decoded,
-    outputs: &Outputs<'_, S>,
-) -> Result<IngestSummary, IngestError> {
-    let metrics = outputs.metrics;
-    let mut summary = IngestSummary::default();
-    if let Some(dead_letters) = outputs.dead_letters {
-        for (message, view, reason) in &decoded.rejected {
-            dead_letters.dead_letter(message, view, reason).await?;
-            metrics
-                .dead_letters
-                .get_or_create(&DeadLetterLabels {
-                    view: view.clone(),
-                    reason: reason.reason.to_owned(),
-                })
-                .inc();
-            *summary.dead_lettered.entry(reason.reason).or_default() += 1;
-        }
-    }
-    for ViewBatch {
-        route,
-        writes: route_writes,
-        ..
-    } in &decoded.views
-    {
-        let labels = ViewLabels {
-            view: route.view.view.name.to_string(),
-        };
-        let started = std::time::Instant::now();
-        retry_while_unavailable(&metrics.write_retries.get_or_create(&labels), || {
-            outputs
-                .store
-                .write_features(&route.entity, &route.view, route_writes)
-        })
-        .await?;
-        metrics
-            .write_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        let written_micros = now_micros();
-        let freshness = metrics.freshness_seconds.get_or_create(&labels);
-        for write in route_writes {
-            freshness.observe((written_micros - write.event_time_micros) as f64 / 1e6);
-        }
-        metrics
-            .rows_written
-            .get_or_create(&labels)
-            .inc_by(route_writes.len() as u64);
-        summary.rows_written += route_writes.len() as u64;
-    }
-    let mut turns = outputs.turns.subscribe();
-    turns
-        .wait_for(|turn| *turn == decoded.turn)
-        .await
-        .expect("the sender lives in `outputs`");
-    for batch in decoded
-        .views
-        .iter()
-        .filter(|batch| !batch.contributions.is_empty())
-    {
-        let labels = ViewLabels {
-            view: batch.route.view.view.name.to_string(),
-        };
-        // Cloned: a family's guard must not be held across an await.
-        let retries = metrics.write_retries.get_or_create(&labels).clone();
-        let stored = store_tiles(outputs.store, batch, &retries).await?;
-        metrics
-            .tiles_written
-            .get_or_create(&labels)
-            .inc_by(stored.tiles);
-        metrics
-            .duplicate_events
-            .get_or_create(&labels)
-            .inc_by(stored.duplicates);
-        metrics
-            .events_beyond_dedup_horizon
-            .get_or_create(&labels)
-            .inc_by(stored.beyond_horizon);
-    }
-    for pending in &decoded.deletions {
-        delete_everywhere(outputs, pending).await?;
-        summary.entities_deleted += 1;
-    }
-    outputs.turns.send_replace(decoded.turn + 1);
-    Ok(summary)
-}
-
-/// Deletes one entity from every version of every view of its entity, then announces it.
-async fn delete_everywhere<S: FeatureStore>(
-    outputs: &Outputs<'_, S>,
-    pending: &PendingDeletion,
-) -> Result<(), IngestError> {
-    for view in &pending.views {
-        let labels = ViewLabels {
-            view: view.view.name.to_string(),
-        };
-        retry_while_unavailable(
-            &outputs.metrics.write_retries.get_or_create(&labels),
-            || {
-                outputs.store.delete_entity(
-                    &pending.entity,
-                    view,
-                    &pending.key,
-                    pending.event_time_micros,
-                )
-            },
-        )
-        .await?;
-    }
-    if let Some(invalidations) = outputs.invalidations {
-        invalidations
-            .invalidation(
-                pending.entity.name.as_str(),
-                &pending.key.to_string(),
-                &pending.datum,
-            )
-            .await?;
-    }
-    outputs
-        .metrics
-        .entities_deleted
-        .get_or_create(&EntityLabels {
-            entity: pending.entity.name.to_string(),
-        })
-        .inc();
-    tracing::info!(entity = %pending.entity.name, key = %pending.key, event_time_micros = pending.event_time_micros, "entity deleted");
-    Ok(())
-}
-
-pub(crate) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |now| now.as_micros() as i64)
-}
-
-/// Runs a store operation, retrying with backoff while the store is unavailable, so a database
-/// outage pauses ingestion instead of losing or skipping records.
-async fn retry_while_unavailable<T, F, Fut>(
-    retries: &prometheus_client::metrics::counter::Counter,
-    mut operation: F,
-) -> Result<T, IngestError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, quiver_core::store::StoreError>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match operation().await {
-            Ok(done) => return Ok(done),
-            Err(error) if error.kind == StoreErrorKind::Unavailable => {
-                retries.inc();
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
-            }
-            Err(error) => return Err(IngestError::Store(error)),
-        }
-    }
 }
 
 /// How often the lag of each partition is measured; each measurement asks the broker for the

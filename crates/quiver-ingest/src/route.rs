@@ -1,4 +1,4 @@
-//! From one Kafka record to the feature writes of every view that reads its topic.
+//! From one record to the feature writes of every view that reads its topic.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
 
+use crate::pipeline::Payload;
 use crate::schema_registry::WriterSchemas;
 use crate::{IngestError, WireFormat};
 
@@ -206,15 +207,33 @@ pub(crate) fn subjects(registry: &Registry) -> Vec<String> {
 }
 
 impl Route {
-    /// Decodes `payload` and projects it onto this route's view.
+    /// Decodes `payload` and projects it onto this route's view. A payload decoded already is
+    /// resolved from its writer's schema to the view's, unless they are the same.
     pub(crate) fn write_for(
         &self,
         framing: &Framing,
-        payload: &[u8],
+        payload: Payload<'_>,
         now_micros: i64,
     ) -> Result<Projected, DeadLetterReason> {
-        let event = self.decoder.decode(framing, payload)?;
-        self.project(&event, now_micros)
+        match payload {
+            Payload::Encoded(bytes) => {
+                let event = self.decoder.decode(framing, bytes)?;
+                self.project(&event, now_micros)
+            }
+            Payload::Decoded { writer, datum } if writer == self.decoder.reader() => {
+                self.project(datum, now_micros)
+            }
+            Payload::Decoded { datum, .. } => {
+                let resolved = datum
+                    .clone()
+                    .resolve(self.decoder.reader())
+                    .map_err(|error| DeadLetterReason {
+                        reason: "undecodable",
+                        detail: format!("does not resolve to the view's schema: {error}"),
+                    })?;
+                self.project(&resolved, now_micros)
+            }
+        }
     }
 
     /// Projects a decoded event onto this route's view: its feature values and, when the view

@@ -11,8 +11,9 @@ use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
 
+use crate::IngestError;
+use crate::pipeline::{now_micros, retry_while_unavailable};
 use crate::route::{DeadLetterReason, Route, ViewBatch};
-use crate::{IngestError, now_micros, retry_while_unavailable};
 
 /// Entities whose tiles are read and rewritten at once.
 const ENTITIES_IN_FLIGHT: usize = 64;
