@@ -18,14 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
+use quiver_avro::decode::Decoder;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, StoreErrorKind};
 use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, TopicLabels, ViewLabels};
 use crate::route::{
-    DeadLetterReason, Decoder, Framing, PendingDeletion, Route, ViewBatch, deletion, routes,
-    upsert_write,
+    DeadLetterReason, Framing, PendingDeletion, Route, ViewBatch, deletion, deletion_decoder,
+    routes, upsert_decoder, upsert_write,
 };
 use crate::tiles::{Watermarks, store_tiles};
 use crate::{IngestError, IngestMetrics, IngestSummary, SchemaRegistry};
@@ -134,8 +135,8 @@ impl Inputs {
             all_routes: routes.values().flatten().cloned().collect(),
             routes,
             registry,
-            upserts: Decoder::for_upserts(),
-            deletions: Decoder::for_deletions(),
+            upserts: upsert_decoder(),
+            deletions: deletion_decoder(),
             upsert_topic,
             deletion_topic,
         }

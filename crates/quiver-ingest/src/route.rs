@@ -1,15 +1,16 @@
 //! From one record to the feature writes of every view that reads its topic.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
+use quiver_avro::decode::{DecodeError, Decoder};
+use quiver_avro::mapping;
 use quiver_avro::project::{
     ENTITY_DELETED_AVSC, FEATURE_UPSERT_AVSC, Rejection, aggregate_inputs, event_id, project,
     project_deletion, project_upsert,
 };
-use quiver_avro::{mapping, wire};
 use quiver_core::aggregate::{Contribution, Input, aggregate_features};
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
@@ -48,78 +49,40 @@ impl Framing {
     }
 }
 
-/// Decodes record values into Avro values of one reader schema.
-#[derive(Debug)]
-pub(crate) struct Decoder {
-    reader: Schema,
-    /// Per writer schema id, whether that schema is the reader schema, found once per id:
-    /// resolution costs about 3x a plain decode (benches/avro_decode.rs), and comparing schemas
-    /// per record would cost more than the decode.
-    same_as_reader: Mutex<HashMap<u32, bool>>,
+/// The decoder of upsert commands, whose reader schema is built in.
+pub(crate) fn upsert_decoder() -> Decoder {
+    built_in(FEATURE_UPSERT_AVSC)
 }
 
-impl Decoder {
-    pub(crate) fn new(reader: Schema) -> Self {
-        Decoder {
-            reader,
-            same_as_reader: Mutex::new(HashMap::new()),
+/// The decoder of deletion commands, whose reader schema is built in.
+pub(crate) fn deletion_decoder() -> Decoder {
+    built_in(ENTITY_DELETED_AVSC)
+}
+
+fn built_in(avsc: &str) -> Decoder {
+    Decoder::new(Schema::parse_str(avsc).expect("the built-in schemas are valid"))
+}
+
+/// Decodes a record value framed as `framing` says.
+fn decode(decoder: &Decoder, framing: &Framing, payload: &[u8]) -> Result<Avro, DeadLetterReason> {
+    match framing {
+        Framing::Plain => decoder.decode_bare(payload),
+        Framing::Confluent(writer_schemas) => {
+            decoder.decode_framed(payload, |id| writer_schemas.get(id))
         }
     }
+    .map_err(DeadLetterReason::from)
+}
 
-    /// The schema records are decoded into.
-    pub(crate) fn reader(&self) -> &Schema {
-        &self.reader
-    }
-
-    /// The decoder of upsert commands, whose reader schema is built in.
-    pub(crate) fn for_upserts() -> Self {
-        Decoder::built_in(FEATURE_UPSERT_AVSC)
-    }
-
-    /// The decoder of deletion commands, whose reader schema is built in.
-    pub(crate) fn for_deletions() -> Self {
-        Decoder::built_in(ENTITY_DELETED_AVSC)
-    }
-
-    fn built_in(avsc: &str) -> Self {
-        Decoder::new(Schema::parse_str(avsc).expect("the built-in schemas are valid"))
-    }
-
-    pub(crate) fn decode(
-        &self,
-        framing: &Framing,
-        payload: &[u8],
-    ) -> Result<Avro, DeadLetterReason> {
-        let undecodable = |detail: String| DeadLetterReason {
-            reason: "undecodable",
-            detail,
-        };
-        match framing {
-            Framing::Plain => apache_avro::from_avro_datum(&self.reader, &mut &*payload, None),
-            Framing::Confluent(writer_schemas) => {
-                let framed =
-                    wire::decode(payload).map_err(|error| undecodable(error.to_string()))?;
-                let id = framed.schema_id;
-                let writer = writer_schemas.get(id).ok_or_else(|| DeadLetterReason {
-                    reason: "unknown_schema_id",
-                    detail: format!(
-                        "schema id {id} is neither configured nor in the schema registry"
-                    ),
-                })?;
-                let same = *self
-                    .same_as_reader
-                    .lock()
-                    .expect("not poisoned")
-                    .entry(id)
-                    .or_insert_with(|| *writer == self.reader);
-                apache_avro::from_avro_datum(
-                    &writer,
-                    &mut &*framed.datum,
-                    (!same).then_some(&self.reader),
-                )
-            }
+impl From<DecodeError> for DeadLetterReason {
+    fn from(error: DecodeError) -> Self {
+        DeadLetterReason {
+            reason: match error {
+                DecodeError::Undecodable(_) => "undecodable",
+                DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            },
+            detail: error.to_string(),
         }
-        .map_err(|error| undecodable(format!("not an Avro datum of the expected schema: {error}")))
     }
 }
 
@@ -217,32 +180,19 @@ impl Route {
     ) -> Result<Projected, DeadLetterReason> {
         match payload {
             Payload::Encoded(bytes) => {
-                let event = self.decoder.decode(framing, bytes)?;
+                let event = decode(&self.decoder, framing, bytes)?;
                 self.project(&event, now_micros)
             }
-            Payload::Decoded { writer, datum } if writer == self.decoder.reader() => {
-                self.project(datum, now_micros)
-            }
-            Payload::Decoded { datum, .. } => {
-                let resolved = datum
-                    .clone()
-                    .resolve(self.decoder.reader())
-                    .map_err(|error| DeadLetterReason {
-                        reason: "undecodable",
-                        detail: format!("does not resolve to the view's schema: {error}"),
-                    })?;
-                self.project(&resolved, now_micros)
+            Payload::Decoded { writer, datum } => {
+                let event = self.decoder.resolve(writer, datum)?;
+                self.project(&event, now_micros)
             }
         }
     }
 
     /// Projects a decoded event onto this route's view: its feature values and, when the view
     /// has aggregates, their inputs; and its id, when the view declares one.
-    pub(crate) fn project(
-        &self,
-        event: &Avro,
-        now_micros: i64,
-    ) -> Result<Projected, DeadLetterReason> {
+    fn project(&self, event: &Avro, now_micros: i64) -> Result<Projected, DeadLetterReason> {
         let write = project(&self.entity, &self.view.view, event, now_micros)?;
         let event_id = event_id(&self.view.view, event)?;
         let inputs = if self.aggregates {
@@ -329,7 +279,7 @@ pub(crate) fn upsert_write<'r>(
     payload: &[u8],
     now_micros: i64,
 ) -> Result<(&'r Arc<Route>, FeatureWrite), DeadLetterReason> {
-    let command = decoder.decode(framing, payload)?;
+    let command = decode(decoder, framing, payload)?;
     let find = |name: &str| {
         routes
             .iter()
@@ -364,7 +314,7 @@ pub(crate) fn deletion(
     payload: &[u8],
     now_micros: i64,
 ) -> Result<PendingDeletion, DeadLetterReason> {
-    let command = decoder.decode(framing, payload)?;
+    let command = decode(decoder, framing, payload)?;
     let find = |name: &str| {
         registry
             .entities
@@ -372,7 +322,7 @@ pub(crate) fn deletion(
             .find(|entity| entity.name.as_str() == name)
     };
     let deletion = project_deletion(&command, find, now_micros)?;
-    let datum = apache_avro::to_avro_datum(&decoder.reader, command.clone()).map_err(|error| {
+    let datum = apache_avro::to_avro_datum(decoder.reader(), command.clone()).map_err(|error| {
         DeadLetterReason {
             reason: "undecodable",
             detail: format!("the command does not re-encode: {error}"),
