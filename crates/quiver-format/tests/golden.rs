@@ -75,8 +75,14 @@ fn tiles_are_stored_as_their_golden_file() {
             .map(|tile| String::from_utf8(encode_tile(tile)).unwrap()),
     );
     check_golden("tiles-v1.jsonl", TILES_V1, &encoded);
-    assert_eq!(TILES_V1.lines().count(), tiles.len());
-    for (line, tile) in TILES_V1.lines().zip(&tiles) {
+    assert_decodes_to_the_sample_tiles(TILES_V1);
+}
+
+/// Each line of `cells` decodes, under its sample tile's key, to that tile.
+fn assert_decodes_to_the_sample_tiles(cells: &str) {
+    let tiles = sample_tiles();
+    assert_eq!(cells.lines().count(), tiles.len());
+    for (line, tile) in cells.lines().zip(&tiles) {
         let decoded = decode_tile(
             tile.feature.clone(),
             tile.source.clone(),
@@ -94,18 +100,7 @@ fn tiles_stored_before_versions_were_recorded_read_as_format_1() {
         include_str!("../golden/tiles-unversioned-scylla.jsonl"),
         include_str!("../golden/tiles-unversioned-embedded.jsonl"),
     ] {
-        let tiles = sample_tiles();
-        assert_eq!(unversioned.lines().count(), tiles.len());
-        for (line, tile) in unversioned.lines().zip(&tiles) {
-            let decoded = decode_tile(
-                tile.feature.clone(),
-                tile.source.clone(),
-                tile.start_micros,
-                line.as_bytes(),
-            )
-            .unwrap();
-            assert_eq!(&decoded, tile);
-        }
+        assert_decodes_to_the_sample_tiles(unversioned);
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use quiver_core::aggregate::{EntityTiles, TileChanges, aggregate_feature, evaluate};
 use quiver_core::apply::apply;
 use quiver_core::definition::{Entity, Registry, VersionedView};
@@ -193,6 +195,15 @@ impl<S: FeatureStore> Fixture<S> {
     }
 }
 
+/// A counter of `user_activity`.
+fn of_the_view(family: &Family<ViewLabels, Counter>) -> u64 {
+    family
+        .get_or_create(&ViewLabels {
+            view: "user_activity".into(),
+        })
+        .get()
+}
+
 fn user_key(user: i64) -> EntityKey {
     EntityKey::new(vec![KeyPart::Int64(user)]).unwrap()
 }
@@ -290,14 +301,11 @@ async fn a_resent_event_changes_no_aggregate_and_a_replayed_batch_none_either() 
         fixture.aggregate(0, "recent_candidates").await,
         Some(Value::Int64List(vec![1_005, 1_000]))
     );
-    let duplicates = fixture
-        .metrics
-        .duplicate_events
-        .get_or_create(&ViewLabels {
-            view: "user_activity".into(),
-        })
-        .get();
-    assert_eq!(duplicates, 1, "the resent copy, not the replays");
+    assert_eq!(
+        of_the_view(&fixture.metrics.duplicate_events),
+        1,
+        "the resent copy, not the replays"
+    );
 }
 
 #[tokio::test]
@@ -545,12 +553,9 @@ async fn writes_are_retried_while_the_store_is_unavailable() {
         fixture.aggregate(4, "actions_total").await,
         Some(Value::Int64(2))
     );
-    let retries = fixture
-        .metrics
-        .write_retries
-        .get_or_create(&ViewLabels {
-            view: "user_activity".into(),
-        })
-        .get();
-    assert_eq!(retries, 3, "two row writes and one tile write failed first");
+    assert_eq!(
+        of_the_view(&fixture.metrics.write_retries),
+        3,
+        "two row writes and one tile write failed first"
+    );
 }
