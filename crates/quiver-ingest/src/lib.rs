@@ -9,6 +9,9 @@
 //!
 //! A deletion topic, when configured, carries commands that remove an entity from every view;
 //! each is announced on the invalidation topic once done, for serving nodes' caches.
+//!
+//! The per-batch rules live in `pipeline`, which knows no Kafka: this module is its Kafka
+//! driver, and [`file`] its driver for Avro files.
 
 pub mod file;
 mod metrics;

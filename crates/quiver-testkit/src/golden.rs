@@ -18,9 +18,6 @@ use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::value::{ScalarType, Value, ValueType};
 
-/// The folder of the golden files, from the workspace root.
-pub const GOLDEN_DIR: &str = "crates/quiver-format/golden";
-
 /// The registry of format version 1, as both adapters store it.
 pub const REGISTRY_V1: &str = include_str!("../../quiver-format/golden/registry-v1.json");
 /// The same registry as stores wrote it before the format version was recorded.
