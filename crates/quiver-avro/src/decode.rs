@@ -12,6 +12,21 @@ use thiserror::Error;
 
 use crate::wire;
 
+/// The most bytes of a string or bytes field, and the most items of an array or map block, a
+/// record may claim. Avro reserves room for a block's items before reading them, so without a
+/// bound a five-byte record claiming 500 million items made the decoder ask for 28 GB and abort
+/// the process (`tests/hostile_input.rs`); with it, such a record is undecodable. It also
+/// bounds the blocks of Avro container files, which writers keep well below it (64 KiB by
+/// default in Java, 16 KB in Rust and Python).
+pub const MAX_DECODED_LEN: usize = 8 << 20;
+
+/// Bounds every Avro decode of this process by [`MAX_DECODED_LEN`]. Only the first bound set
+/// in a process holds, so this is called before anything is decoded: by [`Decoder::new`], by
+/// the file reader, and at the start of the binary.
+pub fn limit_decoded_lengths() {
+    apache_avro::util::max_allocation_bytes(MAX_DECODED_LEN);
+}
+
 /// Why a record value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -33,6 +48,7 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(reader: Schema) -> Self {
+        limit_decoded_lengths();
         Decoder {
             reader,
             same_as_reader: Mutex::new(HashMap::new()),

@@ -166,6 +166,7 @@ pub async fn ingest_file(
     store: &impl FeatureStore,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<FileSummary, IngestError> {
+    quiver_avro::decode::limit_decoded_lengths();
     let open = || std::fs::File::open(path).map_err(|error| file_error(path, error));
     let not_a_container =
         |error| file_error(path, format!("not an Avro object container file: {error}"));

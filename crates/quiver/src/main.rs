@@ -267,6 +267,8 @@ const EXIT_BREAKING: u8 = 4;
 
 #[allow(clippy::print_stderr, reason = "the binary reports its errors")]
 fn main() -> ExitCode {
+    // Before anything is decoded, since only the first bound set in a process holds.
+    quiver_avro::decode::limit_decoded_lengths();
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
