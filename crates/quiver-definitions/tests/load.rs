@@ -621,3 +621,64 @@ fn every_error_is_reported_at_once() {
         "errors come in file order"
     );
 }
+
+mod hostile {
+    //! Damaged definition files: whatever the text, loading reports errors instead of
+    //! panicking, and each error names a file of the folder.
+
+    use proptest::prelude::*;
+
+    use super::{examples, folder_with};
+
+    /// The example views, with their schema paths made to work from a test folder.
+    fn example_views() -> String {
+        std::fs::read_to_string(examples().join("user_features.yaml"))
+            .unwrap()
+            .replace("../../schemas", "SCHEMAS")
+    }
+
+    fn assert_loads_or_names_the_file(text: &str) {
+        let folder = folder_with(text);
+        if let Err(errors) = super::load_dir(folder.path()) {
+            let report = errors.to_string();
+            assert!(
+                report.contains("views.yaml") || report.contains("entities.yaml"),
+                "{report}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn no_cut_of_a_valid_file_makes_loading_panic(
+            from in any::<prop::sample::Index>(),
+            length in 0usize..80,
+        ) {
+            let text = example_views();
+            let start = from.index(text.len());
+            let end = (start + length).min(text.len());
+            if text.is_char_boundary(start) && text.is_char_boundary(end) {
+                assert_loads_or_names_the_file(&format!("{}{}", &text[..start], &text[end..]));
+            }
+        }
+
+        #[test]
+        fn no_insertion_into_a_valid_file_makes_loading_panic(
+            at in any::<prop::sample::Index>(),
+            inserted in "[-a-z0-9_:{}\\[\\], \n\t'\"&*!|>#@%]{1,12}",
+        ) {
+            let text = example_views();
+            let at = at.index(text.len());
+            if text.is_char_boundary(at) {
+                assert_loads_or_names_the_file(&format!("{}{inserted}{}", &text[..at], &text[at..]));
+            }
+        }
+
+        #[test]
+        fn no_text_makes_loading_panic(text in "\\PC{0,300}") {
+            assert_loads_or_names_the_file(&text);
+        }
+    }
+}
