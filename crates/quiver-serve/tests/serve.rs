@@ -1393,3 +1393,165 @@ async fn typed_columns_and_value_columns_carry_the_same_values_for_every_feature
             .all(|&s| s == NOT_FOUND)
     );
 }
+
+/// One of `choices`, picked by `random`.
+fn pick<'a, T>(random: &mut quiver_testkit::stream::Random, choices: &'a [T]) -> &'a T {
+    &choices[random.below(choices.len() as u64) as usize]
+}
+
+/// A read request with parts replaced by random valid and invalid ones: references, key names,
+/// key types and lengths, formats.
+fn hostile_read(random: &mut quiver_testkit::stream::Random) -> pb::GetOnlineFeaturesRequest {
+    const REFERENCES: [&str; 9] = [
+        "user_profile:country",
+        "user_activity:actions_1h",
+        "user_activity@1:last_country",
+        "user_activity@99:last_country",
+        "user_profile:",
+        ":country",
+        "nope:country",
+        "user_profile:country:extra",
+        "",
+    ];
+    let features = match random.below(4) {
+        0 => Features::FeatureService(pick(random, &["ranker_v1", "nope", ""]).to_string()),
+        _ => Features::FeatureList(pb::FeatureList {
+            features: (0..random.below(4))
+                .map(|_| pick(random, &REFERENCES).to_string())
+                .collect(),
+        }),
+    };
+    let ids: Vec<i64> = (0..random.below(6))
+        .map(|_| *pick(random, &[1, 2, -1, 0, i64::MAX, i64::MIN]))
+        .collect();
+    let values = match random.below(4) {
+        0 => Values::Int64Values(pb::Int64List { values: ids }),
+        1 => Values::Int32Values(pb::Int32List {
+            values: ids.iter().map(|id| *id as i32).collect(),
+        }),
+        2 => Values::StringValues(pb::StringList {
+            values: ids.iter().map(|id| format!("{id}\u{0}é")).collect(),
+        }),
+        _ => Values::BytesValues(pb::BytesList {
+            values: ids.iter().map(|id| id.to_le_bytes().to_vec()).collect(),
+        }),
+    };
+    let mut entities = HashMap::new();
+    for _ in 0..random.below(3) {
+        entities.insert(
+            pick(random, &["user_id", "account_id", ""]).to_string(),
+            pb::KeyColumn {
+                values: (random.below(5) > 0).then(|| values.clone()),
+            },
+        );
+    }
+    // A valid request, with none, some or all of its parts replaced by the random ones.
+    let mut read = request(
+        &["user_profile:country", "user_activity:actions_1h"],
+        &[1, 2],
+    );
+    if random.below(2) == 0 {
+        read.features = (random.below(8) > 0).then_some(features);
+    }
+    if random.below(2) == 0 {
+        read.entities = entities;
+    }
+    if random.below(2) == 0 {
+        read.value_format = random.below(4) as i32;
+    }
+    read
+}
+
+/// A push assembled from valid and invalid parts: views, keys, feature names, value types, event
+/// times.
+fn hostile_push(random: &mut quiver_testkit::stream::Random) -> pb::WriteFeaturesRequest {
+    let value = |random: &mut quiver_testkit::stream::Random| pb::Value {
+        kind: match random.below(5) {
+            0 => Some(pb::value::Kind::StringValue("SE".into())),
+            1 => Some(pb::value::Kind::Int64Value(7)),
+            2 => Some(pb::value::Kind::Float32ListValue(pb::Float32List {
+                values: vec![f32::NAN; random.below(40) as usize],
+            })),
+            3 => Some(pb::value::Kind::BoolValue(true)),
+            _ => None,
+        },
+    };
+    let rows = (0..random.below(4))
+        .map(|_| pb::FeatureRow {
+            keys: HashMap::from([(
+                pick(random, &["user_id", "item_id"]).to_string(),
+                value(random),
+            )]),
+            values: HashMap::from([(
+                pick(random, &["country", "bio_embedding", "actions_1h", "nope"]).to_string(),
+                value(random),
+            )]),
+            event_time_micros: *pick(random, &[now_micros(), 0, -1, i64::MAX, i64::MIN]),
+        })
+        .collect();
+    pb::WriteFeaturesRequest {
+        feature_view: pick(random, &["user_profile", "user_activity", "nope", ""]).to_string(),
+        rows,
+    }
+}
+
+/// Hundreds of requests mixing valid and invalid parts get an answer or a refusal with a client
+/// error's code; none makes the server fail (INTERNAL, UNKNOWN) or drop the connection, and it
+/// answers a good request afterwards.
+#[tokio::test]
+async fn no_request_makes_the_server_fail() {
+    let mut served =
+        Served::embedded(ServeConfig::default(), &contract::example_definitions()).await;
+    served
+        .write(
+            "user_profile",
+            1,
+            now_micros() - 1_000_000,
+            &[("country", Value::String("SE".into()))],
+        )
+        .await;
+    let client_errors = [
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::OutOfRange,
+        Code::FailedPrecondition,
+    ];
+    let mut random = quiver_testkit::stream::Random(7);
+    let (mut answered, mut refused) = (0, 0);
+    for round in 0..300 {
+        let outcome = if round % 3 == 0 {
+            served
+                .client
+                .write_features(hostile_push(&mut random))
+                .await
+                .map(|_| ())
+        } else {
+            served
+                .client
+                .get_online_features(hostile_read(&mut random))
+                .await
+                .map(|_| ())
+        };
+        match outcome {
+            Ok(()) => answered += 1,
+            Err(status) => {
+                assert!(
+                    client_errors.contains(&status.code()),
+                    "round {round}: {status:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        answered > 30 && refused > 30,
+        "a mix of good and bad requests: {answered} answered, {refused} refused"
+    );
+    let reply = served
+        .client
+        .get_online_features(request(&["user_profile:country"], &[1]))
+        .await
+        .expect("the server still answers")
+        .into_inner();
+    assert_eq!(reply.features[0].values, vec![string("SE")]);
+}
