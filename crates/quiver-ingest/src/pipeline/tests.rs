@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use quiver_core::aggregate::{EntityTiles, TileChanges, aggregate_feature, evaluate};
 use quiver_core::apply::apply;
-use quiver_core::definition::{Entity, Registry, VersionedView};
+use quiver_core::definition::{Entity, FeatureView, Registry, Seconds, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::store::{
@@ -90,9 +90,15 @@ fn shift_to_now() -> i64 {
 }
 
 async fn fixture() -> Fixture<EmbeddedStore> {
+    fixture_with(|_| {}).await
+}
+
+/// A fixture whose `user_activity` is changed by `change` before it is applied.
+async fn fixture_with(change: impl FnOnce(&mut FeatureView)) -> Fixture<EmbeddedStore> {
     let directory = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&directory.path().join("quiver.redb")).unwrap();
-    let definitions = quiver_testkit::contract::user_activity_on(TOPIC);
+    let mut definitions = quiver_testkit::contract::user_activity_on(TOPIC);
+    change(&mut definitions.feature_views[0]);
     let registry = apply(&store, &definitions, false).await.unwrap().registry;
     Fixture {
         _directory: directory,
@@ -340,6 +346,27 @@ async fn a_record_that_cannot_be_used_goes_to_the_sink_with_its_reason_and_store
     assert!(
         fixture.field(1, "last_action").await.is_some(),
         "the good record after them is stored"
+    );
+}
+
+#[tokio::test]
+async fn an_event_later_than_the_view_allows_is_dead_lettered_and_the_others_counted() {
+    let fixture = fixture_with(|view| view.allowed_lateness = Some(Seconds(600))).await;
+    // Event 1000 is 1,000 s after event 0 and 500 s after event 500.
+    let batch = vec![
+        fixture.event(1_000, 0),
+        fixture.event(0, 1),
+        fixture.event(500, 2),
+    ];
+    let summary = fixture.ingest(batch).await.unwrap();
+    assert_eq!(
+        *fixture.sink.dead_letters.lock().unwrap(),
+        vec![(1, "user_activity".to_owned(), "late_event")]
+    );
+    assert_eq!(summary.dead_lettered.get("late_event"), Some(&1));
+    assert_eq!(
+        fixture.aggregate(0, "actions_total").await,
+        Some(Value::Int64(2))
     );
 }
 
