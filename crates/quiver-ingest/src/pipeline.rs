@@ -197,9 +197,16 @@ pub(crate) fn decode<M: SourceRecord + Clone>(
         rejected: Vec::new(),
         next_offsets: BTreeMap::new(),
     };
-    count_records(&batch, metrics);
+    // Counted per topic here, then added to the metric once per topic, not once per record.
+    let mut records_by_topic: HashMap<String, u64> = HashMap::new();
     for message in batch {
         let record = message.record();
+        match records_by_topic.get_mut(record.topic) {
+            Some(records) => *records += 1,
+            None => {
+                records_by_topic.insert(record.topic.to_owned(), 1);
+            }
+        }
         let next = decoded
             .next_offsets
             .entry((record.topic.to_owned(), record.partition))
@@ -210,6 +217,7 @@ pub(crate) fn decode<M: SourceRecord + Clone>(
         if let Some((_, reason)) = reasons.first()
             && rules.stop_on_invalid
         {
+            count_records(records_by_topic, metrics);
             return Err(IngestError::InvalidRecord {
                 topic: record.topic.to_owned(),
                 partition: record.partition,
@@ -227,17 +235,12 @@ pub(crate) fn decode<M: SourceRecord + Clone>(
             decoded.rejected.push((message, view, reason));
         }
     }
+    count_records(records_by_topic, metrics);
     Ok(decoded)
 }
 
-/// Adds the records of a batch to the metric, once per topic rather than once per record.
-fn count_records<M: SourceRecord>(batch: &[M], metrics: &IngestMetrics) {
-    let mut records_by_topic: HashMap<String, u64> = HashMap::new();
-    for message in batch {
-        *records_by_topic
-            .entry(message.record().topic.to_owned())
-            .or_default() += 1;
-    }
+/// Adds a batch's records, counted per topic, to the metric.
+fn count_records(records_by_topic: HashMap<String, u64>, metrics: &IngestMetrics) {
     for (topic, records) in records_by_topic {
         metrics
             .records
