@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use crate::definition::{Aggregate, AggregateFunction, Derivation, Feature, FeatureView, Seconds};
 use crate::name::Name;
+use crate::ties::{Tiebreak, TiedEvent};
 use crate::value::{ScalarType, Value, ValueType};
 
 const MICROS_PER_SEC: i64 = 1_000_000;
@@ -129,15 +130,20 @@ pub fn aggregate_feature<'v>(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stamped {
     pub event_time_micros: i64,
+    /// Orders it among events of the same time, as field features are ordered; `None` in
+    /// tiles stored before it was recorded.
+    pub tiebreak: Option<Tiebreak>,
     pub value: Value,
 }
 
 impl Stamped {
-    /// Orders by event time, then by value, so ties between events of the same time are broken
-    /// the same way whatever order the events arrived in.
+    /// Orders by event time, then by tiebreak (the greater event id, or the later offset), then
+    /// by value, so ties between events of the same time are broken the same way whatever
+    /// order the events arrived in, and the way a field feature breaks them.
     fn order(&self, other: &Stamped) -> Ordering {
         self.event_time_micros
             .cmp(&other.event_time_micros)
+            .then_with(|| self.tiebreak.cmp(&other.tiebreak))
             .then_with(|| compare_values(&self.value, &other.value))
     }
 }
@@ -173,6 +179,7 @@ impl Partial {
         function: AggregateFunction,
         input: &Input,
         event_time_micros: i64,
+        tiebreak: &Tiebreak,
     ) -> Option<Partial> {
         let input = match (function, input) {
             (_, Input::Nothing) => return None,
@@ -188,6 +195,7 @@ impl Partial {
         }
         let stamped = || Stamped {
             event_time_micros,
+            tiebreak: Some(tiebreak.clone()),
             value: input.clone(),
         };
         Some(match function {
@@ -504,6 +512,9 @@ pub struct EntityTiles {
     /// The ids of the events already counted within the view's dedup horizon, in any order;
     /// empty for a view without event ids, and where only serving reads the tiles.
     pub applied: Vec<AppliedEvent>,
+    /// The entity's recent events that later ones of the same millisecond are ordered against
+    /// ([`crate::ties`]); empty where only serving reads the tiles.
+    pub ties: Vec<TiedEvent>,
 }
 
 /// An event whose id a view's aggregates have counted, remembered until its dedup horizon
@@ -526,6 +537,8 @@ pub struct TileChanges {
     pub tiles: Vec<Tile>,
     /// Events counted for the first time, whose ids are remembered from now on.
     pub applied: Vec<AppliedEvent>,
+    /// What replaces the entity's remembered events; `None` keeps them.
+    pub ties: Option<Vec<TiedEvent>>,
 }
 
 impl TileChanges {
@@ -534,11 +547,12 @@ impl TileChanges {
         TileChanges {
             tiles,
             applied: Vec::new(),
+            ties: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tiles.is_empty() && self.applied.is_empty()
+        self.tiles.is_empty() && self.applied.is_empty() && self.ties.is_none()
     }
 }
 
@@ -629,6 +643,7 @@ pub fn fold<'c>(
     folded.changes = TileChanges {
         tiles: changed,
         applied: ids.first_seen,
+        ties: None,
     };
     folded
 }
@@ -643,6 +658,7 @@ fn fold_one(
     contribution: &Contribution,
     now_micros: i64,
 ) {
+    let tiebreak = Tiebreak::of(contribution.event_id.as_deref(), contribution.offset);
     for ((feature, aggregate), input) in aggregates.iter().zip(&contribution.inputs) {
         let start = aggregate.tile_start(contribution.event_time_micros);
         if aggregate
@@ -651,9 +667,12 @@ fn fold_one(
         {
             continue;
         }
-        let Some(partial) =
-            Partial::of_event(aggregate.function, input, contribution.event_time_micros)
-        else {
+        let Some(partial) = Partial::of_event(
+            aggregate.function,
+            input,
+            contribution.event_time_micros,
+            &tiebreak,
+        ) else {
             continue;
         };
         let key = (feature.name.clone(), start, contribution.source.clone());
@@ -877,14 +896,18 @@ mod tests {
         }
     }
 
-    /// The value each function has over `events`, computed directly from the list.
+    /// The value each function has over `events`, computed directly from the list: events of
+    /// the same time are ordered by their ids, as strings.
     fn brute_force(function: AggregateFunction, events: &[&Event]) -> Option<Value> {
-        let mut inputs: Vec<(i64, i64)> = events
+        let mut inputs: Vec<(i64, String, i64)> = events
             .iter()
-            .filter_map(|event| event.x.map(|x| (event.event_time_micros, x)))
+            .filter_map(|event| {
+                let x = event.x?;
+                Some((event.event_time_micros, event.id.to_string(), x))
+            })
             .collect();
         inputs.sort();
-        let values = || inputs.iter().map(|(_, x)| *x);
+        let values = || inputs.iter().map(|(_, _, x)| *x);
         Some(match function {
             AggregateFunction::Count => Value::Int64(events.len() as i64),
             AggregateFunction::Sum => Value::Int64(values().fold(0i64, i64::wrapping_add)),
@@ -896,14 +919,14 @@ mod tests {
                 }
                 Value::Float64(values().map(|x| x as f64).sum::<f64>() / inputs.len() as f64)
             }
-            AggregateFunction::First => Value::Int64(inputs.first()?.1),
-            AggregateFunction::Last => Value::Int64(inputs.last()?.1),
+            AggregateFunction::First => Value::Int64(inputs.first()?.2),
+            AggregateFunction::Last => Value::Int64(inputs.last()?.2),
             AggregateFunction::LastK(k) => Value::Int64List(
                 inputs
                     .iter()
                     .rev()
                     .take(k as usize)
-                    .map(|(_, x)| *x)
+                    .map(|(_, _, x)| *x)
                     .collect(),
             ),
             AggregateFunction::ApproxDistinct => {
@@ -934,6 +957,7 @@ mod tests {
                 tiles: store.values().cloned().collect(),
                 deleted_through_micros: None,
                 applied: applied.clone(),
+                ties: Vec::new(),
             };
             let changed = fold(view, stored, &contributions, NOW).changes;
             let written =
@@ -959,7 +983,8 @@ mod tests {
         let produced = proptest::collection::vec(
             (
                 any::<bool>(),
-                0i64..3 * 86_400_000_000,
+                // Whole minutes, so that events often share an event time.
+                (0i64..3 * 1_440).prop_map(|minutes| minutes * 60_000_000),
                 proptest::option::weighted(0.9, -50i64..50),
             ),
             0..120,
@@ -1115,6 +1140,7 @@ mod tests {
             tiles: Vec::new(),
             deleted_through_micros: Some(NOW - 1_000),
             applied: Vec::new(),
+            ties: Vec::new(),
         };
         let (before, at, after) = (
             event(1, NOW - 60_000_000),
@@ -1162,6 +1188,7 @@ mod tests {
             tiles: first.changes.tiles.clone(),
             deleted_through_micros: None,
             applied: first.changes.applied.clone(),
+            ties: Vec::new(),
         };
         let eight_days = 8 * 86_400_000_000;
         let again = [

@@ -14,6 +14,7 @@
 //! - [`aggregate`]: windowed and lifetime aggregates as tiles, folded exactly once and combined
 //!   at request time.
 //! - [`apply`]: applying definitions through that port, safely against concurrent applies.
+//! - [`ties`]: which of an entity's events at the same millisecond wins its features.
 //! - [`read`]: what a read request resolves to against the registry, and each value's status.
 
 pub mod aggregate;
@@ -26,4 +27,5 @@ pub mod plan;
 pub mod read;
 pub mod secret;
 pub mod store;
+pub mod ties;
 pub mod value;

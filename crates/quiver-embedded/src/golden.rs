@@ -3,7 +3,7 @@
 
 use quiver_core::store::{FeatureStore, OnlineStore, StoreErrorKind};
 use quiver_testkit::golden::{
-    REGISTRY_UNVERSIONED, REGISTRY_V1, TILES_V1, sample_registry, sample_tiles, sorted_tiles,
+    REGISTRY_UNVERSIONED, REGISTRY_V1, TILES_V2, sample_registry, sample_tiles, sorted_tiles,
     tiled_entity,
 };
 
@@ -75,7 +75,7 @@ async fn reads_the_golden_tiles() {
     let row = row_key(&view, &key);
     let entries: Vec<(Vec<u8>, Vec<u8>)> = sample_tiles()
         .iter()
-        .zip(TILES_V1.lines())
+        .zip(TILES_V2.lines())
         .map(|(tile, cell)| {
             let mut entry = i64::MAX.to_be_bytes().to_vec();
             entry.extend_from_slice(cell.as_bytes());

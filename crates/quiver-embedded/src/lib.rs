@@ -14,7 +14,9 @@
 //!   NUL, the tile start and the source; the value holds the tile's expiry and the tile in
 //!   `quiver-format`'s tile format;
 //! - `applied`: one entry per event id a view's aggregates counted, keyed by the entity's row
-//!   key and the id; the value is in `quiver-format`'s applied event format.
+//!   key and the id; the value is in `quiver-format`'s applied event format;
+//! - `ties`: per (view version, entity), the events later ones of the same millisecond are
+//!   ordered against: the expiry, then `quiver-format`'s ties format.
 //!
 //! What CQL does with `USING TIMESTAMP` and `TTL` is done here in each write transaction: a value
 //! replaces the stored one only if its event time is not older, a deletion removes everything
@@ -35,6 +37,7 @@ use quiver_core::store::{
     EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
     check_key, check_write, feature_types, live_applied, live_tiles, remaining_ttl_secs,
 };
+use quiver_core::ties::{TiedEvent, tie_horizon};
 use quiver_core::value::Value;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -43,6 +46,7 @@ const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features")
 const DELETIONS: TableDefinition<&[u8], i64> = TableDefinition::new("deletions");
 const TILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tiles");
 const APPLIED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("applied");
+const TIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ties");
 
 const REGISTRY_KEY: &str = "current";
 
@@ -195,6 +199,11 @@ impl EmbeddedStore {
                 quiver_format::applied_expiry(entry).is_none_or(|expires| expires > now)
             })
             .map_err(|error| unavailable("sweeping expired event ids", error))?;
+        transaction
+            .open_table(TIES)
+            .map_err(creating)?
+            .retain(|_, entry| tile_expiry(entry).is_none_or(|expires| expires > now))
+            .map_err(|error| unavailable("sweeping expired ties", error))?;
         transaction
             .commit()
             .map_err(|error| unavailable("creating the tables", error))?;
@@ -444,6 +453,11 @@ impl FeatureStore for EmbeddedStore {
                 .map_err(|error| unavailable("deleting an entity", error))?
                 .retain_in(row.as_slice()..end.as_slice(), |_, _| false)
                 .map_err(failed)?;
+            transaction
+                .open_table(TIES)
+                .map_err(|error| unavailable("deleting an entity", error))?
+                .remove(row.as_slice())
+                .map_err(failed)?;
             Ok(())
         })
         .await
@@ -507,7 +521,22 @@ impl FeatureStore for EmbeddedStore {
                 )
             })
             .collect();
+        let horizon_micros = i64::try_from(tie_horizon(&view.view).0)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        let ties = changes.ties.as_ref().map(|ties| {
+            let mut entry = now.saturating_add(horizon_micros).to_be_bytes().to_vec();
+            entry.extend_from_slice(&quiver_format::encode_ties(ties));
+            entry
+        });
         self.in_write_transaction(move |transaction| {
+            if let Some(entry) = ties {
+                transaction
+                    .open_table(TIES)
+                    .map_err(|error| unavailable("writing tiles", error))?
+                    .insert(row.as_slice(), entry.as_slice())
+                    .map_err(|error| unavailable("writing tiles", error))?;
+            }
             for (table, entries) in [(TILES, tiles), (APPLIED, applied)] {
                 let mut table = transaction
                     .open_table(table)
@@ -536,6 +565,7 @@ impl FeatureStore for EmbeddedStore {
             .map_err(|error| unavailable("reading tiles", error))?;
         Ok(EntityTiles {
             applied: stored_applied(&transaction, view, key)?,
+            ties: stored_ties(&transaction, view, key)?,
             ..stored_tiles(&transaction, view, key, feature)?
         })
     }
@@ -639,6 +669,34 @@ fn stored_tiles(
         tiles,
         deleted_through_micros,
         applied: Vec::new(),
+        ties: Vec::new(),
+    })
+}
+
+/// The remembered ties of one entity, unless they expired, as of one read transaction.
+fn stored_ties(
+    transaction: &ReadTransaction,
+    view: &VersionedView,
+    key: &EntityKey,
+) -> Result<Vec<TiedEvent>, StoreError> {
+    let stored = transaction
+        .open_table(TIES)
+        .map_err(|error| unavailable("reading ties", error))?
+        .get(row_key(view, key).as_slice())
+        .map_err(|error| unavailable("reading ties", error))?;
+    let Some(stored) = stored else {
+        return Ok(Vec::new());
+    };
+    let entry = stored.value();
+    if tile_expiry(entry).is_none_or(|expires| expires <= now_micros()) {
+        return Ok(Vec::new());
+    }
+    quiver_format::decode_ties(&entry[8..]).map_err(|error| {
+        corrupt(format!(
+            "the ties of {key} in {} are unreadable: {}",
+            view.view.name,
+            error.with_causes()
+        ))
     })
 }
 

@@ -11,6 +11,7 @@
 //! | registry | JSON object with `format_version` | [`REGISTRY_FORMAT`] |
 //! | tile | JSON object with `format_version` | [`TILE_FORMAT`] |
 //! | applied event id | bytes led by a format byte | [`APPLIED_FORMAT`] |
+//! | an entity's remembered ties | JSON object with `format_version` | [`TIES_FORMAT`] |
 //! | feature value (embedded store) | JSON, the shape the registry and tiles use | — |
 //!
 //! Registries and tiles written before the version was recorded have the shape of format 1
@@ -18,6 +19,7 @@
 
 mod applied;
 mod registry;
+mod ties;
 mod tile;
 mod value;
 
@@ -27,6 +29,7 @@ use thiserror::Error;
 
 pub use applied::{APPLIED_FORMAT, applied_expiry, decode_applied, encode_applied};
 pub use registry::{REGISTRY_FORMAT, decode_registry, encode_registry};
+pub use ties::{TIES_FORMAT, decode_ties, encode_ties};
 pub use tile::{TILE_FORMAT, decode_tile, encode_tile};
 pub use value::{decode_value, encode_value};
 

@@ -1,15 +1,19 @@
 //! Aggregate tiles as stored: the tile's through offset, newest event time and partial, in one
 //! JSON document. The feature, source and start are the adapter's key.
+//!
+//! Format 2 added the tiebreak of the values `first`, `last` and `last_k` keep (`tie`); format 1
+//! tiles read with none.
 
 use quiver_core::aggregate::{HyperLogLog, Partial, Stamped, Tile};
 use quiver_core::name::Name;
+use quiver_core::ties::Tiebreak;
 use serde::{Deserialize, Serialize};
 
 use crate::value::StoredValue;
 use crate::{FormatError, decode_json, to_json, unversioned};
 
 /// The tile format this Quiver writes, and the newest it reads.
-pub const TILE_FORMAT: u32 = 1;
+pub const TILE_FORMAT: u32 = 2;
 
 const WHAT: &str = "a stored tile";
 
@@ -45,7 +49,35 @@ enum StoredPartial {
 #[derive(Serialize, Deserialize)]
 struct StoredStamped {
     event_time_micros: i64,
+    /// Absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tie: Option<StoredTiebreak>,
     value: StoredValue,
+}
+
+/// The order of an event among those of the same time; shared with the remembered ties.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum StoredTiebreak {
+    Offset(i64),
+    EventId(String),
+}
+
+impl From<&Tiebreak> for StoredTiebreak {
+    fn from(tiebreak: &Tiebreak) -> Self {
+        match tiebreak {
+            Tiebreak::Offset(offset) => StoredTiebreak::Offset(*offset),
+            Tiebreak::EventId(id) => StoredTiebreak::EventId(id.clone()),
+        }
+    }
+}
+
+impl From<StoredTiebreak> for Tiebreak {
+    fn from(stored: StoredTiebreak) -> Self {
+        match stored {
+            StoredTiebreak::Offset(offset) => Tiebreak::Offset(offset),
+            StoredTiebreak::EventId(id) => Tiebreak::EventId(id),
+        }
+    }
 }
 
 /// A HyperLogLog sketch: `(register, rank)` pairs while sparse, every rank once dense.
@@ -98,6 +130,7 @@ pub fn decode_tile(
 fn stored_stamped(stamped: &Stamped) -> StoredStamped {
     StoredStamped {
         event_time_micros: stamped.event_time_micros,
+        tie: stamped.tiebreak.as_ref().map(StoredTiebreak::from),
         value: (&stamped.value).into(),
     }
 }
@@ -105,6 +138,7 @@ fn stored_stamped(stamped: &Stamped) -> StoredStamped {
 fn stamped(stored: StoredStamped) -> Stamped {
     Stamped {
         event_time_micros: stored.event_time_micros,
+        tiebreak: stored.tie.map(Tiebreak::from),
         value: stored.value.into(),
     }
 }

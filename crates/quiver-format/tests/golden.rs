@@ -7,13 +7,14 @@
 
 use std::path::PathBuf;
 
+use quiver_core::aggregate::Tile;
 use quiver_format::{
-    FormatError, decode_applied, decode_registry, decode_tile, decode_value, encode_applied,
-    encode_registry, encode_tile, encode_value,
+    FormatError, decode_applied, decode_registry, decode_ties, decode_tile, decode_value,
+    encode_applied, encode_registry, encode_ties, encode_tile, encode_value,
 };
 use quiver_testkit::golden::{
-    APPLIED_V1, REGISTRY_UNVERSIONED, REGISTRY_V1, TILES_V1, VALUES_V1, sample_applied,
-    sample_registry, sample_tiles, sample_values,
+    APPLIED_V1, REGISTRY_UNVERSIONED, REGISTRY_V1, TIES_V1, TILES_V1, TILES_V2, VALUES_V1,
+    sample_applied, sample_registry, sample_ties, sample_tiles, sample_tiles_v1, sample_values,
 };
 
 fn blessing() -> bool {
@@ -74,15 +75,22 @@ fn tiles_are_stored_as_their_golden_file() {
             .iter()
             .map(|tile| String::from_utf8(encode_tile(tile)).unwrap()),
     );
-    check_golden("tiles-v1.jsonl", TILES_V1, &encoded);
-    assert_decodes_to_the_sample_tiles(TILES_V1);
+    check_golden("tiles-v2.jsonl", TILES_V2, &encoded);
+    assert!(TILES_V2.starts_with(r#"{"format_version":2,"#));
+    assert_decodes_to(TILES_V2, &sample_tiles());
 }
 
-/// Each line of `cells` decodes, under its sample tile's key, to that tile.
-fn assert_decodes_to_the_sample_tiles(cells: &str) {
-    let tiles = sample_tiles();
+#[test]
+fn tiles_of_format_1_read_without_tiebreaks() {
+    assert!(TILES_V1.starts_with(r#"{"format_version":1,"#));
+    assert!(!TILES_V1.contains("\"tie\""));
+    assert_decodes_to(TILES_V1, &sample_tiles_v1());
+}
+
+/// Each line of `cells` decodes, under its tile's key, to that tile of `tiles`.
+fn assert_decodes_to(cells: &str, tiles: &[Tile]) {
     assert_eq!(cells.lines().count(), tiles.len());
-    for (line, tile) in cells.lines().zip(&tiles) {
+    for (line, tile) in cells.lines().zip(tiles) {
         let decoded = decode_tile(
             tile.feature.clone(),
             tile.source.clone(),
@@ -100,7 +108,7 @@ fn tiles_stored_before_versions_were_recorded_read_as_format_1() {
         include_str!("../golden/tiles-unversioned-scylla.jsonl"),
         include_str!("../golden/tiles-unversioned-embedded.jsonl"),
     ] {
-        assert_decodes_to_the_sample_tiles(unversioned);
+        assert_decodes_to(unversioned, &sample_tiles_v1());
     }
 }
 
@@ -113,6 +121,17 @@ fn applied_event_ids_are_stored_as_their_golden_file() {
         let decoded = decode_applied(event.event_id.clone(), &unhex(line)).unwrap();
         assert_eq!(&decoded, event);
     }
+}
+
+#[test]
+fn remembered_ties_are_stored_as_their_golden_file() {
+    let encoded = String::from_utf8(encode_ties(&sample_ties())).unwrap();
+    check_golden("ties-v1.json", TIES_V1, &(encoded + "\n"));
+    assert!(TIES_V1.starts_with(r#"{"format_version":1,"#));
+    assert_eq!(
+        decode_ties(TIES_V1.trim_end().as_bytes()).unwrap(),
+        sample_ties()
+    );
 }
 
 #[test]
@@ -129,15 +148,15 @@ fn values_are_stored_as_their_golden_file() {
     }
 }
 
-fn assert_newer(error: FormatError, what: &str, found: u32) {
+fn assert_newer(error: FormatError, what: &str, found: u32, supported: u32) {
     let message = error.to_string();
     assert!(
-        matches!(error, FormatError::Newer { found: f, supported: 1, .. } if f == found),
+        matches!(error, FormatError::Newer { found: f, supported: s, .. } if f == found && s == supported),
         "{message}"
     );
     assert!(message.starts_with(what), "{message}");
     assert!(
-        message.contains(&format!("format {found}, newer than format 1")),
+        message.contains(&format!("format {found}, newer than format {supported}")),
         "{message}"
     );
 }
@@ -146,23 +165,28 @@ fn assert_newer(error: FormatError, what: &str, found: u32) {
 fn a_newer_format_is_refused_naming_both_versions() {
     let same_shape = REGISTRY_V1.replacen(r#""format_version":1"#, r#""format_version":2"#, 1);
     let error = decode_registry(same_shape.as_bytes()).unwrap_err();
-    assert_newer(error, "the stored registry", 2);
+    assert_newer(error, "the stored registry", 2, 1);
     let other_shape = br#"{"format_version":3,"views":{"user_activity":{}}}"#;
     assert_newer(
         decode_registry(other_shape).unwrap_err(),
         "the stored registry",
         3,
+        1,
     );
 
     let tile = sample_tiles().remove(0);
-    let newer_tile = br#"{"format_version":2,"cells":[1,2,3]}"#;
+    let newer_tile = br#"{"format_version":3,"cells":[1,2,3]}"#;
     let error = decode_tile(tile.feature, tile.source, tile.start_micros, newer_tile).unwrap_err();
-    assert_newer(error, "a stored tile", 2);
+    assert_newer(error, "a stored tile", 3, 2);
+
+    let newer_ties = TIES_V1.replacen(r#""format_version":1"#, r#""format_version":2"#, 1);
+    let error = decode_ties(newer_ties.as_bytes()).unwrap_err();
+    assert_newer(error, "the stored ties of an entity", 2, 1);
 
     let mut newer_applied = encode_applied(&sample_applied()[0]);
     newer_applied[0] = 2;
     let error = decode_applied("e-0001".into(), &newer_applied).unwrap_err();
-    assert_newer(error, "a stored event id", 2);
+    assert_newer(error, "a stored event id", 2, 1);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::decode::Decoder;
 use quiver_core::definition::Registry;
-use quiver_core::store::{FeatureStore, StoreErrorKind};
+use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
 use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, TopicLabels, ViewLabels};
@@ -28,7 +28,7 @@ use crate::route::{
     DeadLetterReason, Framing, PendingDeletion, Route, ViewBatch, deletion, deletion_decoder,
     routes, upsert_decoder, upsert_write,
 };
-use crate::tiles::{Watermarks, store_tiles};
+use crate::tiles::{Watermarks, store_entities};
 use crate::{IngestError, IngestMetrics, IngestSummary, SchemaRegistry};
 
 /// The longest wait between retries of a write while the store is unavailable.
@@ -278,7 +278,7 @@ fn decode_record<M>(
         });
         return match upsert {
             Ok((route, write)) => {
-                ViewBatch::of(&mut decoded.views, route).writes.push(write);
+                ViewBatch::of(&mut decoded.views, route).upserts.push(write);
                 Vec::new()
             }
             Err(reason) => vec![(String::new(), reason)],
@@ -365,19 +365,15 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
         *summary.dead_lettered.entry(reason.reason).or_default() += 1;
     }
     for batch in &decoded.views {
-        summary.rows_written += store_rows(batch, outputs).await?;
+        summary.rows_written += store_rows(batch, &batch.upserts, outputs).await?;
     }
     let mut turns = outputs.turns.subscribe();
     turns
         .wait_for(|turn| *turn == decoded.turn)
         .await
         .expect("the sender lives in `outputs`");
-    for batch in decoded
-        .views
-        .iter()
-        .filter(|batch| !batch.contributions.is_empty())
-    {
-        store_view_tiles(batch, outputs).await?;
+    for batch in &decoded.views {
+        summary.rows_written += store_view_entities(batch, outputs).await?;
     }
     for pending in &decoded.deletions {
         delete_everywhere(outputs, pending).await?;
@@ -387,21 +383,24 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
     Ok(summary)
 }
 
-/// Writes the feature values a batch gives one view; returns how many rows.
-async fn store_rows<S: FeatureStore, K>(
+/// Writes feature values of one view; returns how many rows.
+pub(crate) async fn store_rows<S: FeatureStore, K>(
     batch: &ViewBatch,
+    writes: &[FeatureWrite],
     outputs: &Outputs<'_, S, K>,
 ) -> Result<u64, IngestError> {
-    let ViewBatch { route, writes, .. } = batch;
     if writes.is_empty() {
         return Ok(0);
     }
+    let route = &batch.route;
     let metrics = outputs.metrics;
     let labels = ViewLabels {
         view: route.view.view.name.to_string(),
     };
     let started = std::time::Instant::now();
-    retry_while_unavailable(&metrics.write_retries.get_or_create(&labels), || {
+    // Cloned: a family's guard must not be held across an await.
+    let retries = metrics.write_retries.get_or_create(&labels).clone();
+    retry_while_unavailable(&retries, || {
         outputs
             .store
             .write_features(&route.entity, &route.view, writes)
@@ -423,18 +422,20 @@ async fn store_rows<S: FeatureStore, K>(
     Ok(writes.len() as u64)
 }
 
-/// Folds a batch's contributions into one view's tiles, and counts what that did.
-async fn store_view_tiles<S: FeatureStore, K>(
+/// Stores one view's events one entity at a time (ties settled, values written, tiles folded),
+/// and counts what that did; returns how many rows were written.
+async fn store_view_entities<S: FeatureStore, K>(
     batch: &ViewBatch,
     outputs: &Outputs<'_, S, K>,
-) -> Result<(), IngestError> {
+) -> Result<u64, IngestError> {
+    if batch.contenders.is_empty() && batch.contributions.is_empty() {
+        return Ok(0);
+    }
     let metrics = outputs.metrics;
     let labels = ViewLabels {
         view: batch.route.view.view.name.to_string(),
     };
-    // Cloned: a family's guard must not be held across an await.
-    let retries = metrics.write_retries.get_or_create(&labels).clone();
-    let stored = store_tiles(outputs.store, batch, &retries).await?;
+    let stored = store_entities(batch, outputs).await?;
     metrics
         .tiles_written
         .get_or_create(&labels)
@@ -447,7 +448,7 @@ async fn store_view_tiles<S: FeatureStore, K>(
         .events_beyond_dedup_horizon
         .get_or_create(&labels)
         .inc_by(stored.beyond_horizon);
-    Ok(())
+    Ok(stored.rows)
 }
 
 /// Deletes one entity from every version of every view of its entity, then announces it.

@@ -15,6 +15,7 @@ use quiver_core::aggregate::{Contribution, Input, aggregate_features};
 use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
+use quiver_core::ties::{Contender, Tiebreak};
 
 use crate::pipeline::Payload;
 use crate::schema_registry::WriterSchemas;
@@ -218,12 +219,16 @@ pub(crate) struct Projected {
     pub(crate) inputs: Vec<Input>,
 }
 
-/// What a batch gives one view: its feature writes and, when it has aggregates, each event's
-/// contribution to them, in record order.
+/// What a batch gives one view, in record order: the feature writes of upsert commands, and
+/// each event's feature write, with its tiebreak, and its contribution to the view's aggregates
+/// when it has any.
 #[derive(Debug)]
 pub(crate) struct ViewBatch {
     pub(crate) route: Arc<Route>,
-    pub(crate) writes: Vec<FeatureWrite>,
+    /// Upserts: their event time is the command's, and they take no part in ties.
+    pub(crate) upserts: Vec<FeatureWrite>,
+    /// The events' writes, ordered against each other per entity before they are stored.
+    pub(crate) contenders: Vec<Contender>,
     pub(crate) contributions: Vec<(EntityKey, Contribution)>,
 }
 
@@ -231,7 +236,8 @@ impl ViewBatch {
     pub(crate) fn new(route: Arc<Route>) -> Self {
         ViewBatch {
             route,
-            writes: Vec::new(),
+            upserts: Vec::new(),
+            contenders: Vec::new(),
             contributions: Vec::new(),
         }
     }
@@ -257,6 +263,7 @@ impl ViewBatch {
             event_id,
             inputs,
         } = projected;
+        let tiebreak = Tiebreak::of(event_id.as_deref(), offset);
         if self.route.aggregates {
             let contribution = Contribution {
                 source: source.to_owned(),
@@ -267,7 +274,7 @@ impl ViewBatch {
             };
             self.contributions.push((write.key.clone(), contribution));
         }
-        self.writes.push(write);
+        self.contenders.push(Contender { write, tiebreak });
     }
 }
 

@@ -1,33 +1,36 @@
-//! Aggregates in the ingester: each batch's contributions are folded into the stored tiles of
-//! their entities, read, folded and rewritten one entity at a time, and late events are told
-//! apart before that.
+//! One entity at a time in the ingester: each batch's events of an entity are ordered against
+//! the entity's remembered ties and written, and their contributions are folded into its
+//! stored tiles, read, folded and rewritten; late events are told apart before that.
 
 use std::collections::HashMap;
 
 use futures::{StreamExt, TryStreamExt};
-use prometheus_client::metrics::counter::Counter;
 use quiver_core::aggregate::{Contribution, fold};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
+use quiver_core::ties::{Contender, settle_ties};
 
 use crate::IngestError;
-use crate::pipeline::{now_micros, retry_while_unavailable};
+use crate::metrics::ViewLabels;
+use crate::pipeline::{Outputs, now_micros, retry_while_unavailable, store_rows};
 use crate::route::{DeadLetterReason, Route, ViewBatch};
 
 /// Entities whose tiles are read and rewritten at once.
 const ENTITIES_IN_FLIGHT: usize = 64;
 
-/// What storing one batch's tiles did.
+/// What storing one batch's entities did.
 #[derive(Debug, Default)]
-pub(crate) struct TilesStored {
+pub(crate) struct EntitiesStored {
+    pub(crate) rows: u64,
     pub(crate) tiles: u64,
     pub(crate) duplicates: u64,
     pub(crate) beyond_horizon: u64,
 }
 
-impl TilesStored {
-    fn add(mut self, other: TilesStored) -> Self {
+impl EntitiesStored {
+    fn add(mut self, other: EntitiesStored) -> Self {
+        self.rows += other.rows;
         self.tiles += other.tiles;
         self.duplicates += other.duplicates;
         self.beyond_horizon += other.beyond_horizon;
@@ -35,43 +38,84 @@ impl TilesStored {
     }
 }
 
-/// Folds the contributions of `batch` into the tiles of their entities and writes back the
-/// tiles that changed, with the event ids counted for the first time. Calls for one source must
-/// not overlap: each reads what the last one wrote.
-pub(crate) async fn store_tiles<S: FeatureStore>(
-    store: &S,
+/// One entity's part of a batch, in record order.
+#[derive(Default)]
+struct EntityEvents<'b> {
+    contenders: Vec<Contender>,
+    contributions: Vec<&'b Contribution>,
+}
+
+/// Stores the events of `batch` one entity at a time: reads what the entity remembers, writes
+/// the feature values each event wins (see `quiver_core::ties`), folds the contributions into
+/// its tiles, then writes back the tiles that changed, the event ids counted for the first
+/// time and what it now remembers. Calls for one source must not overlap: each reads what the
+/// last one wrote.
+pub(crate) async fn store_entities<S: FeatureStore, K>(
     batch: &ViewBatch,
-    retries: &Counter,
-) -> Result<TilesStored, IngestError> {
-    let route = &batch.route;
-    let mut by_entity: HashMap<&EntityKey, Vec<&Contribution>> = HashMap::new();
+    outputs: &Outputs<'_, S, K>,
+) -> Result<EntitiesStored, IngestError> {
+    let mut by_entity: HashMap<&EntityKey, EntityEvents<'_>> = HashMap::new();
+    for contender in &batch.contenders {
+        by_entity
+            .entry(&contender.write.key)
+            .or_default()
+            .contenders
+            .push(contender.clone());
+    }
     for (key, contribution) in &batch.contributions {
-        by_entity.entry(key).or_default().push(contribution);
+        by_entity
+            .entry(key)
+            .or_default()
+            .contributions
+            .push(contribution);
     }
     futures::stream::iter(by_entity)
-        .map(|(key, events)| async move {
-            let stored = retry_while_unavailable(retries, || {
-                store.read_tiles(&route.entity, &route.view, key, None)
-            })
-            .await?;
-            let folded = fold(&route.view.view, stored, events, now_micros());
-            if !folded.changes.is_empty() {
-                retry_while_unavailable(retries, || {
-                    store.write_tiles(&route.entity, &route.view, key, &folded.changes)
-                })
-                .await?;
-            }
-            Ok::<_, IngestError>(TilesStored {
-                tiles: folded.changes.tiles.len() as u64,
-                duplicates: folded.duplicates,
-                beyond_horizon: folded.beyond_horizon,
-            })
-        })
+        .map(|(key, events)| store_entity(batch, outputs, key, events))
         .buffer_unordered(ENTITIES_IN_FLIGHT)
-        .try_fold(TilesStored::default(), |total, stored| async move {
+        .try_fold(EntitiesStored::default(), |total, stored| async move {
             Ok(total.add(stored))
         })
         .await
+}
+
+async fn store_entity<S: FeatureStore, K>(
+    batch: &ViewBatch,
+    outputs: &Outputs<'_, S, K>,
+    key: &EntityKey,
+    events: EntityEvents<'_>,
+) -> Result<EntitiesStored, IngestError> {
+    let route = &batch.route;
+    let labels = ViewLabels {
+        view: route.view.view.name.to_string(),
+    };
+    // Cloned: a family's guard must not be held across an await.
+    let retries = outputs.metrics.write_retries.get_or_create(&labels).clone();
+    let mut stored = retry_while_unavailable(&retries, || {
+        outputs
+            .store
+            .read_tiles(&route.entity, &route.view, key, None)
+    })
+    .await?;
+    let remembered = std::mem::take(&mut stored.ties);
+    let settled = settle_ties(&route.view.view, remembered, events.contenders);
+    // Before what is remembered: a crash in between settles the replay the same way again.
+    let rows = store_rows(batch, &settled.writes, outputs).await?;
+    let mut folded = fold(&route.view.view, stored, events.contributions, now_micros());
+    folded.changes.ties = settled.remembered;
+    if !folded.changes.is_empty() {
+        retry_while_unavailable(&retries, || {
+            outputs
+                .store
+                .write_tiles(&route.entity, &route.view, key, &folded.changes)
+        })
+        .await?;
+    }
+    Ok(EntitiesStored {
+        rows,
+        tiles: folded.changes.tiles.len() as u64,
+        duplicates: folded.duplicates,
+        beyond_horizon: folded.beyond_horizon,
+    })
 }
 
 /// The newest event time seen per view and source partition, against which lateness is judged.

@@ -163,10 +163,9 @@ enum ReadKind {
     Features,
     /// Every stored feature, then the tiles and the deletion mark.
     Entity,
-    /// The tiles and the deletion mark only.
+    /// The tiles, the deletion mark and the remembered ties: what the ingester folds into.
     Tiles,
-    /// The tiles, the deletion mark and the ids of the events counted: what the ingester folds
-    /// into, for a view that deduplicates.
+    /// The same and the ids of the events counted, for a view that deduplicates.
     TilesAndApplied,
 }
 
@@ -175,6 +174,13 @@ impl ReadKind {
         match self {
             ReadKind::Features => false,
             ReadKind::Entity | ReadKind::Tiles | ReadKind::TilesAndApplied => true,
+        }
+    }
+
+    fn selects_ties(self) -> bool {
+        match self {
+            ReadKind::Features | ReadKind::Entity => false,
+            ReadKind::Tiles | ReadKind::TilesAndApplied => true,
         }
     }
 
@@ -321,6 +327,7 @@ impl ScyllaStore {
             reads: Mutex::new(HashMap::new()),
         };
         migrate::tiles_into_view_tables(&store).await?;
+        migrate::columns_of_every_view(&store).await?;
         Ok(store)
     }
 
@@ -371,6 +378,9 @@ impl ScyllaStore {
             .collect();
         if kind.selects_tiles() {
             selected.push(format!("{}, {}", tiles::TILES, tiles::DELETED_THROUGH));
+        }
+        if kind.selects_ties() {
+            selected.push(tiles::TIES.to_owned());
         }
         if kind.selects_applied() {
             selected.push(tiles::APPLIED.to_owned());
@@ -592,12 +602,20 @@ impl OnlineStore for ScyllaStore {
         .await?;
         let existing = self.columns(&table).await?;
         for (name, cql) in feature_columns {
-            if !existing.contains(&name) {
-                self.run(
-                    "adding a feature column",
+            if existing.contains(&name) {
+                continue;
+            }
+            let added = self
+                .run(
+                    "adding a column",
                     format!("ALTER TABLE {keyspace}.\"{table}\" ADD \"{name}\" {cql}"),
                 )
-                .await?;
+                .await;
+            // Processes connecting at once may race to add the same column: one wins.
+            if let Err(error) = added
+                && !self.columns(&table).await?.contains(&name)
+            {
+                return Err(error);
             }
         }
         Ok(())
@@ -748,11 +766,11 @@ impl FeatureStore for ScyllaStore {
         // rewritten with the current time as their timestamp, so their deletion carries the
         // current time: it removes every tile written before it. The mark, stamped after both,
         // keeps events at or before the deletion out of the tiles written after it.
-        // The event ids, like the tiles, are written at the current time; only a view that
-        // deduplicates has their column.
+        // The event ids and the remembered ties, like the tiles, are written at the current
+        // time; only a view that deduplicates has event ids.
         let rewritten = match view.view.dedup {
-            Some(_) => format!("{}, {}", tiles::TILES, tiles::APPLIED),
-            None => tiles::TILES.to_owned(),
+            Some(_) => format!("{}, {}, {}", tiles::TILES, tiles::TIES, tiles::APPLIED),
+            None => format!("{}, {}", tiles::TILES, tiles::TIES),
         };
         let statements = [
             format!("DELETE FROM {table} USING TIMESTAMP ? WHERE {conditions}"),
@@ -849,6 +867,10 @@ impl FeatureStore for ScyllaStore {
                 (tile_statement.clone(), bound)
             })
             .collect();
+        if let Some(ties) = &changes.ties {
+            let statement = self.prepared(tiles::ties_statement(&table, entity)).await?;
+            rows.push((statement, tiles::ties_values(view, ties, &key_values)));
+        }
         rows.extend(
             applied
                 .into_iter()
@@ -898,11 +920,14 @@ impl FeatureStore for ScyllaStore {
         };
         let mut columns = row.columns.into_iter();
         let tiles = tiles::from_columns(view, key, feature, &mut columns)?;
-        if !kind.selects_applied() {
-            return Ok(tiles);
-        }
+        let ties = tiles::ties_from_column(view, key, columns.next().flatten())?;
+        let applied = match kind.selects_applied() {
+            true => tiles::applied_from_column(view, key, columns.next().flatten())?,
+            false => Vec::new(),
+        };
         Ok(EntityTiles {
-            applied: tiles::applied_from_column(view, key, columns.next().flatten())?,
+            applied,
+            ties,
             ..tiles
         })
     }

@@ -6,6 +6,9 @@
 //! tiles whose window has passed are left behind. Copying is idempotent, so a migration cut
 //! short, or two processes migrating at once, only copy again; the table is dropped once every
 //! row has been copied. Tiles of view versions no longer in the registry are not copied.
+//!
+//! Then every view table of the registry gets the columns this release stores beside the
+//! features (such as `_ties`) that a table made by an earlier release lacks.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,6 +34,20 @@ type OldRow = (
     Option<BTreeMap<i64, String>>,
     Option<i64>,
 );
+
+/// Adds the storage columns this release writes to every view table of the registry made
+/// without them.
+pub(crate) async fn columns_of_every_view(store: &ScyllaStore) -> Result<(), StoreError> {
+    let registry = store.load_registry().await?.unwrap_or_default();
+    for view in &registry.feature_views {
+        if let Some(entity) = registry.entity(&view.view.entity) {
+            store
+                .ensure_view_table(entity, &view.view, view.version)
+                .await?;
+        }
+    }
+    Ok(())
+}
 
 /// Copies every tile and deletion mark of `quiver_tiles` into the view tables, then drops it.
 pub(crate) async fn tiles_into_view_tables(store: &ScyllaStore) -> Result<(), StoreError> {

@@ -9,12 +9,17 @@
 //! A view that deduplicates also has `_applied`: a map from each event id its aggregates
 //! counted to where it was counted (source, offset) and when it is forgotten, each cell with
 //! the TTL of its dedup horizon. Only the ingester reads it; serving does not select it.
+//!
+//! `_ties` holds the entity's recent events that later ones of the same millisecond are ordered
+//! against (`quiver_core::ties`), in `quiver-format`'s ties format, as text, with the TTL of
+//! the view's tie horizon. Only the ingester reads it too.
 
 use quiver_core::aggregate::{AppliedEvent, EntityTiles, Tile};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{DELETION_MARK_TTL_SECS, StoreError, StoreErrorKind};
+use quiver_core::ties::{TiedEvent, tie_horizon};
 use scylla::value::CqlValue;
 
 use crate::key_conditions;
@@ -28,11 +33,15 @@ pub(crate) const DELETED_THROUGH: &str = "\"_deleted_through\"";
 /// The applied event ids column, quoted for CQL.
 pub(crate) const APPLIED: &str = "\"_applied\"";
 
+/// The remembered ties column, quoted for CQL.
+pub(crate) const TIES: &str = "\"_ties\"";
+
 /// The columns every view table has for its tiles, unquoted, with their CQL types.
-pub(crate) const COLUMNS: [(&str, &str); 3] = [
+pub(crate) const COLUMNS: [(&str, &str); 4] = [
     ("_tiles", "map<frozen<tuple<text, text, bigint>>, text>"),
     ("_deleted_through", "bigint"),
     ("_applied", "map<text, frozen<tuple<text, bigint, bigint>>>"),
+    ("_ties", "text"),
 ];
 
 /// The write of one tile of one entity into `table`.
@@ -89,6 +98,52 @@ pub(crate) fn applied_values(
     ];
     bound.extend_from_slice(key_values);
     bound
+}
+
+/// The write of one entity's remembered ties into `table`.
+pub(crate) fn ties_statement(table: &str, entity: &Entity) -> String {
+    format!(
+        "UPDATE {table} USING TTL ? SET {TIES} = ? WHERE {}",
+        key_conditions(entity).join(" AND ")
+    )
+}
+
+/// The values [`ties_statement`] binds for `ties`, kept for the view's tie horizon, of the
+/// entity whose key parts are `key_values`.
+pub(crate) fn ties_values(
+    view: &VersionedView,
+    ties: &[TiedEvent],
+    key_values: &[CqlValue],
+) -> Vec<CqlValue> {
+    let horizon = i32::try_from(tie_horizon(&view.view).0).unwrap_or(i32::MAX);
+    let cell = String::from_utf8(quiver_format::encode_ties(ties))
+        .expect("the ties' storage format is JSON, which is UTF-8");
+    let mut bound = vec![CqlValue::Int(horizon.max(1)), CqlValue::Text(cell)];
+    bound.extend_from_slice(key_values);
+    bound
+}
+
+/// The remembered ties of one entity from its row's `_ties` column.
+pub(crate) fn ties_from_column(
+    view: &VersionedView,
+    key: &EntityKey,
+    column: Option<CqlValue>,
+) -> Result<Vec<TiedEvent>, StoreError> {
+    let unreadable = |found: &str| {
+        StoreError::new(
+            StoreErrorKind::Corrupt,
+            format!(
+                "the ties of {key} in {} are unreadable: {found}",
+                view.view.name
+            ),
+        )
+    };
+    match column {
+        None => Ok(Vec::new()),
+        Some(CqlValue::Text(cell)) => quiver_format::decode_ties(cell.as_bytes())
+            .map_err(|error| unreadable(&error.with_causes())),
+        Some(other) => Err(unreadable(&format!("{other:?}"))),
+    }
 }
 
 /// The seconds from `now_micros` until `expires_micros`, rounded up, as a CQL TTL.
@@ -209,6 +264,7 @@ pub(crate) fn from_columns(
         tiles,
         deleted_through_micros,
         applied: Vec::new(),
+        ties: Vec::new(),
     })
 }
 

@@ -356,7 +356,7 @@ async fn reads_the_golden_registry_of_every_format_and_refuses_a_newer_one() {
 #[tokio::test]
 async fn reads_the_golden_tiles() {
     use quiver_core::store::OnlineStore;
-    use quiver_testkit::golden::{TILES_V1, sample_tiles, sorted_tiles, tiled_entity};
+    use quiver_testkit::golden::{TILES_V2, sample_tiles, sorted_tiles, tiled_entity};
 
     let keyspace = fresh_keyspace().await;
     let store = store_in(keyspace.clone()).await;
@@ -367,7 +367,7 @@ async fn reads_the_golden_tiles() {
         .expect("creates the table");
     let session = quiver_testkit::cql_session().await;
     let table = view_table_name(&view.view.name, view.version);
-    for (tile, cell) in sample_tiles().iter().zip(TILES_V1.lines()) {
+    for (tile, cell) in sample_tiles().iter().zip(TILES_V2.lines()) {
         session
             .query_unpaged(
                 format!(

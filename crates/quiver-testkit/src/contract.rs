@@ -12,6 +12,7 @@ use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
 use quiver_core::store::{FeatureStore, FeatureWrite, OnlineStore, StoreErrorKind, StoredValue};
+use quiver_core::ties::{Tiebreak, TiedEvent};
 use quiver_core::value::Value;
 use quiver_core::value::{ScalarType, ValueType};
 
@@ -117,6 +118,14 @@ macro_rules! online_store_contract {
             )
             .await;
         }
+        #[tokio::test]
+        async fn contract_remembered_ties_read_back_and_go_with_their_entity() {
+            $crate::contract::remembered_ties_read_back_and_go_with_their_entity(
+                &$fresh_store().await,
+            )
+            .await;
+        }
+
         #[tokio::test]
         async fn contract_event_ids_read_back_until_they_expire_and_go_with_their_entity() {
             $crate::contract::event_ids_read_back_until_they_expire_and_go_with_their_entity(
@@ -879,6 +888,7 @@ pub async fn event_ids_read_back_until_they_expire_and_go_with_their_entity(
             applied("3f1c-0000", 10, now - 1_000_000),
             kept[1].clone(),
         ],
+        ties: None,
     };
     store
         .write_tiles(&entity, &activity, &user(5), &changes)
@@ -924,6 +934,7 @@ pub async fn event_ids_read_back_until_they_expire_and_go_with_their_entity(
             &TileChanges {
                 tiles: Vec::new(),
                 applied: kept.to_vec(),
+                ties: None,
             },
         )
         .await
@@ -933,6 +944,57 @@ pub async fn event_ids_read_back_until_they_expire_and_go_with_their_entity(
         refused.message.contains("declares no event id"),
         "{refused}"
     );
+}
+
+/// An entity's remembered ties read back with its tiles, are replaced whole, are left alone by
+/// changes that carry none, stay out of serving reads, and go with their entity.
+pub async fn remembered_ties_read_back_and_go_with_their_entity(
+    store: &(impl OnlineStore + FeatureStore),
+) {
+    let (entity, activity) = applied_view(store, "user_profile").await;
+    let (entity, activity) = (&entity, &activity);
+    let tied = |id: &str, slot| TiedEvent {
+        event_time_micros: now_micros() / 1_000 * 1_000,
+        tiebreak: Tiebreak::EventId(id.to_owned()),
+        slot,
+        features: [0, 2].into(),
+    };
+    let write = |ties: Option<Vec<TiedEvent>>| async move {
+        let changes = TileChanges {
+            tiles: Vec::new(),
+            applied: Vec::new(),
+            ties,
+        };
+        store
+            .write_tiles(entity, activity, &user(4), &changes)
+            .await
+            .expect("writes the ties");
+    };
+    let read = || async move {
+        store
+            .read_tiles(entity, activity, &user(4), None)
+            .await
+            .expect("reads the ties")
+            .ties
+    };
+    let first = vec![tied("e-2", 0), tied("e-1", 1)];
+    write(Some(first.clone())).await;
+    assert_eq!(read().await, first);
+    write(None).await;
+    assert_eq!(read().await, first, "changes without ties keep them");
+    let second = vec![tied("e-3", 0)];
+    write(Some(second.clone())).await;
+    assert_eq!(read().await, second, "ties are replaced whole");
+    let served = store
+        .read_entity(entity, activity, &user(4))
+        .await
+        .expect("reads the entity");
+    assert!(served.tiles.ties.is_empty(), "serving reads leave them out");
+    store
+        .delete_entity(entity, activity, &user(4), now_micros())
+        .await
+        .expect("deletes");
+    assert!(read().await.is_empty(), "the ties go with the entity");
 }
 
 pub async fn tiles_go_once_their_window_has_passed(store: &(impl OnlineStore + FeatureStore)) {

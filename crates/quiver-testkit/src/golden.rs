@@ -16,6 +16,7 @@ use quiver_core::definition::{
 use quiver_core::filter::{CompareOp, Filter};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::name::Name;
+use quiver_core::ties::{Tiebreak, TiedEvent};
 use quiver_core::value::{ScalarType, Value, ValueType};
 
 /// The registry of format version 1, as both adapters store it.
@@ -23,8 +24,12 @@ pub const REGISTRY_V1: &str = include_str!("../../quiver-format/golden/registry-
 /// The same registry as stores wrote it before the format version was recorded.
 pub const REGISTRY_UNVERSIONED: &str =
     include_str!("../../quiver-format/golden/registry-unversioned.json");
-/// One tile cell of format version 1 per line, in [`sample_tiles`] order.
+/// One tile cell of format version 2 per line, in [`sample_tiles`] order.
+pub const TILES_V2: &str = include_str!("../../quiver-format/golden/tiles-v2.jsonl");
+/// The same tiles in format version 1, which kept no tiebreaks: [`sample_tiles_v1`].
 pub const TILES_V1: &str = include_str!("../../quiver-format/golden/tiles-v1.jsonl");
+/// The remembered ties of [`sample_ties`], in format version 1.
+pub const TIES_V1: &str = include_str!("../../quiver-format/golden/ties-v1.json");
 /// The applied event ids of [`sample_applied`], each entry of format version 1 on its own line
 /// in hex.
 pub const APPLIED_V1: &str = include_str!("../../quiver-format/golden/applied-v1.hex");
@@ -296,10 +301,20 @@ fn pair_view() -> FeatureView {
     }
 }
 
-/// One tile of every kind of partial aggregate, sparse and dense sketches included.
+/// One tile of every kind of partial aggregate, sparse and dense sketches included, and
+/// tiebreaks of both kinds.
 pub fn sample_tiles() -> Vec<Tile> {
-    let stamped = |micros, value| Stamped {
+    let mut ties = [
+        Tiebreak::EventId("e-0007".to_owned()),
+        Tiebreak::Offset(41),
+        Tiebreak::EventId("2f1c9a4e".to_owned()),
+        Tiebreak::Offset(-1),
+    ]
+    .into_iter()
+    .cycle();
+    let mut stamped = |micros, value| Stamped {
         event_time_micros: micros,
+        tiebreak: ties.next(),
         value,
     };
     let mut sparse = HyperLogLog::default();
@@ -354,6 +369,56 @@ pub fn sample_tiles() -> Vec<Tile> {
             partial,
         })
         .collect()
+}
+
+/// [`sample_tiles`] as format 1 kept them, and as the tiles stored before versions were
+/// recorded read: without tiebreaks.
+pub fn sample_tiles_v1() -> Vec<Tile> {
+    let untied = |newest: &mut Vec<Stamped>| {
+        for stamped in newest {
+            stamped.tiebreak = None;
+        }
+    };
+    let mut tiles = sample_tiles();
+    for tile in &mut tiles {
+        match &mut tile.partial {
+            Partial::First(stamped) | Partial::Last(stamped) => stamped.tiebreak = None,
+            Partial::LastK { newest, .. } => untied(newest),
+            Partial::Count(_)
+            | Partial::IntSum(_)
+            | Partial::FloatSum(_)
+            | Partial::Min(_)
+            | Partial::Max(_)
+            | Partial::Avg { .. }
+            | Partial::Distinct(_) => {}
+        }
+    }
+    tiles
+}
+
+/// Remembered events of one entity: two at one millisecond, one of them setting no feature it
+/// won, and one without an event id.
+pub fn sample_ties() -> Vec<TiedEvent> {
+    vec![
+        TiedEvent {
+            event_time_micros: 1_764_000_000_001_000,
+            tiebreak: Tiebreak::EventId("e-0002".to_owned()),
+            slot: 0,
+            features: [0, 1, 4].into(),
+        },
+        TiedEvent {
+            event_time_micros: 1_764_000_000_001_000,
+            tiebreak: Tiebreak::EventId("e-0001".to_owned()),
+            slot: 1,
+            features: [1].into(),
+        },
+        TiedEvent {
+            event_time_micros: 1_764_000_000_000_000,
+            tiebreak: Tiebreak::Offset(i64::MAX),
+            slot: 999,
+            features: [].into(),
+        },
+    ]
 }
 
 /// Applied event ids, one with an empty source and negative offset at the edges of the range.
