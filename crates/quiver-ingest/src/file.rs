@@ -181,7 +181,10 @@ pub async fn ingest_file(
     let shift = if options.rebase_event_times {
         let first_pass =
             apache_avro::Reader::new(std::io::BufReader::new(open()?)).map_err(not_a_container)?;
-        newest_event_time(path, &routes, first_pass)?.map_or(0, |newest| now_micros() - newest)
+        // In whole milliseconds, so events that shared a millisecond still do.
+        newest_event_time(path, &routes, first_pass)?.map_or(0, |newest| {
+            (now_micros() - newest).div_euclid(1_000) * 1_000
+        })
     } else {
         0
     };

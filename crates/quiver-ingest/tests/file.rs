@@ -282,6 +282,7 @@ async fn a_generated_stream_gives_exact_aggregates_sent_once_and_sent_again() {
         users: 100,
         spread_millis: 2 * 3_600_000,
         resent_percent: 5,
+        tied_users: 50,
     };
     let stream = generate(shape, request_micros / 1_000);
     let schema = match_event_schema();
@@ -307,7 +308,7 @@ async fn a_generated_stream_gives_exact_aggregates_sent_once_and_sent_again() {
             .expect("ingests");
         let comparison =
             compare_with_truth(&store, &registry, &stream.distinct, request_micros).await;
-        assert_eq!(comparison.compared, 100 * 15, "every user, every aggregate");
+        assert_eq!(comparison.compared, 100 * 18, "every user, every feature");
         comparison.assert_exact(what);
     }
 }

@@ -1,6 +1,7 @@
 //! A generated stream of match events, as real producers send them (out of order, some events
-//! resent with their id at later positions), with the truth of every aggregate of
-//! [`STREAM_VIEWS`] computed directly from the distinct events.
+//! resent with their id at later positions, some users with two events at their newest
+//! millisecond), with the truth of every aggregate and field feature of [`STREAM_VIEWS`]
+//! computed directly from the distinct events.
 //!
 //! The truth is written by hand, filter by filter, rather than through Quiver's own filter
 //! code, so a wrong filter evaluation or a duplicate counted twice shows up as a mismatch.
@@ -13,6 +14,7 @@ use apache_avro::types::Value as Avro;
 use quiver_core::aggregate::{aggregate_features, evaluate};
 use quiver_core::definition::{AggregateFunction, Registry, Seconds};
 use quiver_core::key::{EntityKey, KeyPart};
+use quiver_core::name::Name;
 use quiver_core::store::FeatureStore;
 use quiver_core::value::Value;
 
@@ -33,6 +35,8 @@ feature_views:
       event_id: event_id
     features:
       - {name: last_country, type: string, from: country}
+      - {name: last_action, type: string, from: action}
+      - {name: last_liked, type: int64, from: candidate_id, where: {action: LIKE}}
       - {name: likes_10m, type: int64, aggregate: {fn: count, where: {action: LIKE}, window: 10m}}
       - {name: likes_1h, type: int64, aggregate: {fn: count, where: {action: {in: [LIKE, SUPER_LIKE]}}, window: 1h}}
       - {name: likes_24h, type: int64, aggregate: {fn: count, where: {action: LIKE}, window: 24h}}
@@ -69,6 +73,11 @@ pub fn write_definitions(folder: &Path, topic: &str) {
 /// The actions of `match_event.avsc`, in symbol order.
 const ACTIONS: [&str; 6] = ["LIKE", "PASS", "SUPER_LIKE", "MATCH", "UNMATCH", "CHAT"];
 
+const COUNTRIES: [&str; 6] = ["SE", "NO", "DK", "FI", "IS", "DE"];
+
+/// The field features of [`STREAM_VIEWS`].
+const FIELD_FEATURES: [&str; 3] = ["last_country", "last_action", "last_liked"];
+
 /// One event of the stream, in plain values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamEvent {
@@ -81,6 +90,23 @@ pub struct StreamEvent {
     /// An index into the `MatchAction` symbols.
     pub action: usize,
     pub chat_seconds: f64,
+    pub country: &'static str,
+}
+
+impl StreamEvent {
+    /// Its `event_id` field: `id` scrambled, so that the order of ids is not the order of
+    /// production, and of two events at one millisecond either may come first.
+    pub fn event_id(&self) -> String {
+        format!(
+            "{:016x}",
+            (self.id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        )
+    }
+
+    /// Its place among events: by event time, then by event id, as Quiver breaks ties.
+    fn order(&self) -> (i64, String) {
+        (self.event_time_micros, self.event_id())
+    }
 }
 
 /// How to generate a stream.
@@ -93,6 +119,8 @@ pub struct StreamShape {
     pub spread_millis: i64,
     /// Of every 100 events, this many are sent a second time, at a later position.
     pub resent_percent: u64,
+    /// This many users have a second event at the millisecond of their newest one.
+    pub tied_users: i64,
 }
 
 /// A stream: its events in production order, copies included, and the distinct events.
@@ -132,8 +160,10 @@ pub fn generate(shape: StreamShape, now_millis: i64) -> Stream {
             rank: (random.below(10) < 8).then(|| random.below(100) as i32),
             action: random.below(ACTIONS.len() as u64) as usize,
             chat_seconds: random.below(1_200) as f64 / 10.0,
+            country: COUNTRIES[random.below(COUNTRIES.len() as u64) as usize],
         })
         .collect();
+    let distinct = with_ties(distinct, shape.tied_users);
     // Each event sits at its index; a copy somewhere after it, never before.
     let mut placed: Vec<(u64, &StreamEvent)> = Vec::with_capacity(distinct.len() * 2);
     let total = distinct.len() as u64;
@@ -150,6 +180,27 @@ pub fn generate(shape: StreamShape, now_millis: i64) -> Stream {
         produced: placed.into_iter().map(|(_, event)| event.clone()).collect(),
         distinct,
     }
+}
+
+/// `events` with, for each of users `0..tied_users` that has two events, its first event that
+/// is not its newest moved to the newest one's millisecond.
+fn with_ties(mut events: Vec<StreamEvent>, tied_users: i64) -> Vec<StreamEvent> {
+    let mut by_user: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        if event.user < tied_users {
+            by_user.entry(event.user).or_default().push(index);
+        }
+    }
+    for indices in by_user.values() {
+        let newest = *indices
+            .iter()
+            .max_by_key(|index| (events[**index].event_time_micros, events[**index].id))
+            .expect("a user in the map has an event");
+        if let Some(twin) = indices.iter().find(|index| **index != newest) {
+            events[*twin].event_time_micros = events[newest].event_time_micros;
+        }
+    }
+    events
 }
 
 /// `event` as a `MatchEvent` record of `schema`.
@@ -169,6 +220,11 @@ pub fn to_avro(schema: &Schema, event: &StreamEvent) -> Avro {
             Avro::Enum(event.action as u32, ACTIONS[event.action].into()),
         ),
         ("chat_seconds", Avro::Double(event.chat_seconds)),
+        ("event_id", Avro::String(event.event_id())),
+        (
+            "country",
+            Avro::Union(1, Box::new(Avro::String(event.country.into()))),
+        ),
     ] {
         avro = events::with_field(avro, field, value);
     }
@@ -180,7 +236,7 @@ pub fn to_avro(schema: &Schema, event: &StreamEvent) -> Avro {
 fn feeds(feature: &str, event: &StreamEvent) -> bool {
     let action = ACTIONS[event.action];
     match feature {
-        "likes_10m" | "likes_24h" | "likes_7d" | "recent_likes" => action == "LIKE",
+        "likes_10m" | "likes_24h" | "likes_7d" | "recent_likes" | "last_liked" => action == "LIKE",
         "likes_1h" => action == "LIKE" || action == "SUPER_LIKE",
         "long_chats_1h" => action == "CHAT" && event.chat_seconds >= 60.0,
         "rank_sum_2h" => {
@@ -192,14 +248,16 @@ fn feeds(feature: &str, event: &StreamEvent) -> bool {
 }
 
 /// The value of `function` over `events`, computed directly from the list: ranks for sums,
-/// minima, maxima and averages, candidates for the rest.
+/// minima, maxima and averages, candidates for the rest, ordered by event time and then by
+/// event id.
 fn brute_force(function: AggregateFunction, events: &[&StreamEvent]) -> Option<Value> {
     let ranks: Vec<i32> = events.iter().filter_map(|event| event.rank).collect();
-    let mut candidates: Vec<(i64, i64)> = events
+    let mut ordered = events.to_vec();
+    ordered.sort_by_key(|event| event.order());
+    let candidates: Vec<(i64, i64)> = ordered
         .iter()
         .map(|event| (event.event_time_micros, event.candidate))
         .collect();
-    candidates.sort();
     Some(match function {
         AggregateFunction::Count => Value::Int64(events.len() as i64),
         AggregateFunction::Sum => Value::Int64(ranks.iter().map(|r| i64::from(*r)).sum()),
@@ -231,6 +289,20 @@ fn brute_force(function: AggregateFunction, events: &[&StreamEvent]) -> Option<V
     })
 }
 
+/// The value of the field feature called `feature` of [`STREAM_VIEWS`]: that of the latest of
+/// the events that feed it, by event time and then by event id.
+fn latest_field(feature: &str, events: &[&StreamEvent]) -> Option<Value> {
+    let latest = events
+        .iter()
+        .filter(|event| feeds(feature, event))
+        .max_by_key(|event| event.order())?;
+    Some(match feature {
+        "last_country" => Value::String(latest.country.to_owned()),
+        "last_action" => Value::String(ACTIONS[latest.action].to_owned()),
+        _ => Value::Int64(latest.candidate),
+    })
+}
+
 /// Whether a window of `window` at `resolution` covers `event_time_micros` at
 /// `request_micros`: from the start of the tile holding `request - window` to the end of the
 /// tile holding the request time. A lifetime aggregate covers everything.
@@ -249,10 +321,10 @@ fn in_window(
     (from..until).contains(&event_time_micros)
 }
 
-/// Every aggregate of every user as the store holds it, against the truth.
+/// Every aggregate and field feature of every user as the store holds it, against the truth.
 #[derive(Debug, Default)]
 pub struct Comparison {
-    /// How many (user, aggregate) values were compared.
+    /// How many (user, feature) values were compared.
     pub compared: usize,
     /// One line per value that differs.
     pub mismatches: Vec<String>,
@@ -263,7 +335,7 @@ impl Comparison {
     pub fn assert_exact(&self, what: &str) {
         assert!(
             self.mismatches.is_empty(),
-            "{what}: {} of {} aggregates differ, such as: {:#?}",
+            "{what}: {} of {} values differ, such as: {:#?}",
             self.mismatches.len(),
             self.compared,
             &self.mismatches[..self.mismatches.len().min(10)]
@@ -271,8 +343,8 @@ impl Comparison {
     }
 }
 
-/// Compares the aggregates of [`STREAM_VIEWS`] stored in `store` at `request_micros` with the
-/// truth over `distinct`, for every user. Approximate distinct counts may be off by three
+/// Compares the aggregates and field features of [`STREAM_VIEWS`] stored in `store` at
+/// `request_micros` with the truth over `distinct`, for every user. Approximate distinct counts may be off by three
 /// standard errors of the sketch (2.5 %), or by 2 where that is less.
 pub async fn compare_with_truth(
     store: &impl FeatureStore,
@@ -327,8 +399,42 @@ pub async fn compare_with_truth(
                 ));
             }
         }
+        compare_fields(store, registry, &key, events, &mut comparison).await;
     }
     comparison
+}
+
+/// Adds the comparison of one user's field features to `comparison`.
+async fn compare_fields(
+    store: &impl FeatureStore,
+    registry: &Registry,
+    key: &EntityKey,
+    events: &[&StreamEvent],
+    comparison: &mut Comparison,
+) {
+    let names: Vec<Name> = FIELD_FEATURES
+        .iter()
+        .map(|name| name.parse().expect("a valid name"))
+        .collect();
+    let served = store
+        .read_features(
+            &registry.entities[0],
+            &registry.feature_views[0],
+            &names,
+            key,
+        )
+        .await
+        .expect("reads the field features");
+    for (feature, served) in FIELD_FEATURES.iter().zip(served) {
+        let expected = latest_field(feature, events);
+        let served = served.map(|stored| stored.value);
+        comparison.compared += 1;
+        if expected != served {
+            comparison.mismatches.push(format!(
+                "{key} {feature}: expected {expected:?}, got {served:?}"
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -343,10 +449,26 @@ mod tests {
                 users: 50,
                 spread_millis: 3_600_000,
                 resent_percent: 5,
+                tied_users: 20,
             },
             1_790_000_000_000,
         );
         assert_eq!(stream.distinct.len(), 2_000);
+        for user in 0..50 {
+            let mut times: Vec<i64> = stream
+                .distinct
+                .iter()
+                .filter(|event| event.user == user)
+                .map(|event| event.event_time_micros)
+                .collect();
+            times.sort_unstable();
+            let tied = times.len() > 1 && times[times.len() - 1] == times[times.len() - 2];
+            assert_eq!(
+                tied,
+                user < 20,
+                "user {user}'s newest millisecond: {times:?}"
+            );
+        }
         let copies = stream.produced.len() - stream.distinct.len();
         assert!((50..150).contains(&copies), "about 5 % resent: {copies}");
         let mut seen = std::collections::HashSet::new();

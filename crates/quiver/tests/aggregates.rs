@@ -23,6 +23,7 @@ const SHAPE: StreamShape = StreamShape {
     // Events happen over the two hours before the test starts.
     spread_millis: 2 * 3_600_000,
     resent_percent: 5,
+    tied_users: 200,
 };
 const PARTITIONS: i32 = 4;
 /// Aggregates are compared as of this long after the test starts: a fixed request time that
@@ -129,8 +130,8 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     let after_kills = compare().await;
     assert_eq!(
         after_kills.compared,
-        SHAPE.users as usize * 15,
-        "every user, every aggregate"
+        SHAPE.users as usize * 18,
+        "every user, every aggregate and field feature"
     );
     after_kills.assert_exact("after two SIGKILLs");
 

@@ -81,12 +81,14 @@ struct Fixture<S> {
     schema: Schema,
     sink: Collected,
     metrics: IngestMetrics,
+    /// Added to every event time, the same for every batch.
+    shift_micros: i64,
 }
 
 /// The sample events are from 2026; this shift puts event 0 a minute before now, so that the
-/// windows of the aggregates hold them.
+/// windows of the aggregates hold them. In whole milliseconds, as event times are.
 fn shift_to_now() -> i64 {
-    now_micros() - 1_790_000_000_000_000 - 60_000_000
+    (now_micros() - 1_790_000_000_000_000 - 60_000_000).div_euclid(1_000) * 1_000
 }
 
 async fn fixture() -> Fixture<EmbeddedStore> {
@@ -107,6 +109,7 @@ async fn fixture_with(change: impl FnOnce(&mut FeatureView)) -> Fixture<Embedded
         schema: match_event_schema(),
         sink: Collected::default(),
         metrics: IngestMetrics::register(&mut Default::default()),
+        shift_micros: shift_to_now(),
     }
 }
 
@@ -145,7 +148,7 @@ impl<S: FeatureStore> Fixture<S> {
         let rules = Rules {
             framing: &Framing::Plain,
             stop_on_invalid: false,
-            event_time_shift_micros: shift_to_now(),
+            event_time_shift_micros: self.shift_micros,
         };
         let decoded = decode(
             batch,
@@ -312,6 +315,91 @@ async fn a_resent_event_changes_no_aggregate_and_a_replayed_batch_none_either() 
         1,
         "the resent copy, not the replays"
     );
+}
+
+/// Events 0 (a LIKE from SE) and 5 (a CHAT from NO) of user 0, both at event 0's millisecond:
+/// event 5 has the greater event id.
+fn tied_events<S: FeatureStore>(fixture: &Fixture<S>) -> [TestRecord; 2] {
+    let at_event_0 = |n| {
+        let event = match_event(&fixture.schema, n);
+        let ts = match_event(&fixture.schema, 0);
+        let Avro::Record(fields) = ts else {
+            panic!("a record")
+        };
+        let (_, ts) = fields.into_iter().find(|(name, _)| name == "ts").unwrap();
+        with_field(event, "ts", ts)
+    };
+    let country = |event, code: &str| {
+        with_field(
+            event,
+            "country",
+            Avro::Union(1, Box::new(Avro::String(code.into()))),
+        )
+    };
+    [
+        fixture.record(TOPIC, 0, country(at_event_0(0), "SE")),
+        fixture.record(TOPIC, 0, country(at_event_0(5), "NO")),
+    ]
+}
+
+#[tokio::test]
+async fn events_at_one_millisecond_give_the_greater_event_id_every_feature_it_sets() {
+    let arrivals: [(&str, &[&[usize]]); 4] = [
+        ("smaller id first, one batch", &[&[0, 1]]),
+        ("greater id first, one batch", &[&[1, 0]]),
+        ("smaller id first, two batches", &[&[0], &[1]]),
+        (
+            "greater id first, two batches, then both resent",
+            &[&[1], &[0], &[0, 1]],
+        ),
+    ];
+    for (arrival, batches) in arrivals {
+        let fixture = fixture().await;
+        let tied = tied_events(&fixture);
+        // Offsets grow in arrival order, as on a partition.
+        let mut offset = 0..;
+        for batch in batches.iter() {
+            let records = batch
+                .iter()
+                .map(|index| TestRecord {
+                    offset: offset.next().unwrap(),
+                    ..tied[*index].clone()
+                })
+                .collect();
+            fixture.ingest(records).await.unwrap();
+        }
+        let fields = [
+            fixture.field(0, "last_action").await,
+            fixture.field(0, "last_country").await,
+            fixture.field(0, "last_liked_candidate").await,
+        ];
+        let expected = [
+            Some(Value::String("CHAT".into())),
+            Some(Value::String("NO".into())),
+            // Only event 0 is a LIKE: the only event that sets it.
+            Some(Value::Int64(1_000)),
+        ];
+        assert_eq!(fields, expected, "{arrival}");
+        assert_eq!(
+            fixture.aggregate(0, "recent_candidates").await,
+            Some(Value::Int64List(vec![1_005, 1_000])),
+            "{arrival}: last_k orders the tie the same way"
+        );
+        let row = fixture.row(0).await;
+        let (_, view) = fixture.view();
+        let event_time = |feature| {
+            let position = quiver_core::read::stored_features(&view)
+                .iter()
+                .position(|name| name.as_str() == feature)
+                .unwrap();
+            row.values[position].as_ref().unwrap().event_time_micros
+        };
+        assert_eq!(
+            event_time("last_action") / 1_000,
+            event_time("last_liked_candidate") / 1_000,
+            "{arrival}: both are served at the events' millisecond"
+        );
+    }
 }
 
 #[tokio::test]
@@ -554,6 +642,7 @@ async fn writes_are_retried_while_the_store_is_unavailable() {
         schema,
         sink,
         metrics,
+        shift_micros,
     } = fixture().await;
     let fixture = Fixture {
         _directory,
@@ -565,6 +654,7 @@ async fn writes_are_retried_while_the_store_is_unavailable() {
         schema,
         sink,
         metrics,
+        shift_micros,
     };
     let summary = fixture
         .ingest(vec![fixture.event(4, 0), fixture.event(9, 1)])
