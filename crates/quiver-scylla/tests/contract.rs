@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use quiver_core::aggregate::Partial;
+use quiver_core::aggregate::{Partial, TileChanges};
 use quiver_core::apply::apply;
 use quiver_core::definition::view_table_name;
 use quiver_core::key::{EntityKey, KeyPart};
@@ -303,6 +303,57 @@ async fn tiles_of_the_old_layout_move_into_the_view_tables_on_connect() {
     assert_eq!(old_table, 0, "the old table is dropped");
     drop(store);
     store_in(keyspace).await;
+}
+
+/// A view table made before entities remembered their ties has no `_ties`: connecting adds it,
+/// and the ingester's reads and writes of ties then work.
+#[tokio::test]
+async fn a_view_table_without_the_ties_column_gets_it_on_connect() {
+    let keyspace = fresh_keyspace().await;
+    let store = store_in(keyspace.clone()).await;
+    let registry = apply(
+        &store,
+        &quiver_testkit::contract::example_definitions(),
+        false,
+    )
+    .await
+    .expect("applies")
+    .registry;
+    drop(store);
+    let session = quiver_testkit::cql_session().await;
+    session
+        .query_unpaged(
+            format!("ALTER TABLE {keyspace}.user_activity_v1 DROP \"_ties\""),
+            (),
+        )
+        .await
+        .expect("drops the column");
+
+    let store = store_in(keyspace).await;
+    let entity = &registry.entities[0];
+    let activity = registry
+        .latest_view(&"user_activity".parse().unwrap())
+        .unwrap();
+    let key = EntityKey::new(vec![KeyPart::Int64(3)]).unwrap();
+    let ties = vec![quiver_core::ties::TiedEvent {
+        event_time_micros: now_micros() / 1_000 * 1_000,
+        tiebreak: quiver_core::ties::Tiebreak::Offset(12),
+        slot: 0,
+        features: [0].into(),
+    }];
+    let changes = TileChanges {
+        ties: Some(ties.clone()),
+        ..TileChanges::default()
+    };
+    store
+        .write_tiles(entity, activity, &key, &changes)
+        .await
+        .expect("writes ties");
+    let read = store
+        .read_tiles(entity, activity, &key, None)
+        .await
+        .expect("reads ties");
+    assert_eq!(read.ties, ties);
 }
 
 fn now_micros() -> i64 {

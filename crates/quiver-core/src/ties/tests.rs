@@ -239,7 +239,7 @@ fn events_older_than_the_horizon_are_forgotten() {
     let settled = settle_ties(
         &view,
         Vec::new(),
-        vec![at("a", 0), at("b", 61), at("c", 30)]
+        [at("a", 0), at("b", 61), at("c", 30)]
             .iter()
             .map(Event::contender)
             .collect(),
