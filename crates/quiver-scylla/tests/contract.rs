@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use quiver_core::aggregate::{Partial, TileChanges};
 use quiver_core::apply::apply;
-use quiver_core::definition::view_table_name;
+use quiver_core::definition::{Registry, view_table_name};
 use quiver_core::key::{EntityKey, KeyPart};
 use quiver_core::store::{FeatureStore, StoreErrorKind};
 use quiver_scylla::{CqlTls, ScyllaConfig, ScyllaStore};
@@ -27,6 +27,22 @@ async fn store_in(keyspace: String) -> ScyllaStore {
     ))
     .await
     .expect("the store connects")
+}
+
+/// A fresh keyspace with the example definitions applied, and their registry; no store is left
+/// connected to it.
+async fn keyspace_with_the_examples() -> (String, Registry) {
+    let keyspace = fresh_keyspace().await;
+    let store = store_in(keyspace.clone()).await;
+    let registry = apply(
+        &store,
+        &quiver_testkit::contract::example_definitions(),
+        false,
+    )
+    .await
+    .expect("applies")
+    .registry;
+    (keyspace, registry)
 }
 
 quiver_testkit::online_store_contract!(fresh_store);
@@ -185,17 +201,7 @@ async fn a_new_feature_adds_a_column_in_place() {
 /// drops the old table; tiles whose window has passed are left behind.
 #[tokio::test]
 async fn tiles_of_the_old_layout_move_into_the_view_tables_on_connect() {
-    let keyspace = fresh_keyspace().await;
-    let store = store_in(keyspace.clone()).await;
-    let registry = apply(
-        &store,
-        &quiver_testkit::contract::example_definitions(),
-        false,
-    )
-    .await
-    .expect("applies")
-    .registry;
-    drop(store);
+    let (keyspace, registry) = keyspace_with_the_examples().await;
     let session = quiver_testkit::cql_session().await;
     let run = |statement: String| {
         let session = &session;
@@ -309,17 +315,7 @@ async fn tiles_of_the_old_layout_move_into_the_view_tables_on_connect() {
 /// and the ingester's reads and writes of ties then work.
 #[tokio::test]
 async fn a_view_table_without_the_ties_column_gets_it_on_connect() {
-    let keyspace = fresh_keyspace().await;
-    let store = store_in(keyspace.clone()).await;
-    let registry = apply(
-        &store,
-        &quiver_testkit::contract::example_definitions(),
-        false,
-    )
-    .await
-    .expect("applies")
-    .registry;
-    drop(store);
+    let (keyspace, registry) = keyspace_with_the_examples().await;
     let session = quiver_testkit::cql_session().await;
     session
         .query_unpaged(
