@@ -9,7 +9,8 @@
 //! time), each later one at the next slot. A later arrival beats every earlier one of its
 //! millisecond, so it leaves out the features an earlier, greater event set: those it would
 //! win by arrival and lose by the order. Each entity remembers the events of its recent
-//! milliseconds ([`TiedEvent`]) for this, within [`tie_horizon`] of its newest one.
+//! milliseconds ([`TiedEvent`]) for this, within [`tie_horizon`] of its newest one; an event
+//! it remembers is written again at its own slot, so a replay or a copy changes nothing.
 //!
 //! Event times that are not whole milliseconds (a `timestamp-micros` field's) are written as
 //! they are: their ties are left to the store.
@@ -78,6 +79,8 @@ pub struct Settled {
     pub writes: Vec<FeatureWrite>,
     /// What the entity remembers once the writes are stored; `None` when that did not change.
     pub remembered: Option<Vec<TiedEvent>>,
+    /// How many of the events shared their millisecond with an earlier remembered one.
+    pub tied: u64,
 }
 
 /// How far behind an entity's newest event its events are remembered: the view's allowed
@@ -96,10 +99,13 @@ fn tie_horizon_micros(view: &FeatureView) -> i64 {
 
 /// Orders one entity's writes, in arrival order, against the events it `remembered`: each write
 /// gets its slot and loses the features an earlier, greater event of its millisecond set. An
-/// event remembered already (a replay, or a resent event id) was stored before, and is left out.
+/// event remembered already (a replay, or a resent event id) is written again as it was first:
+/// at its slot, with the features no greater event set, so the write changes nothing that
+/// was stored.
 ///
-/// The writes must be stored before what is remembered: a crash in between replays the same
-/// events against the same memory, which gives the same slots again.
+/// The writes and what is remembered may be stored in either order, or at once: a crash
+/// before the memory is stored replays the same events against the same memory, which gives
+/// the same slots; one after it finds them remembered and writes them again at theirs.
 pub fn settle_ties(
     view: &FeatureView,
     mut remembered: Vec<TiedEvent>,
@@ -118,33 +124,40 @@ pub fn settle_ties(
         }
         let time = write.event_time_micros;
         let same_millisecond = || remembered.iter().filter(|t| t.event_time_micros == time);
-        if same_millisecond().any(|tied| tied.tiebreak == tiebreak) {
-            continue;
-        }
-        let slot = same_millisecond()
-            .map(|tied| (tied.slot + 1).min(LAST_SLOT))
-            .max()
-            .unwrap_or(0);
         let won_by_greater: BTreeSet<u16> = same_millisecond()
             .filter(|tied| tied.tiebreak > tiebreak)
             .flat_map(|tied| tied.features.iter().copied())
             .collect();
-        let features: BTreeSet<u16> = write
-            .values
-            .iter()
-            .filter_map(|(name, _)| feature_position(view, name))
-            .collect();
+        let known_slot = same_millisecond()
+            .find(|tied| tied.tiebreak == tiebreak)
+            .map(|tied| tied.slot);
+        let slot = match known_slot {
+            Some(slot) => slot,
+            None => {
+                let slot = same_millisecond()
+                    .map(|tied| (tied.slot + 1).min(LAST_SLOT))
+                    .max()
+                    .unwrap_or(0);
+                settled.tied += u64::from(same_millisecond().next().is_some());
+                let features = write
+                    .values
+                    .iter()
+                    .filter_map(|(name, _)| feature_position(view, name))
+                    .collect();
+                remembered.push(TiedEvent {
+                    event_time_micros: time,
+                    tiebreak,
+                    slot,
+                    features,
+                });
+                changed = true;
+                slot
+            }
+        };
         write.values.retain(|(name, _)| {
             feature_position(view, name).is_none_or(|position| !won_by_greater.contains(&position))
         });
         write.event_time_micros += i64::from(slot);
-        remembered.push(TiedEvent {
-            event_time_micros: time,
-            tiebreak,
-            slot,
-            features,
-        });
-        changed = true;
         if !write.values.is_empty() {
             settled.writes.push(write);
         }

@@ -42,6 +42,7 @@ pub struct IngestMetrics {
     pub(crate) tiles_written: Family<ViewLabels, Counter>,
     pub(crate) duplicate_events: Family<ViewLabels, Counter>,
     pub(crate) events_beyond_dedup_horizon: Family<ViewLabels, Counter>,
+    pub(crate) tied_events: Family<ViewLabels, Counter>,
     pub(crate) dead_letters: Family<DeadLetterLabels, Counter>,
     pub(crate) write_retries: Family<ViewLabels, Counter>,
     pub(crate) write_seconds: Family<ViewLabels, Histogram>,
@@ -59,6 +60,7 @@ impl IngestMetrics {
             tiles_written: Family::default(),
             duplicate_events: Family::default(),
             events_beyond_dedup_horizon: Family::default(),
+            tied_events: Family::default(),
             dead_letters: Family::default(),
             write_retries: Family::default(),
             write_seconds: Family::new_with_constructor(|| {
@@ -98,6 +100,11 @@ impl IngestMetrics {
             metrics.events_beyond_dedup_horizon.clone(),
         );
         registry.register(
+            "tied_events",
+            "Events at the millisecond of an earlier event of their entity, ordered against it by event id or offset, by view",
+            metrics.tied_events.clone(),
+        );
+        registry.register(
             "dead_letters",
             "Records sent to the dead-letter topic, by view and reason",
             metrics.dead_letters.clone(),
@@ -109,7 +116,7 @@ impl IngestMetrics {
         );
         registry.register(
             "write_seconds",
-            "Time to write one batch of a view to the online store",
+            "Time to write one call's feature rows of a view (an entity's events, or a batch's upserts) to the online store",
             metrics.write_seconds.clone(),
         );
         registry.register(

@@ -448,6 +448,10 @@ async fn store_view_entities<S: FeatureStore, K>(
         .events_beyond_dedup_horizon
         .get_or_create(&labels)
         .inc_by(stored.beyond_horizon);
+    metrics
+        .tied_events
+        .get_or_create(&labels)
+        .inc_by(stored.tied);
     Ok(stored.rows)
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct EntitiesStored {
     pub(crate) tiles: u64,
     pub(crate) duplicates: u64,
     pub(crate) beyond_horizon: u64,
+    pub(crate) tied: u64,
 }
 
 impl EntitiesStored {
@@ -34,6 +35,7 @@ impl EntitiesStored {
         self.tiles += other.tiles;
         self.duplicates += other.duplicates;
         self.beyond_horizon += other.beyond_horizon;
+        self.tied += other.tied;
         self
     }
 }
@@ -45,10 +47,10 @@ struct EntityEvents<'b> {
     contributions: Vec<&'b Contribution>,
 }
 
-/// Stores the events of `batch` one entity at a time: reads what the entity remembers, writes
-/// the feature values each event wins (see `quiver_core::ties`), folds the contributions into
-/// its tiles, then writes back the tiles that changed, the event ids counted for the first
-/// time and what it now remembers. Calls for one source must not overlap: each reads what the
+/// Stores the events of `batch` one entity at a time: reads what the entity remembers, settles
+/// the feature values each event wins (see `quiver_core::ties`) and folds the contributions
+/// into its tiles, then writes those values and, at the same time, the tiles that changed, the
+/// event ids counted for the first time and what it now remembers. Calls for one source must not overlap: each reads what the
 /// last one wrote.
 pub(crate) async fn store_entities<S: FeatureStore, K>(
     batch: &ViewBatch,
@@ -98,23 +100,28 @@ async fn store_entity<S: FeatureStore, K>(
     .await?;
     let remembered = std::mem::take(&mut stored.ties);
     let settled = settle_ties(&route.view.view, remembered, events.contenders);
-    // Before what is remembered: a crash in between settles the replay the same way again.
-    let rows = store_rows(batch, &settled.writes, outputs).await?;
     let mut folded = fold(&route.view.view, stored, events.contributions, now_micros());
     folded.changes.ties = settled.remembered;
-    if !folded.changes.is_empty() {
-        retry_while_unavailable(&retries, || {
-            outputs
-                .store
-                .write_tiles(&route.entity, &route.view, key, &folded.changes)
-        })
-        .await?;
-    }
+    // At once: in whichever order they land, a replay after a crash settles the same way.
+    let values = store_rows(batch, &settled.writes, outputs);
+    let tiles = async {
+        if !folded.changes.is_empty() {
+            retry_while_unavailable(&retries, || {
+                outputs
+                    .store
+                    .write_tiles(&route.entity, &route.view, key, &folded.changes)
+            })
+            .await?;
+        }
+        Ok(())
+    };
+    let (rows, ()) = futures::try_join!(values, tiles)?;
     Ok(EntitiesStored {
         rows,
         tiles: folded.changes.tiles.len() as u64,
         duplicates: folded.duplicates,
         beyond_horizon: folded.beyond_horizon,
+        tied: settled.tied,
     })
 }
 

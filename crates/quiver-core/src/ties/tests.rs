@@ -140,22 +140,55 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
-/// Stores `arrivals` in batches cut at `cuts`, remembering between them as the ingester does.
-fn store(view: &FeatureView, arrivals: &[Event], cuts: &[usize]) -> Cells {
+/// How storing one batch can be cut short before the batch is replayed.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    None,
+    /// The values were stored, what is remembered was not.
+    AfterTheValues,
+    /// What is remembered was stored, the values were not.
+    AfterTheMemory,
+}
+
+fn crash() -> impl Strategy<Value = Crash> {
+    prop_oneof![
+        Just(Crash::None),
+        Just(Crash::AfterTheValues),
+        Just(Crash::AfterTheMemory)
+    ]
+}
+
+/// Stores `arrivals` in batches cut at `cuts`, remembering between them as the ingester does;
+/// a batch whose crash is drawn is cut short that way, then replayed whole.
+fn store(view: &FeatureView, arrivals: &[Event], cuts: &[usize], crashes: &[Crash]) -> Cells {
     let mut cells = Cells::default();
     let mut remembered = Vec::new();
     let mut start = 0;
-    for end in cuts
+    let ends = cuts
         .iter()
         .copied()
         .filter(|cut| *cut < arrivals.len())
-        .chain([arrivals.len()])
-    {
-        let batch = arrivals[start..end.max(start)]
+        .chain([arrivals.len()]);
+    for (batch_index, end) in ends.enumerate() {
+        let batch: Vec<Contender> = arrivals[start..end.max(start)]
             .iter()
             .map(Event::contender)
             .collect();
-        let settled = settle_ties(view, remembered.clone(), batch);
+        let crash = crashes.get(batch_index).copied().unwrap_or(Crash::None);
+        let settled = settle_ties(view, remembered.clone(), batch.clone());
+        match crash {
+            Crash::None => {}
+            Crash::AfterTheValues => cells.write(&settled.writes),
+            Crash::AfterTheMemory => {
+                remembered = settled.remembered.clone().unwrap_or(remembered);
+            }
+        }
+        let settled = match crash {
+            Crash::None => settled,
+            Crash::AfterTheValues | Crash::AfterTheMemory => {
+                settle_ties(view, remembered.clone(), batch)
+            }
+        };
         cells.write(&settled.writes);
         if let Some(now_remembered) = settled.remembered {
             remembered = now_remembered;
@@ -166,14 +199,16 @@ fn store(view: &FeatureView, arrivals: &[Event], cuts: &[usize]) -> Cells {
 }
 
 proptest! {
-    /// Whatever the arrival order, the batch cuts and the events resent, every feature holds
-    /// the value of the greatest event that set it: the store's own value rule never decides.
+    /// Whatever the arrival order, the batch cuts, the events resent and the crashes, every
+    /// feature holds the value of the greatest event that set it: the store's own value rule
+    /// never decides.
     #[test]
     fn one_order_wins_whatever_the_arrival_order(
         events in events(),
         order in any::<u64>(),
         resent in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
         cuts in prop::collection::vec(0..12usize, 0..4),
+        crashes in prop::collection::vec(crash(), 0..5),
     ) {
         let mut arrivals = events.clone();
         // A deterministic shuffle from the drawn seed.
@@ -185,7 +220,7 @@ proptest! {
         arrivals.extend(resent.iter().map(|index| events[index.index(events.len())].clone()));
         let mut cuts = cuts;
         cuts.sort_unstable();
-        let cells = store(&view(None), &arrivals, &cuts);
+        let cells = store(&view(None), &arrivals, &cuts, &crashes);
         prop_assert_eq!(cells.values(), truth(&events));
     }
 }
@@ -223,9 +258,18 @@ fn a_smaller_event_arriving_later_writes_only_what_the_greater_did_not_set() {
         first.remembered.expect("remembered"),
         vec![smaller.contender(), smaller.contender()],
     );
-    assert_eq!(second.writes.len(), 1, "the resend is left out");
-    assert_eq!(second.writes[0].event_time_micros, MILLI + 1);
-    assert_eq!(second.writes[0].values, vec![(name(&2), Value::Int64(9))]);
+    let written_alone = FeatureWrite {
+        event_time_micros: MILLI + 1,
+        values: vec![(name(&2), Value::Int64(9))],
+        ..smaller.contender().write
+    };
+    assert_eq!(
+        second.writes,
+        vec![written_alone.clone(), written_alone],
+        "the resend is written again as it was first"
+    );
+    let remembered = second.remembered.expect("remembered");
+    assert_eq!(remembered.len(), 2, "the resend is remembered once");
 }
 
 #[test]

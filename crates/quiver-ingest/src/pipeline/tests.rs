@@ -385,6 +385,11 @@ async fn events_at_one_millisecond_give_the_greater_event_id_every_feature_it_se
             Some(Value::Int64List(vec![1_005, 1_000])),
             "{arrival}: last_k orders the tie the same way"
         );
+        assert_eq!(
+            of_the_view(&fixture.metrics.tied_events),
+            1,
+            "{arrival}: one event met an earlier one; the copies are remembered"
+        );
         let row = fixture.row(0).await;
         let (_, view) = fixture.view();
         let event_time = |feature| {
