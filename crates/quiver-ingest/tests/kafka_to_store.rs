@@ -20,7 +20,8 @@ use quiver_ingest::IngestConfig;
 mod common;
 
 use common::{
-    SCHEMA_ID, WAIT, applied, config, differences, framed, ground_truth, ingest_all, read_country,
+    INGEST_WAIT, SCHEMA_ID, WAIT, applied, config, differences, framed, ground_truth, ingest_all,
+    read_country,
 };
 use quiver_testkit::ProducedRecord;
 use quiver_testkit::contract;
@@ -501,7 +502,7 @@ async fn a_second_ingester_joining_mid_stream_takes_partitions_without_loss() {
             quiver_testkit::wait_until_committed(
                 &group,
                 &[(topic.clone(), TOPIC_PARTITIONS)],
-                WAIT,
+                INGEST_WAIT,
             )
             .await;
             stop_first.send(()).expect("the first member runs");

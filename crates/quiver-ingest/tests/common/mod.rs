@@ -19,9 +19,9 @@ use quiver_testkit::{contract, events};
 
 pub(crate) const SCHEMA_ID: u32 = 7;
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
-/// How long [`ingest_all`] waits for a whole stream to be committed: the 100k-event streams,
+/// How long a test waits for a whole stream to be committed: the 100k-event streams,
 /// folded into the example's ten aggregates beside other tests on two cores, take over a minute.
-const INGEST_WAIT: Duration = Duration::from_secs(300);
+pub(crate) const INGEST_WAIT: Duration = Duration::from_secs(300);
 
 /// A keyspace with the example `user_activity` view (no TTL, so the 2026 sample events are kept
 /// whatever today is) reading `topic`, after `adjust` has had its say on the definitions.
