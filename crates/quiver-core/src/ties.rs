@@ -9,7 +9,7 @@
 //! time), each later one at the next slot. A later arrival beats every earlier one of its
 //! millisecond, so it leaves out the features an earlier, greater event set: those it would
 //! win by arrival and lose by the order. Each entity remembers the events of its recent
-//! milliseconds ([`TiedEvent`]) for this, within [`tie_horizon`] of its newest one; an event
+//! milliseconds ([`TiedEvent`]) for this, within [`TIE_HORIZON_MICROS`] of its newest one; an event
 //! it remembers is written again at its own slot, so a replay or a copy changes nothing.
 //!
 //! Event times that are not whole milliseconds (a `timestamp-micros` field's) are written as
@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::definition::{FeatureView, Seconds};
+use crate::definition::FeatureView;
 use crate::store::FeatureWrite;
 
 const MICROS_PER_MILLI: i64 = 1_000;
@@ -26,12 +26,18 @@ const MICROS_PER_MILLI: i64 = 1_000;
 /// those after it share it.
 pub const LAST_SLOT: u16 = 999;
 
-/// How far behind an entity's newest event time its events are remembered, for a view that
-/// declares no allowed lateness.
-pub const DEFAULT_TIE_HORIZON_SECS: u64 = 600;
+/// How far behind an entity's newest event time its events are remembered: ties come from
+/// events produced together, which arrive close together, and every batch reads and rewrites
+/// what an entity remembers, so it is kept small. A tie at the entity's newest millisecond is
+/// always within it.
+pub const TIE_HORIZON_MICROS: i64 = 1_000_000;
 
 /// At most this many events are remembered per entity; the oldest are forgotten first.
-pub const MAX_REMEMBERED: usize = 256;
+pub const MAX_REMEMBERED: usize = 64;
+
+/// How long stores keep what an entity remembers after it last changed: longer than a replay
+/// after a crash or a rebalance takes to come, so that it finds what the batch before it left.
+pub const MEMORY_TTL_SECS: u32 = 86_400;
 
 /// Which of two events at the same event time counts as the later one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,20 +87,6 @@ pub struct Settled {
     pub remembered: Option<Vec<TiedEvent>>,
     /// How many of the events shared their millisecond with an earlier remembered one.
     pub tied: u64,
-}
-
-/// How far behind an entity's newest event its events are remembered: the view's allowed
-/// lateness, beyond which events are refused anyway, or [`DEFAULT_TIE_HORIZON_SECS`]. Stores
-/// keep an entity's remembered events this long after they last changed.
-pub fn tie_horizon(view: &FeatureView) -> Seconds {
-    view.allowed_lateness
-        .unwrap_or(Seconds(DEFAULT_TIE_HORIZON_SECS))
-}
-
-fn tie_horizon_micros(view: &FeatureView) -> i64 {
-    i64::try_from(tie_horizon(view).0)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000)
 }
 
 /// Orders one entity's writes, in arrival order, against the events it `remembered`: each write
@@ -163,7 +155,7 @@ pub fn settle_ties(
         }
     }
     if changed {
-        forget_old(&mut remembered, tie_horizon_micros(view));
+        forget_old(&mut remembered, TIE_HORIZON_MICROS);
         settled.remembered = Some(remembered);
     }
     settled

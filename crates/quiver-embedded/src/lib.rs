@@ -37,7 +37,7 @@ use quiver_core::store::{
     EntityRow, FeatureStore, FeatureWrite, OnlineStore, StoreError, StoreErrorKind, StoredValue,
     check_key, check_write, feature_types, live_applied, live_tiles, remaining_ttl_secs,
 };
-use quiver_core::ties::{TiedEvent, tie_horizon};
+use quiver_core::ties::{MEMORY_TTL_SECS, TiedEvent};
 use quiver_core::value::Value;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -521,9 +521,7 @@ impl FeatureStore for EmbeddedStore {
                 )
             })
             .collect();
-        let horizon_micros = i64::try_from(tie_horizon(&view.view).0)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
+        let horizon_micros = i64::from(MEMORY_TTL_SECS) * 1_000_000;
         let ties = changes.ties.as_ref().map(|ties| {
             let mut entry = now.saturating_add(horizon_micros).to_be_bytes().to_vec();
             entry.extend_from_slice(&quiver_format::encode_ties(ties));

@@ -869,7 +869,7 @@ impl FeatureStore for ScyllaStore {
             .collect();
         if let Some(ties) = &changes.ties {
             let statement = self.prepared(tiles::ties_statement(&table, entity)).await?;
-            rows.push((statement, tiles::ties_values(view, ties, &key_values)));
+            rows.push((statement, tiles::ties_values(ties, &key_values)));
         }
         rows.extend(
             applied

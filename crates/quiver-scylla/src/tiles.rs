@@ -11,15 +11,15 @@
 //! the TTL of its dedup horizon. Only the ingester reads it; serving does not select it.
 //!
 //! `_ties` holds the entity's recent events that later ones of the same millisecond are ordered
-//! against (`quiver_core::ties`), in `quiver-format`'s ties format, as text, with the TTL of
-//! the view's tie horizon. Only the ingester reads it too.
+//! against (`quiver_core::ties`), in `quiver-format`'s ties format, as text, with the TTL
+//! `quiver_core::ties::MEMORY_TTL_SECS`. Only the ingester reads it too.
 
 use quiver_core::aggregate::{AppliedEvent, EntityTiles, Tile};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::name::Name;
 use quiver_core::store::{DELETION_MARK_TTL_SECS, StoreError, StoreErrorKind};
-use quiver_core::ties::{TiedEvent, tie_horizon};
+use quiver_core::ties::{MEMORY_TTL_SECS, TiedEvent};
 use scylla::value::CqlValue;
 
 use crate::key_conditions;
@@ -108,17 +108,13 @@ pub(crate) fn ties_statement(table: &str, entity: &Entity) -> String {
     )
 }
 
-/// The values [`ties_statement`] binds for `ties`, kept for the view's tie horizon, of the
+/// The values [`ties_statement`] binds for `ties`, kept for [`MEMORY_TTL_SECS`], of the
 /// entity whose key parts are `key_values`.
-pub(crate) fn ties_values(
-    view: &VersionedView,
-    ties: &[TiedEvent],
-    key_values: &[CqlValue],
-) -> Vec<CqlValue> {
-    let horizon = i32::try_from(tie_horizon(&view.view).0).unwrap_or(i32::MAX);
+pub(crate) fn ties_values(ties: &[TiedEvent], key_values: &[CqlValue]) -> Vec<CqlValue> {
     let cell = String::from_utf8(quiver_format::encode_ties(ties))
         .expect("the ties' storage format is JSON, which is UTF-8");
-    let mut bound = vec![CqlValue::Int(horizon.max(1)), CqlValue::Text(cell)];
+    let ttl = i32::try_from(MEMORY_TTL_SECS).unwrap_or(i32::MAX);
+    let mut bound = vec![CqlValue::Int(ttl), CqlValue::Text(cell)];
     bound.extend_from_slice(key_values);
     bound
 }
