@@ -274,16 +274,15 @@ fn a_smaller_event_arriving_later_writes_only_what_the_greater_did_not_set() {
 
 #[test]
 fn events_older_than_the_horizon_are_forgotten() {
-    let view = view(Some(Seconds(60)));
-    let at = |id: &str, seconds: i64| Event {
+    let at = |id: &str, millis: i64| Event {
         id: id.into(),
-        event_time_micros: MILLI + seconds * 1_000_000,
+        event_time_micros: MILLI + millis * 1_000,
         sets: vec![(0, 1)],
     };
     let settled = settle_ties(
-        &view,
+        &view(None),
         Vec::new(),
-        [at("a", 0), at("b", 61), at("c", 30)]
+        [at("a", 0), at("b", 1_001), at("c", 500)]
             .iter()
             .map(Event::contender)
             .collect(),
@@ -296,7 +295,8 @@ fn events_older_than_the_horizon_are_forgotten() {
         .collect();
     assert_eq!(
         remembered,
-        vec![Tiebreak::EventId("b".into()), Tiebreak::EventId("c".into())]
+        vec![Tiebreak::EventId("b".into()), Tiebreak::EventId("c".into())],
+        "a is more than a second older than b"
     );
 }
 
