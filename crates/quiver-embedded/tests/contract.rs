@@ -51,14 +51,7 @@ async fn expired_values_are_swept_when_the_file_is_opened() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("quiver.redb");
     let store = EmbeddedStore::open(&path).expect("opens");
-    let registry = apply(
-        &store,
-        &quiver_testkit::contract::example_definitions(),
-        false,
-    )
-    .await
-    .expect("applies")
-    .registry;
+    let registry = quiver_testkit::contract::apply_examples(&store).await;
     let activity = registry
         .latest_view(&"user_activity".parse().unwrap())
         .unwrap();

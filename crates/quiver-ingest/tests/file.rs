@@ -23,14 +23,7 @@ const OPTIONS: FileOptions = FileOptions {
 async fn applied_store() -> (tempfile::TempDir, EmbeddedStore, Registry) {
     let folder = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&folder.path().join("quiver.redb")).unwrap();
-    let registry = apply(
-        &store,
-        &quiver_testkit::contract::example_definitions(),
-        false,
-    )
-    .await
-    .expect("applies")
-    .registry;
+    let registry = quiver_testkit::contract::apply_examples(&store).await;
     (folder, store, registry)
 }
 

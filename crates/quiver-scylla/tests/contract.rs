@@ -34,14 +34,7 @@ async fn store_in(keyspace: String) -> ScyllaStore {
 async fn keyspace_with_the_examples() -> (String, Registry) {
     let keyspace = fresh_keyspace().await;
     let store = store_in(keyspace.clone()).await;
-    let registry = apply(
-        &store,
-        &quiver_testkit::contract::example_definitions(),
-        false,
-    )
-    .await
-    .expect("applies")
-    .registry;
+    let registry = quiver_testkit::contract::apply_examples(&store).await;
     (keyspace, registry)
 }
 

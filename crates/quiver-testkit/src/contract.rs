@@ -22,6 +22,14 @@ pub fn example_definitions() -> Definitions {
     quiver_definitions::load_dir(&dir).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
+/// Applies [`example_definitions`] to `store` and returns the registry it published.
+pub async fn apply_examples(store: &impl OnlineStore) -> Registry {
+    apply(store, &example_definitions(), false)
+        .await
+        .expect("applies the example definitions")
+        .registry
+}
+
 /// The examples' `user_activity` view alone, reading `topic`, with no TTL so that the sample
 /// events (from 2026) are kept whatever today is.
 pub fn user_activity_on(topic: &str) -> Definitions {
