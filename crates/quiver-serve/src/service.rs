@@ -589,26 +589,30 @@ impl<S: FeatureStore + 'static> pb::feature_service_server::FeatureService for S
             let feature_views = registry
                 .latest_views()
                 .into_iter()
-                .map(|view| pb::FeatureViewInfo {
-                    name: view.view.name.to_string(),
-                    version: view.version,
-                    entity: view.view.entity.to_string(),
-                    key_fields: registry
+                .map(|view| {
+                    let keys = registry
                         .entity(&view.view.entity)
-                        .map(|entity| entity.keys.iter().map(|key| key.name.to_string()).collect())
-                        .unwrap_or_default(),
-                    ttl_seconds: view.view.ttl.map_or(0, |ttl| ttl.0),
-                    features: view
-                        .view
-                        .features
-                        .iter()
-                        .map(|feature| pb::FeatureInfo {
-                            name: feature.name.to_string(),
-                            r#type: feature.value_type.to_string(),
-                            description: feature.description.clone(),
-                        })
-                        .collect(),
-                    description: view.view.description.clone(),
+                        .map(|entity| entity.keys.as_slice())
+                        .unwrap_or_default();
+                    pb::FeatureViewInfo {
+                        name: view.view.name.to_string(),
+                        version: view.version,
+                        entity: view.view.entity.to_string(),
+                        key_fields: keys.iter().map(|key| key.name.to_string()).collect(),
+                        key_types: keys.iter().map(|key| key.key_type.to_string()).collect(),
+                        ttl_seconds: view.view.ttl.map_or(0, |ttl| ttl.0),
+                        features: view
+                            .view
+                            .features
+                            .iter()
+                            .map(|feature| pb::FeatureInfo {
+                                name: feature.name.to_string(),
+                                r#type: feature.value_type.to_string(),
+                                description: feature.description.clone(),
+                            })
+                            .collect(),
+                        description: view.view.description.clone(),
+                    }
                 })
                 .collect();
             Ok(pb::ListFeatureViewsResponse { feature_views })

@@ -616,6 +616,7 @@ async fn health_discovery_and_reflection_answer() {
         .find(|view| view.name == "user_profile")
         .unwrap();
     assert_eq!(profile.key_fields, ["user_id"]);
+    assert_eq!(profile.key_types, ["int64"]);
     assert!(
         profile
             .features
