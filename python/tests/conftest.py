@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 import quiver
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -74,7 +73,9 @@ def start_server(data_dir: Path, *extra: str) -> Server:
                 return Server(f"http://{event['address']}", process, log)
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"quiver serve did not listen within {STARTUP_SECONDS} s:\n{log.read_text()}")
+    raise RuntimeError(
+        f"quiver serve did not listen within {STARTUP_SECONDS} s:\n{log.read_text()}"
+    )
 
 
 def stop_server(server: Server) -> None:

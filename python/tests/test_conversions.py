@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pandas
 import pyarrow
-
 import quiver
+
 from tests.values import EVERY_TYPE, row, sample
 
 USERS = [6_000, 6_001, 6_002]
@@ -79,7 +79,10 @@ def test_pandas_columns_have_nullable_dtypes_of_the_declared_types(client: quive
         assert str(column.dtype) == expected_dtype, name
         assert pandas.isna(column.iloc[3]) if expected_dtype != "object" else column.iloc[3] is None
         expected = [sample(feature_type, user) for user in USERS]
-        got = [value.to_pydatetime() if hasattr(value, "to_pydatetime") else value for value in column.iloc[:3]]
+        got = [
+            value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
+            for value in column.iloc[:3]
+        ]
         assert got == expected, name
     times = frame["every_type:string__event_time"]
     assert str(times.dtype) == "datetime64[us, UTC]"

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
-
 import quiver
 
 
@@ -77,7 +76,9 @@ def test_a_pushed_value_of_the_wrong_type_names_its_row_and_feature(client: quiv
     with pytest.raises(TypeError, match="row 1, `int64`: expected an int for int64, got str 'two'"):
         client.write_features("every_type", rows)
     with pytest.raises(ValueError, match="row 0, `int32`: 4294967296 does not fit in int32"):
-        client.write_features("every_type", [{"user_id": 7_002, "int32": 2**32, "event_time": now()}])
+        client.write_features(
+            "every_type", [{"user_id": 7_002, "int32": 2**32, "event_time": now()}]
+        )
     with pytest.raises(ValueError, match="embedding<4> needs 4 elements, got 3"):
         client.write_features(
             "every_type", [{"user_id": 7_003, "embedding_4": [1.0, 2.0, 3.0], "event_time": now()}]
@@ -89,7 +90,9 @@ def test_a_pushed_value_of_the_wrong_type_names_its_row_and_feature(client: quiv
 def test_a_pushed_row_with_an_unknown_field_or_no_key_or_time_is_refused(
     client: quiver.Client,
 ) -> None:
-    with pytest.raises(ValueError, match="row 0: `colour` is neither a feature of view `every_type`"):
+    with pytest.raises(
+        ValueError, match="row 0: `colour` is neither a feature of view `every_type`"
+    ):
         client.write_features("every_type", [{"user_id": 1, "colour": "red", "event_time": now()}])
     with pytest.raises(ValueError, match="row 0 lacks key field `user_id` of entity `user`"):
         client.write_features("every_type", [{"int64": 1, "event_time": now()}])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 import quiver
+
 from tests.values import EVERY_TYPE, row, sample
 
 SERVICE = "every_type_v1"
@@ -64,9 +64,7 @@ def test_entity_rows_give_the_same_reply_as_key_columns(client: quiver.Client) -
 
 def test_an_int32_key_is_sent_as_its_view_declares_it(client: quiver.Client) -> None:
     written_at = recent()
-    client.write_features(
-        "shop_stats", [{"shop_id": 7, "rating": 4.5, "event_time": written_at}]
-    )
+    client.write_features("shop_stats", [{"shop_id": 7, "rating": 4.5, "event_time": written_at}])
     reply = client.get_online_features(["shop_stats:rating"], entities={"shop_id": [7, 8]})
     assert reply["shop_stats:rating"].values == [4.5, None]
     assert reply["shop_stats:rating"].event_times == [written_at, None]
@@ -90,7 +88,8 @@ def test_an_event_time_may_be_given_in_microseconds(client: quiver.Client) -> No
     micros = int((written_at - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**6
     micros += written_at.microsecond
     client.write_features(
-        "every_type", [{"user_id": 4_100, "int64": 5, "pushed_at": micros}],
+        "every_type",
+        [{"user_id": 4_100, "int64": 5, "pushed_at": micros}],
         event_time_column="pushed_at",
     )
     reply = client.get_online_features(["every_type:int64"], entities={"user_id": [4_100]})

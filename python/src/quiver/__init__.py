@@ -1,10 +1,10 @@
 """Quiver's Python client: online features from a Quiver server, for notebooks and services.
 
-    import quiver
+import quiver
 
-    with quiver.Client("127.0.0.1:50051") as client:
-        features = client.get_online_features(service="ranker_v1", entities={"user_id": [42, 7]})
-        frame = features.to_pandas()
+with quiver.Client("127.0.0.1:50051") as client:
+    features = client.get_online_features(service="ranker_v1", entities={"user_id": [42, 7]})
+    frame = features.to_pandas()
 """
 
 from quiver._catalog import Feature, FeatureService, FeatureView, IgnoredRow, WriteResult

@@ -40,7 +40,7 @@ class FeatureView:
             name=info.name,
             version=info.version,
             entity=info.entity,
-            keys=dict(zip(info.key_fields, types)),
+            keys=dict(zip(info.key_fields, types, strict=True)),
             ttl_seconds=info.ttl_seconds,
             features=[Feature(f.name, f.type, f.description) for f in info.features],
             description=info.description,

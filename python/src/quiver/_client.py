@@ -151,7 +151,10 @@ class Client(_Base):
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -263,7 +266,10 @@ class AsyncClient(_Base):
         return self
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -286,7 +292,9 @@ class AsyncClient(_Base):
         if self._needs_catalog(columns):
             await self._load_views(timeout)
         request = online_request(features, service, columns, self._key_types(), value_format)
-        reply = await self._call(self._stub.GetOnlineFeatures, "GetOnlineFeatures", request, timeout)
+        reply = await self._call(
+            self._stub.GetOnlineFeatures, "GetOnlineFeatures", request, timeout
+        )
         return _online(reply, columns)
 
     async def write_features(

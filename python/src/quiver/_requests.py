@@ -36,7 +36,9 @@ def entity_columns(
         columns = {name: [] for name in names}
         for index, row in enumerate(entity_rows):
             if sorted(row) != sorted(names):
-                raise ValueError(f"entity row {index} has keys {sorted(row)}, row 0 {sorted(names)}")
+                raise ValueError(
+                    f"entity row {index} has keys {sorted(row)}, row 0 {sorted(names)}"
+                )
             for name in names:
                 columns[name].append(row[name])
     if not columns:
@@ -56,11 +58,11 @@ def online_request(
 ) -> pb.GetOnlineFeaturesRequest:
     """A GetOnlineFeatures request for a service or explicit "view:feature" references."""
     if (features is None) == (service is None):
-        raise ValueError("give exactly one of `features` (\"view:feature\" references) and `service`")
+        raise ValueError('give exactly one of `features` ("view:feature" references) and `service`')
     if isinstance(features, str):
-        raise TypeError("`features` is a list of \"view:feature\" references, not one string")
+        raise TypeError('`features` is a list of "view:feature" references, not one string')
     if value_format not in _VALUE_FORMATS:
-        raise ValueError(f"value_format is \"typed\" or \"values\", not {value_format!r}")
+        raise ValueError(f'value_format is "typed" or "values", not {value_format!r}')
     request = pb.GetOnlineFeaturesRequest(value_format=_VALUE_FORMATS[value_format])
     if service is not None:
         request.feature_service = service

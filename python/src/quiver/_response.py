@@ -69,7 +69,9 @@ class FeatureColumn:
     @staticmethod
     def from_wire(column: pb.FeatureColumn, rows: int) -> FeatureColumn:
         """A reply's column, in the typed or the Values format, cut to `rows` rows."""
-        statuses = [_STATUS_OF_WIRE.get(status, FeatureStatus.UNKNOWN) for status in column.statuses]
+        statuses = [
+            _STATUS_OF_WIRE.get(status, FeatureStatus.UNKNOWN) for status in column.statuses
+        ]
         if len(statuses) != rows or len(column.event_time_micros) != rows:
             raise ValueError(f"the server's column `{column.name}` does not have {rows} rows")
         feature_type: FeatureType | None
@@ -77,8 +79,13 @@ class FeatureColumn:
             feature_type, values = decode_typed(column.typed, rows)
         else:
             feature_type, values = _decode_values(column.values, rows, column.name)
-        values = [value if status.has_value else None for value, status in zip(values, statuses)]
-        event_times = [datetime_of(micros) if micros else None for micros in column.event_time_micros]
+        values = [
+            value if status.has_value else None
+            for value, status in zip(values, statuses, strict=True)
+        ]
+        event_times = [
+            datetime_of(micros) if micros else None for micros in column.event_time_micros
+        ]
         return FeatureColumn(column.name, feature_type, values, statuses, event_times)
 
 
@@ -162,7 +169,9 @@ class OnlineFeatures:
                 names = [status.value for status in column.statuses]
                 arrays[column.name + STATUS_SUFFIX] = pyarrow.array(names, type=pyarrow.string())
             if event_times:
-                arrays[column.name + EVENT_TIME_SUFFIX] = pyarrow.array(column.event_times, type=moment)
+                arrays[column.name + EVENT_TIME_SUFFIX] = pyarrow.array(
+                    column.event_times, type=moment
+                )
         return pyarrow.table(arrays)
 
 
@@ -190,7 +199,9 @@ def _pandas_values(column: FeatureColumn) -> Any:
 def _pandas_times(moments: Sequence[object]) -> Any:
     import pandas
 
-    return pandas.to_datetime(pandas.Series(cast(Any, moments), dtype=object), utc=True).dt.as_unit("us")
+    return pandas.to_datetime(pandas.Series(cast(Any, moments), dtype=object), utc=True).dt.as_unit(
+        "us"
+    )
 
 
 def _arrow_type(feature_type: FeatureType | None) -> pyarrow.DataType:

@@ -29,7 +29,7 @@ class Shape(enum.Enum):
 
 @dataclass(frozen=True)
 class FeatureType:
-    """A declared feature type: `scalar` is the element type of a list (float32 for an embedding)."""
+    """A declared feature type; `scalar` is a list's element type (float32 for an embedding)."""
 
     shape: Shape
     scalar: Scalar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import cast
@@ -213,7 +214,7 @@ def decode_typed(typed: pb.TypedValues, rows: int) -> tuple[FeatureType, list[Fe
         raise ValueError(f"a typed column has {len(offsets)} offsets for {rows} rows")
     values: list[FeatureValue] = [
         elements[start:end]  # type: ignore[misc]
-        for start, end in zip(offsets, offsets[1:])
+        for start, end in itertools.pairwise(offsets)
     ]
     return FeatureType(Shape.LIST, scalar), values
 

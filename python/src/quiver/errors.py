@@ -1,4 +1,4 @@
-"""Exceptions raised by the Quiver client: each carries the gRPC status code and the server's words."""
+"""Exceptions raised by the Quiver client, each with the gRPC status code and the server's words."""
 
 from __future__ import annotations
 
