@@ -95,7 +95,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let server = format!("http://{address}");
     println!(
         "3. Serving quiver.v1.FeatureService on {listening}, until Ctrl-C. Try:\n\
-         \n   cargo run --release -- get --server {server} --service ranker_v1 --entity user_id=42 --entity user_id=7\
+         \n   cargo run -p quiver --profile quickstart -- get --server {server} --service ranker_v1 --entity user_id=42 --entity user_id=7\
          \n   grpcurl -plaintext -d '{{\"feature_service\": \"ranker_v1\", \"entities\": {{\"user_id\": {{\"int64_values\": {{\"values\": [42]}}}}}}}}' \\\n     {address} quiver.v1.FeatureService/GetOnlineFeatures\
          \n   grpcurl -plaintext {address} list\n\nOne lookup, user 42 through the feature service ranker_v1:\n"
     );

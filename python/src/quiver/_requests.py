@@ -92,7 +92,7 @@ def _feature_row(
     for field in view.keys:
         if field not in row:
             raise ValueError(f"{where} lacks key field `{field}` of entity `{view.entity}`")
-        wire.keys[field].CopyFrom(key_value(field, row[field], view.key_type(field), where))
+        wire.keys[field].CopyFrom(_key_value(field, row[field], view.key_type(field), where))
     for name, value in row.items():
         if name == event_time_column or name in view.keys or is_missing(value):
             continue
@@ -106,7 +106,7 @@ def _feature_row(
     return wire
 
 
-def key_value(field: str, value: object, key_type: Scalar | None, where: str) -> pb.Value:
+def _key_value(field: str, value: object, key_type: Scalar | None, where: str) -> pb.Value:
     """One pushed row's key field as a Value of the key's type."""
     column = key_column(field, [value], key_type)
     match column.WhichOneof("values"):
