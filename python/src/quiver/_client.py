@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -85,23 +86,25 @@ class _Base:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        self._views: list[FeatureView] | None = None
+        self._views: list[FeatureView] = []
+        self._known_key_types: dict[str, Scalar] = {}
 
     def _timeout(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
 
-    def _key_types(self) -> dict[str, Scalar]:
-        return key_types_of(self._views or [])
+    def _remember(self, reply: pb.ListFeatureViewsResponse) -> list[FeatureView]:
+        self._views = [FeatureView.from_wire(info) for info in reply.feature_views]
+        self._known_key_types = key_types_of(self._views)
+        return self._views
 
     def _view(self, view_ref: str) -> FeatureView | None:
         name = view_ref.partition("@")[0]
-        return next((view for view in self._views or [] if view.name == name), None)
+        return next((view for view in self._views if view.name == name), None)
 
     def _needs_catalog(self, columns: Mapping[str, Sequence[Key]]) -> bool:
         """Whether a read must learn key types first: int keys are int64 or int32 by view."""
-        known = self._key_types()
         return any(
-            name not in known and any(isinstance(key, int) for key in keys[:1])
+            name not in self._known_key_types and any(isinstance(key, int) for key in keys[:1])
             for name, keys in columns.items()
         )
 
@@ -116,7 +119,9 @@ def _unknown_view(view_ref: str) -> NotFoundError:
 
 def _online(reply: pb.GetOnlineFeaturesResponse, columns: dict[str, list[Key]]) -> OnlineFeatures:
     rows = len(next(iter(columns.values())))
-    return OnlineFeatures(columns, [FeatureColumn.from_wire(c, rows) for c in reply.features])
+    moments: dict[int, datetime] = {}
+    features = [FeatureColumn.from_wire(c, rows, moments) for c in reply.features]
+    return OnlineFeatures(columns, features)
 
 
 class Client(_Base):
@@ -180,7 +185,7 @@ class Client(_Base):
         columns = entity_columns(entities, entity_rows)
         if self._needs_catalog(columns):
             self._load_views(timeout)
-        request = online_request(features, service, columns, self._key_types(), value_format)
+        request = online_request(features, service, columns, self._known_key_types, value_format)
         reply = self._call(self._stub.GetOnlineFeatures, "GetOnlineFeatures", request, timeout)
         return _online(reply, columns)
 
@@ -218,8 +223,7 @@ class Client(_Base):
     def _load_views(self, timeout: float | None) -> list[FeatureView]:
         request = pb.ListFeatureViewsRequest()
         reply = self._call(self._stub.ListFeatureViews, "ListFeatureViews", request, timeout)
-        self._views = [FeatureView.from_wire(info) for info in reply.feature_views]
-        return self._views
+        return self._remember(reply)
 
     def _call(
         self,
@@ -291,7 +295,7 @@ class AsyncClient(_Base):
         columns = entity_columns(entities, entity_rows)
         if self._needs_catalog(columns):
             await self._load_views(timeout)
-        request = online_request(features, service, columns, self._key_types(), value_format)
+        request = online_request(features, service, columns, self._known_key_types, value_format)
         reply = await self._call(
             self._stub.GetOnlineFeatures, "GetOnlineFeatures", request, timeout
         )
@@ -331,8 +335,7 @@ class AsyncClient(_Base):
     async def _load_views(self, timeout: float | None) -> list[FeatureView]:
         request = pb.ListFeatureViewsRequest()
         reply = await self._call(self._stub.ListFeatureViews, "ListFeatureViews", request, timeout)
-        self._views = [FeatureView.from_wire(info) for info in reply.feature_views]
-        return self._views
+        return self._remember(reply)
 
     async def _call(
         self,

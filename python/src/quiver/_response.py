@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from quiver._types import FeatureType, Scalar, Shape
@@ -37,13 +37,10 @@ class FeatureStatus(enum.Enum):
     #: A status this client does not know: the server is newer.
     UNKNOWN = "unknown"
 
-    @property
-    def has_value(self) -> bool:
-        """OK and STALE carry a value; the others do not."""
-        return self in (FeatureStatus.OK, FeatureStatus.STALE)
 
-
-_STATUS_OF_WIRE = {
+#: The wire statuses whose rows carry a value.
+_WITH_VALUE = frozenset({pb.FEATURE_STATUS_OK, pb.FEATURE_STATUS_STALE})
+_STATUS_OF_WIRE: dict[int, FeatureStatus] = {
     pb.FEATURE_STATUS_OK: FeatureStatus.OK,
     pb.FEATURE_STATUS_NOT_FOUND: FeatureStatus.NOT_FOUND,
     pb.FEATURE_STATUS_EXPIRED: FeatureStatus.EXPIRED,
@@ -51,42 +48,83 @@ _STATUS_OF_WIRE = {
 }
 
 
-@dataclass(frozen=True)
 class FeatureColumn:
     """One feature for every entity row of the request, in request order.
 
     `type` is None only for a column in the Values format of which no row has a value.
     `values[i]` is None where `statuses[i]` carries no value; `event_times[i]` is None where
-    there is no event time (no value, or an aggregate over an empty window).
+    there is no event time (no value, or an aggregate over an empty window). Statuses and event
+    times are converted from the wire when first asked for, so a caller that reads values only
+    pays for values only.
     """
 
-    name: str
-    type: FeatureType | None
-    values: list[FeatureValue]
-    statuses: list[FeatureStatus]
-    event_times: list[datetime | None]
+    def __init__(
+        self,
+        name: str,
+        feature_type: FeatureType | None,
+        values: list[FeatureValue],
+        wire_statuses: Sequence[int],
+        event_time_micros: Sequence[int],
+        moments: dict[int, datetime] | None = None,
+    ) -> None:
+        self.name = name
+        self.type = feature_type
+        self.values = values
+        self._wire_statuses = wire_statuses
+        #: Microseconds since the Unix epoch per row; 0 where `event_times` has None.
+        self.event_time_micros = event_time_micros
+        # Shared by the columns of one reply: the features of one view row share event times.
+        self._moments = {} if moments is None else moments
+
+    def __repr__(self) -> str:
+        return f"FeatureColumn({self.name!r}, {self.type}, {len(self.values)} rows)"
+
+    @cached_property
+    def statuses(self) -> list[FeatureStatus]:
+        return [
+            _STATUS_OF_WIRE.get(status, FeatureStatus.UNKNOWN) for status in self._wire_statuses
+        ]
+
+    @cached_property
+    def event_times(self) -> list[datetime | None]:
+        moments = self._moments
+        times: list[datetime | None] = []
+        for micros in self.event_time_micros:
+            moment = moments.get(micros) if micros else None
+            if moment is None and micros:
+                moment = moments[micros] = datetime_of(micros)
+            times.append(moment)
+        return times
+
+    def status_names(self) -> list[str]:
+        """The status of each row by name ("ok", "not_found", ...), as `to_dict` gives them."""
+        distinct = set(self._wire_statuses)
+        if len(distinct) == 1:
+            only = _STATUS_OF_WIRE.get(distinct.pop(), FeatureStatus.UNKNOWN)
+            return [only.value] * len(self._wire_statuses)
+        return [status.value for status in self.statuses]
 
     @staticmethod
-    def from_wire(column: pb.FeatureColumn, rows: int) -> FeatureColumn:
-        """A reply's column, in the typed or the Values format, cut to `rows` rows."""
-        statuses = [
-            _STATUS_OF_WIRE.get(status, FeatureStatus.UNKNOWN) for status in column.statuses
-        ]
-        if len(statuses) != rows or len(column.event_time_micros) != rows:
+    def from_wire(
+        column: pb.FeatureColumn, rows: int, moments: dict[int, datetime]
+    ) -> FeatureColumn:
+        """A reply's column, in the typed or the Values format, of `rows` rows; `moments` is
+        the reply's memo of event times as datetimes."""
+        # The reply's own repeated fields, not copies: they live as long as the column.
+        statuses, micros = column.statuses, column.event_time_micros
+        if len(statuses) != rows or len(micros) != rows:
             raise ValueError(f"the server's column `{column.name}` does not have {rows} rows")
         feature_type: FeatureType | None
         if column.HasField("typed"):
             feature_type, values = decode_typed(column.typed, rows)
         else:
             feature_type, values = _decode_values(column.values, rows, column.name)
-        values = [
-            value if status.has_value else None
-            for value, status in zip(values, statuses, strict=True)
-        ]
-        event_times = [
-            datetime_of(micros) if micros else None for micros in column.event_time_micros
-        ]
-        return FeatureColumn(column.name, feature_type, values, statuses, event_times)
+        if not _WITH_VALUE.issuperset(statuses):
+            values = [
+                value if status in _WITH_VALUE else None
+                for value, status in zip(values, statuses, strict=True)
+            ]
+        return FeatureColumn(column.name, feature_type, values, statuses, micros, moments)
 
 
 def _decode_values(
@@ -134,7 +172,7 @@ class OnlineFeatures:
         for column in self.columns:
             table[column.name] = list(column.values)
             if statuses:
-                table[column.name + STATUS_SUFFIX] = [status.value for status in column.statuses]
+                table[column.name + STATUS_SUFFIX] = column.status_names()
             if event_times:
                 table[column.name + EVENT_TIME_SUFFIX] = list(column.event_times)
         return table
@@ -148,7 +186,7 @@ class OnlineFeatures:
         for column in self.columns:
             frame[column.name] = _pandas_values(column)
             if statuses:
-                names = [status.value for status in column.statuses]
+                names = column.status_names()
                 frame[column.name + STATUS_SUFFIX] = pandas.array(names, dtype="string")
             if event_times:
                 frame[column.name + EVENT_TIME_SUFFIX] = _pandas_times(column.event_times)
@@ -166,12 +204,11 @@ class OnlineFeatures:
         for column in self.columns:
             arrays[column.name] = pyarrow.array(column.values, type=_arrow_type(column.type))
             if statuses:
-                names = [status.value for status in column.statuses]
+                names = column.status_names()
                 arrays[column.name + STATUS_SUFFIX] = pyarrow.array(names, type=pyarrow.string())
             if event_times:
-                arrays[column.name + EVENT_TIME_SUFFIX] = pyarrow.array(
-                    column.event_times, type=moment
-                )
+                micros = [m or None for m in column.event_time_micros]
+                arrays[column.name + EVENT_TIME_SUFFIX] = pyarrow.array(micros, type=moment)
         return pyarrow.table(arrays)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import cast
+from typing import Any, cast
 
 from quiver._types import FeatureType, Scalar, Shape
 from quiver.v1 import feature_service_pb2 as pb
@@ -62,17 +62,38 @@ def key_column(name: str, values: Sequence[object], key_type: Scalar | None) -> 
     wanted = _key_type_of(name, values)
     if wanted is Scalar.INT64 and key_type is Scalar.INT32:
         wanted = Scalar.INT32
+    python_type = _PYTHON_KEY_TYPES[wanted]
+    if all(type(value) is python_type for value in values):
+        try:
+            return _key_list(wanted, values)
+        except ValueError:
+            pass  # an int out of range: the loop below names it
     for row, value in enumerate(values):
         _check_key(value, wanted, f"key `{name}`, row {row}")
-    if wanted is Scalar.INT64:
-        return pb.KeyColumn(int64_values=pb.Int64List(values=[cast(int, v) for v in values]))
-    if wanted is Scalar.INT32:
-        return pb.KeyColumn(int32_values=pb.Int32List(values=[cast(int, v) for v in values]))
-    if wanted is Scalar.STRING:
-        return pb.KeyColumn(string_values=pb.StringList(values=[cast(str, v) for v in values]))
-    if wanted is Scalar.BYTES:
-        return pb.KeyColumn(bytes_values=pb.BytesList(values=[bytes(_as_bytes(v)) for v in values]))
-    raise ValueError(f"key `{name}` is declared {wanted.value}, which no key can be")
+    return _key_list(wanted, values)
+
+
+_PYTHON_KEY_TYPES: dict[Scalar, type] = {
+    Scalar.INT64: int,
+    Scalar.INT32: int,
+    Scalar.STRING: str,
+    Scalar.BYTES: bytes,
+}
+
+
+def _key_list(key_type: Scalar, values: Sequence[object]) -> pb.KeyColumn:
+    """The key column of `values`, already checked to be of `key_type`."""
+    keys: Any = values
+    match key_type:
+        case Scalar.INT64:
+            return pb.KeyColumn(int64_values=pb.Int64List(values=keys))
+        case Scalar.INT32:
+            return pb.KeyColumn(int32_values=pb.Int32List(values=keys))
+        case Scalar.STRING:
+            return pb.KeyColumn(string_values=pb.StringList(values=keys))
+        case Scalar.BYTES:
+            return pb.KeyColumn(bytes_values=pb.BytesList(values=[bytes(key) for key in keys]))
+    raise ValueError(f"a key cannot be {key_type.value}")
 
 
 def _key_type_of(name: str, values: Sequence[object]) -> Scalar:
@@ -204,42 +225,37 @@ def _describe(value: object) -> str:
 
 def decode_typed(typed: pb.TypedValues, rows: int) -> tuple[FeatureType, list[FeatureValue]]:
     """A typed column's type and its value per row: scalars, or lists cut at the offsets."""
-    scalar, elements = _elements(typed)
+    which = typed.WhichOneof("elements")
+    if which is None:
+        raise ValueError("a typed column carries no elements")
+    scalar = _SCALAR_OF_ELEMENTS[which]
+    elements: list[Any] = list(getattr(typed, which).values)
+    if scalar is Scalar.TIMESTAMP:
+        elements = [datetime_of(micros) for micros in elements]
     if not typed.offsets:
         if len(elements) != rows:
             raise ValueError(f"a typed column holds {len(elements)} values for {rows} rows")
-        return FeatureType(Shape.SCALAR, scalar), list(elements)
+        return _SCALAR_TYPES[scalar], elements
     offsets = list(typed.offsets)
     if len(offsets) != rows + 1 or offsets[-1] > len(elements):
         raise ValueError(f"a typed column has {len(offsets)} offsets for {rows} rows")
-    values: list[FeatureValue] = [
-        elements[start:end]  # type: ignore[misc]
-        for start, end in itertools.pairwise(offsets)
-    ]
-    return FeatureType(Shape.LIST, scalar), values
+    values = [elements[start:end] for start, end in itertools.pairwise(offsets)]
+    return _LIST_TYPES[scalar], values
 
 
-def _elements(typed: pb.TypedValues) -> tuple[Scalar, list[FeatureValue]]:
-    match typed.WhichOneof("elements"):
-        case "bool_values":
-            return Scalar.BOOL, list(typed.bool_values.values)
-        case "int32_values":
-            return Scalar.INT32, list(typed.int32_values.values)
-        case "int64_values":
-            return Scalar.INT64, list(typed.int64_values.values)
-        case "float32_values":
-            return Scalar.FLOAT32, list(typed.float32_values.values)
-        case "float64_values":
-            return Scalar.FLOAT64, list(typed.float64_values.values)
-        case "string_values":
-            return Scalar.STRING, list(typed.string_values.values)
-        case "bytes_values":
-            return Scalar.BYTES, list(typed.bytes_values.values)
-        case "timestamp_micros_values":
-            values = typed.timestamp_micros_values.values
-            return Scalar.TIMESTAMP, [datetime_of(micros) for micros in values]
-        case None:
-            raise ValueError("a typed column carries no elements")
+#: TypedValues' `elements` fields by name, and the scalar type each holds.
+_SCALAR_OF_ELEMENTS = {
+    "bool_values": Scalar.BOOL,
+    "int32_values": Scalar.INT32,
+    "int64_values": Scalar.INT64,
+    "float32_values": Scalar.FLOAT32,
+    "float64_values": Scalar.FLOAT64,
+    "string_values": Scalar.STRING,
+    "bytes_values": Scalar.BYTES,
+    "timestamp_micros_values": Scalar.TIMESTAMP,
+}
+_SCALAR_TYPES = {scalar: FeatureType(Shape.SCALAR, scalar) for scalar in Scalar}
+_LIST_TYPES = {scalar: FeatureType(Shape.LIST, scalar) for scalar in Scalar}
 
 
 def decode_value(value: pb.Value) -> tuple[FeatureType | None, FeatureValue]:
@@ -248,29 +264,29 @@ def decode_value(value: pb.Value) -> tuple[FeatureType | None, FeatureValue]:
         case None:
             return None, None
         case "bool_value":
-            return FeatureType(Shape.SCALAR, Scalar.BOOL), value.bool_value
+            return _SCALAR_TYPES[Scalar.BOOL], value.bool_value
         case "int32_value":
-            return FeatureType(Shape.SCALAR, Scalar.INT32), value.int32_value
+            return _SCALAR_TYPES[Scalar.INT32], value.int32_value
         case "int64_value":
-            return FeatureType(Shape.SCALAR, Scalar.INT64), value.int64_value
+            return _SCALAR_TYPES[Scalar.INT64], value.int64_value
         case "float32_value":
-            return FeatureType(Shape.SCALAR, Scalar.FLOAT32), value.float32_value
+            return _SCALAR_TYPES[Scalar.FLOAT32], value.float32_value
         case "float64_value":
-            return FeatureType(Shape.SCALAR, Scalar.FLOAT64), value.float64_value
+            return _SCALAR_TYPES[Scalar.FLOAT64], value.float64_value
         case "string_value":
-            return FeatureType(Shape.SCALAR, Scalar.STRING), value.string_value
+            return _SCALAR_TYPES[Scalar.STRING], value.string_value
         case "bytes_value":
-            return FeatureType(Shape.SCALAR, Scalar.BYTES), value.bytes_value
+            return _SCALAR_TYPES[Scalar.BYTES], value.bytes_value
         case "timestamp_micros_value":
             moment = datetime_of(value.timestamp_micros_value)
-            return FeatureType(Shape.SCALAR, Scalar.TIMESTAMP), moment
+            return _SCALAR_TYPES[Scalar.TIMESTAMP], moment
         case list_kind:
             return _decode_list(value, list_kind)
 
 
 def _decode_list(value: pb.Value, kind: str) -> tuple[FeatureType, FeatureValue]:
     def listed(scalar: Scalar) -> FeatureType:
-        return FeatureType(Shape.LIST, scalar)
+        return _LIST_TYPES[scalar]
 
     match kind:
         case "bool_list_value":
