@@ -239,7 +239,7 @@ def decode_typed(typed: pb.TypedValues, rows: int) -> tuple[FeatureType, list[Fe
     offsets = list(typed.offsets)
     if len(offsets) != rows + 1 or offsets[-1] > len(elements):
         raise ValueError(f"a typed column has {len(offsets)} offsets for {rows} rows")
-    values = [elements[start:end] for start, end in itertools.pairwise(offsets)]
+    values: list[FeatureValue] = [elements[start:end] for start, end in itertools.pairwise(offsets)]
     return _LIST_TYPES[scalar], values
 
 
