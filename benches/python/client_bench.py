@@ -1,15 +1,18 @@
 """The Python client against the Rust client and Feast's Python SDK, side by side in one run.
 
 Each client reads the same 20 features (10 int64, 10 float64) of users drawn uniformly from
-10,000, one call in flight, at batches of 1 and 100; the three take turns case by case, for
-several rounds, and the table gives the median of the rounds. Quiver's clients call one
+10,000, one call in flight, at batches of 1 and 100; they take turns case by case, for several
+rounds, and the table gives the median of the rounds. The Python client is measured twice: with
+`to_dict()` (values, statuses and event times) and with values only, which is what Feast's
+`to_dict()` gives. Quiver's clients call one
 `quiver serve` (release build) on the embedded store, every row in its cache; Feast reads its
 SQLite online store in process, as its local provider does. Feast is measured only when
 --feast-python names an interpreter that has it:
 
     cargo build --release -p quiver
-    python -m venv /tmp/feast && /tmp/feast/bin/pip install feast==0.67.0
-    python benches/python/client_bench.py --feast-python /tmp/feast/bin/python
+    scripts/python.sh setup
+    python3 -m venv /tmp/feast && /tmp/feast/bin/pip install feast==0.67.0
+    target/python-venv/bin/python benches/python/client_bench.py --feast-python /tmp/feast/bin/python
 """
 
 from __future__ import annotations
@@ -112,9 +115,12 @@ def rust(url: str, batch: int, users: int, seconds: float) -> dict[str, Any]:
     return run_json(command, env)
 
 
-def python_client(url: str, batch: int, users: int, seconds: float) -> dict[str, Any]:
+def python_client(
+    url: str, batch: int, users: int, seconds: float, values_only: bool
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "measure", url, "--batch", str(batch)]
-    return run_json([*command, "--users", str(users), "--seconds", str(seconds)])
+    command += ["--users", str(users), "--seconds", str(seconds)]
+    return run_json(command + (["--values-only"] if values_only else []))
 
 
 def feast(python: str, repo: Path, batch: int, users: int, seconds: float) -> dict[str, Any]:
@@ -122,14 +128,19 @@ def feast(python: str, repo: Path, batch: int, users: int, seconds: float) -> di
     return run_json([*command, "--users", str(users), "--seconds", str(seconds)])
 
 
-def measure_python(url: str, batch: int, users: int, seconds: float) -> None:
+def measure_python(url: str, batch: int, users: int, seconds: float, values_only: bool) -> None:
+    """The Python client's calls: `to_dict()` with statuses and event times, or with values only
+    as Feast's `to_dict()` gives them."""
+    name = "python, values" if values_only else "python"
     with quiver.Client(url) as client:
 
         def call(keys: list[int]) -> object:
             features = client.get_online_features(FEATURES, entities={"user_id": keys})
+            if values_only:
+                return features.to_dict(statuses=False, event_times=False)
             return features.to_dict()
 
-        report(measure("python", call, batch, users, seconds))
+        report(measure(name, call, batch, users, seconds))
 
 
 def table_of(results: list[dict[str, Any]], batches: list[int], clients: list[str]) -> str:
@@ -137,23 +148,22 @@ def table_of(results: list[dict[str, Any]], batches: list[int], clients: list[st
         picked = [r[field] for r in results if r["client"] == client and r["batch"] == batch]
         return float(statistics.median(picked))
 
-    lines = [
-        "| batch | "
-        + " | ".join(f"{c} calls/s (p99 ms)" for c in clients)
-        + " | python / rust"
-        + (" | python / feast |" if "feast" in clients else " |"),
-        "|---:|" + "---:|" * (len(clients) + 1 + ("feast" in clients)),
-    ]
+    peers = [peer for peer in ("rust", "feast") if peer in clients]
+    pythons = [client for client in clients if client.startswith("python")]
+    ratios = [(python, peer) for python in pythons for peer in peers]
+    header = [f"{client} calls/s (p99 ms)" for client in clients]
+    header += [f"{python} / {peer}" for python, peer in ratios]
+    lines = ["| batch | " + " | ".join(header) + " |", "|---:|" + "---:|" * len(header)]
     for batch in batches:
         cells = [
             f"{median(c, batch, 'calls_per_second'):,.0f} ({median(c, batch, 'p99_us') / 1e3:.2f})"
             for c in clients
         ]
-        python_rate = median("python", batch, "calls_per_second")
-        ratios = [f"{python_rate / median('rust', batch, 'calls_per_second'):.2f}"]
-        if "feast" in clients:
-            ratios.append(f"{python_rate / median('feast', batch, 'calls_per_second'):.1f}")
-        lines.append(f"| {batch} | " + " | ".join(cells + ratios) + " |")
+        cells += [
+            f"{median(p, batch, 'calls_per_second') / median(q, batch, 'calls_per_second'):.2f}"
+            for p, q in ratios
+        ]
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -165,8 +175,9 @@ def main() -> None:
         parser.add_argument("--batch", type=int, required=True)
         parser.add_argument("--users", type=int, required=True)
         parser.add_argument("--seconds", type=float, required=True)
+        parser.add_argument("--values-only", action="store_true")
         args = parser.parse_args()
-        measure_python(args.url, args.batch, args.users, args.seconds)
+        measure_python(args.url, args.batch, args.users, args.seconds, args.values_only)
         return
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,7 +202,9 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for batch in batches:
                     results.append(rust(url, batch, args.users, args.seconds))
-                    results.append(python_client(url, batch, args.users, args.seconds))
+                    for values_only in (False, True):
+                        python = python_client(url, batch, args.users, args.seconds, values_only)
+                        results.append(python)
                     if args.feast_python:
                         repo = Path(scratch) / "feast"
                         results.append(
@@ -201,7 +214,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    clients = ["rust", "python"] + (["feast"] if args.feast_python else [])
+    clients = ["rust", "python", "python, values"] + (["feast"] if args.feast_python else [])
     print(table_of(results, batches, clients))
 
 
