@@ -93,7 +93,8 @@ def load_feast(python: str, repo: Path, table: list[dict[str, Any]]) -> None:
     parquet = repo.parent / "bench_rows.parquet"
     pyarrow.parquet.write_table(pyarrow.table(columns), parquet)
     script = str(HERE / "feast_client.py")
-    subprocess.run([python, script, "setup", str(repo), str(parquet)], check=True)
+    setup = [python, script, "setup", str(repo), str(parquet)]
+    subprocess.run(setup, check=True, stdout=sys.stderr)  # Feast reports its materialization
 
 
 def run_json(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
