@@ -12,7 +12,8 @@ SQLite online store in process, as its local provider does. Feast is measured on
     cargo build --release -p quiver
     scripts/python.sh setup
     python3 -m venv /tmp/feast && /tmp/feast/bin/pip install feast==0.67.0
-    target/python-venv/bin/python benches/python/client_bench.py --feast-python /tmp/feast/bin/python
+    target/python-venv/bin/python benches/python/client_bench.py \
+        --feast-python /tmp/feast/bin/python
 """
 
 from __future__ import annotations
