@@ -6,9 +6,10 @@
 #                             when python/pyproject.toml changed
 #   scripts/python.sh check   ruff (format and lints) and mypy --strict on the package, its
 #                             tests, example and benchmark
-#   scripts/python.sh test    pytest, against a real `quiver serve` on the embedded store, after
-#                             `cargo build -p quiver` (the debug binary `cargo test` builds too);
-#                             one test checks the generated gRPC stubs against proto/
+#   scripts/python.sh test    pytest, against a real `quiver serve` on the embedded store: the
+#                             debug binary that `cargo test --workspace` builds (built here the
+#                             same way, so after `cargo test` it is not built again); one test
+#                             checks the generated gRPC stubs against proto/
 #
 # QUIVER_PYTHON picks the interpreter that makes the venv (python3 by default, 3.10 or newer).
 set -euo pipefail
@@ -43,7 +44,9 @@ case "${1:-}" in
     ;;
   test)
     setup
-    cargo build --quiet -p quiver
+    # The same build as `cargo test --workspace`: another package selection would unify other
+    # dependency features and compile the binary again.
+    cargo test --quiet --workspace --no-run
     (cd python && "../$venv/bin/pytest" -q)
     ;;
   *)

@@ -23,7 +23,8 @@ def quiver_binary() -> Path:
     binary = Path(os.environ.get("QUIVER_BIN", REPOSITORY / "target" / "debug" / "quiver"))
     if not binary.is_file():
         raise RuntimeError(
-            f"no quiver binary at {binary}: run `cargo build -p quiver` first, or set QUIVER_BIN"
+            f"no quiver binary at {binary}: run scripts/python.sh test, which builds it, "
+            "or set QUIVER_BIN"
         )
     return binary
 
