@@ -16,6 +16,7 @@ from pathlib import Path
 
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
+
 from measure import measure, report
 
 FEATURES = [f"f{i}" for i in range(10)] + [f"g{i}" for i in range(10)]

@@ -12,6 +12,7 @@ import argparse
 from datetime import datetime, timezone
 
 import pandas
+
 import quiver
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pandas
 import pyarrow
-import quiver
+import pytest
 
+import quiver
 from tests.values import EVERY_TYPE, row, sample
 
 USERS = [6_000, 6_001, 6_002]
@@ -116,3 +119,18 @@ def test_a_dataframe_can_be_pushed(client: quiver.Client) -> None:
     )
     assert reply["every_type:float64"].values == [0.5, None]
     assert reply["every_type:list_string"].values == [["a", "b"], []]
+
+
+def test_a_conversion_without_its_library_says_which_extra_to_install(
+    client: quiver.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reply, _ = read(client)
+    real_find_spec = importlib.util.find_spec
+
+    def without_pyarrow(name: str, package: str | None = None) -> Any:
+        return None if name == "pyarrow" else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_pyarrow)
+    with pytest.raises(ImportError, match=r"pip install 'quiver-feature-store\[arrow\]'"):
+        reply.to_arrow()
+    assert len(reply.to_pandas()) == len(USERS) + 1

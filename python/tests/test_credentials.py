@@ -10,6 +10,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+
 import quiver
 from quiver.v1 import feature_service_pb2 as pb
 from quiver.v1 import feature_service_pb2_grpc as rpc

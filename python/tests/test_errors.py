@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
+
 import quiver
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import quiver
 
+import quiver
 from tests.values import EVERY_TYPE, row, sample
 
 SERVICE = "every_type_v1"

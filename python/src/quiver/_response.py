@@ -4,6 +4,7 @@ and its conversions to a dict, a pandas DataFrame and an Arrow table."""
 from __future__ import annotations
 
 import enum
+import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -180,6 +181,7 @@ class OnlineFeatures:
     def to_pandas(self, *, statuses: bool = True, event_times: bool = True) -> pandas.DataFrame:
         """A DataFrame of `to_dict`'s columns, in pandas' nullable dtypes: Int64, Float32,
         boolean, string, datetime64[us, UTC], and object for bytes and lists."""
+        _require("pandas", "pandas")
         import pandas
 
         frame: dict[str, Any] = {name: pandas.array(keys) for name, keys in self.entities.items()}
@@ -195,6 +197,7 @@ class OnlineFeatures:
     def to_arrow(self, *, statuses: bool = True, event_times: bool = True) -> pyarrow.Table:
         """An Arrow table of `to_dict`'s columns, each feature in its declared type (lists as
         list<...>, timestamps as timestamp[us, UTC]), nulls where there is no value."""
+        _require("pyarrow", "arrow")
         import pyarrow
 
         arrays: dict[str, pyarrow.Array[Any]] = {
@@ -210,6 +213,14 @@ class OnlineFeatures:
                 micros = [m or None for m in column.event_time_micros]
                 arrays[column.name + EVENT_TIME_SUFFIX] = pyarrow.array(micros, type=moment)
         return pyarrow.table(arrays)
+
+
+def _require(module: str, extra: str) -> None:
+    """Raises an ImportError that says how to install `module` if it is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(
+            f"this conversion needs {module}: pip install 'quiver-feature-store[{extra}]'"
+        )
 
 
 _PANDAS_DTYPES: dict[Scalar, Any] = {
