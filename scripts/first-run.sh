@@ -17,7 +17,7 @@ cd "$clone"
 cargo run --quiet -p quiver --profile "$profile" -- quickstart \
   --listen 127.0.0.1:0 --metrics-addr 127.0.0.1:0 > quickstart.out 2>&1 &
 quickstart=$!
-trap 'kill "$quickstart" 2>/dev/null; pkill -f "$clone/target" 2>/dev/null; rm -rf "$clone"' EXIT
+trap 'kill "$quickstart" 2>/dev/null || true; pkill -f "$clone/target" 2>/dev/null || true; rm -rf "$clone"' EXIT
 until grep -q "user_id=42 " quickstart.out 2>/dev/null; do
   if ! kill -0 "$quickstart" 2>/dev/null; then
     cat quickstart.out >&2
