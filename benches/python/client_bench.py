@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def start_server(binary: Path, data_dir: Path) -> tuple[subprocess.Popen[str], s
                 return process, f"http://{event['address']}"
         if process.poll() is not None:
             break
-        subprocess.run(["sleep", "0.05"], check=True)
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"quiver serve did not start:\n{log.read_text()}")
 

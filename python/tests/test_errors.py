@@ -3,6 +3,10 @@ says what was wrong; a refused push writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -41,11 +45,34 @@ def test_more_entities_than_the_server_allows_is_an_invalid_argument(
         client.get_online_features(["every_type:string"], entities={"user_id": list(range(1_001))})
 
 
-def test_a_deadline_too_short_to_answer_is_deadline_exceeded(client: quiver.Client) -> None:
-    with pytest.raises(quiver.DeadlineExceededError):
-        client.get_online_features(
-            ["every_type:string"], entities={"user_id": [1]}, timeout=0.000_001
-        )
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP listener that accepts connections and never answers: every call outlives its
+    deadline, however fast the machine (a real server may beat even a 0 s deadline)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_call_past_its_deadline_is_deadline_exceeded(silent_server: str) -> None:
+    with quiver.Client(silent_server, timeout=0.2) as client:
+        with pytest.raises(quiver.DeadlineExceededError) as raised:
+            client.list_feature_views()
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(quiver.DeadlineExceededError):
+            client.get_online_features(
+                ["every_type:string"], entities={"user_id": ["a"]}, timeout=0.2
+            )
 
 
 def test_a_server_that_is_not_there_is_unavailable() -> None:

@@ -68,12 +68,12 @@ class _Base:
 
     def __init__(
         self,
-        url: str,
+        url: str = "127.0.0.1:50051",
         *,
-        token: str | None,
-        tls: Tls | bool | None,
-        timeout: float,
-        max_reply_bytes: int,
+        token: str | None = None,
+        tls: Tls | bool | None = None,
+        timeout: float = 5.0,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -88,6 +88,11 @@ class _Base:
         )
         self._views: list[FeatureView] = []
         self._known_key_types: dict[str, Scalar] = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        """Opens `self._channel` and `self._stub`: blocking or asyncio, by subclass."""
+        raise NotImplementedError
 
     def _timeout(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
@@ -104,7 +109,7 @@ class _Base:
     def _needs_catalog(self, columns: Mapping[str, Sequence[Key]]) -> bool:
         """Whether a read must learn key types first: int keys are int64 or int32 by view."""
         return any(
-            name not in self._known_key_types and any(isinstance(key, int) for key in keys[:1])
+            name not in self._known_key_types and bool(keys) and isinstance(keys[0], int)
             for name, keys in columns.items()
         )
 
@@ -133,18 +138,7 @@ class Client(_Base):
     Use it as a context manager, or call `close()`.
     """
 
-    def __init__(
-        self,
-        url: str = "127.0.0.1:50051",
-        *,
-        token: str | None = None,
-        tls: Tls | bool | None = None,
-        timeout: float = 5.0,
-        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-    ) -> None:
-        super().__init__(
-            url, token=token, tls=tls, timeout=timeout, max_reply_bytes=max_reply_bytes
-        )
+    def _connect(self) -> None:
         if self._tls is None:
             self._channel = grpc.insecure_channel(self._target, options=self._options)
         else:
@@ -245,18 +239,7 @@ class AsyncClient(_Base):
     Use it as an async context manager, or await `close()`.
     """
 
-    def __init__(
-        self,
-        url: str = "127.0.0.1:50051",
-        *,
-        token: str | None = None,
-        tls: Tls | bool | None = None,
-        timeout: float = 5.0,
-        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-    ) -> None:
-        super().__init__(
-            url, token=token, tls=tls, timeout=timeout, max_reply_bytes=max_reply_bytes
-        )
+    def _connect(self) -> None:
         if self._tls is None:
             self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
         else:

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from quiver._catalog import FeatureView
-from quiver._types import Scalar
-from quiver._values import Key, encode_value, is_missing, key_column, micros_of
+from quiver._types import FeatureType, Scalar, Shape
+from quiver._values import Key, encode_value, is_missing, key_column, key_scalar, micros_of
 from quiver.v1 import feature_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -107,18 +107,9 @@ def _feature_row(
 
 
 def _key_value(field: str, value: object, key_type: Scalar | None, where: str) -> pb.Value:
-    """One pushed row's key field as a Value of the key's type."""
-    column = key_column(field, [value], key_type)
-    match column.WhichOneof("values"):
-        case "int64_values":
-            return pb.Value(int64_value=column.int64_values.values[0])
-        case "int32_values":
-            return pb.Value(int32_value=column.int32_values.values[0])
-        case "string_values":
-            return pb.Value(string_value=column.string_values.values[0])
-        case "bytes_values":
-            return pb.Value(bytes_value=column.bytes_values.values[0])
-    raise ValueError(f"{where}: key `{field}` has no value")
+    """One pushed row's key field as a Value, of the type a read would send it as."""
+    scalar = key_scalar(field, [value], key_type)
+    return encode_value(value, FeatureType(Shape.SCALAR, scalar), f"{where}, key `{field}`")
 
 
 def _records(rows: Rows) -> list[Mapping[str, object]]:

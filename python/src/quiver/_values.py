@@ -56,12 +56,8 @@ def is_missing(value: object) -> bool:
 
 
 def key_column(name: str, values: Sequence[object], key_type: Scalar | None) -> pb.KeyColumn:
-    """The KeyColumn of key field `name`, by the values' type. Python has one int, so ints go
-    as int32 where the key is declared so (`key_type`), else as int64; a key of another type
-    is the server's to refuse, with its message."""
-    wanted = _key_type_of(name, values)
-    if wanted is Scalar.INT64 and key_type is Scalar.INT32:
-        wanted = Scalar.INT32
+    """The KeyColumn of key field `name`, of the type `key_scalar` picks."""
+    wanted = key_scalar(name, values, key_type)
     python_type = _PYTHON_KEY_TYPES[wanted]
     if all(type(value) is python_type for value in values):
         try:
@@ -69,8 +65,16 @@ def key_column(name: str, values: Sequence[object], key_type: Scalar | None) -> 
         except ValueError:
             pass  # an int out of range: the loop below names it
     for row, value in enumerate(values):
-        _check_key(value, wanted, f"key `{name}`, row {row}")
+        _check_scalar(value, wanted, f"key `{name}`, row {row}")
     return _key_list(wanted, values)
+
+
+def key_scalar(name: str, values: Sequence[object], key_type: Scalar | None) -> Scalar:
+    """The type key field `name` is sent as, by its values' type. Python has one int, so ints
+    go as int32 where the key is declared so (`key_type`), else as int64; a key of another type
+    is the server's to refuse, with its message."""
+    wanted = _key_type_of(name, values)
+    return Scalar.INT32 if wanted is Scalar.INT64 and key_type is Scalar.INT32 else wanted
 
 
 _PYTHON_KEY_TYPES: dict[Scalar, type] = {
@@ -105,15 +109,6 @@ def _key_type_of(name: str, values: Sequence[object]) -> Scalar:
     if isinstance(first, (bytes, bytearray)):
         return Scalar.BYTES
     raise TypeError(f"key `{name}`: expected int, str or bytes values, got {_describe(first)}")
-
-
-def _check_key(value: object, key_type: Scalar, where: str) -> None:
-    if key_type in (Scalar.INT64, Scalar.INT32):
-        _check_int(value, key_type, where)
-    elif key_type is Scalar.STRING and not isinstance(value, str):
-        raise TypeError(f"{where}: the key is a string, got {_describe(value)}")
-    elif key_type is Scalar.BYTES and not isinstance(value, (bytes, bytearray)):
-        raise TypeError(f"{where}: the key is bytes, got {_describe(value)}")
 
 
 def encode_value(value: object, feature_type: FeatureType, where: str) -> pb.Value:
@@ -285,25 +280,22 @@ def decode_value(value: pb.Value) -> tuple[FeatureType | None, FeatureValue]:
 
 
 def _decode_list(value: pb.Value, kind: str) -> tuple[FeatureType, FeatureValue]:
-    def listed(scalar: Scalar) -> FeatureType:
-        return _LIST_TYPES[scalar]
-
     match kind:
         case "bool_list_value":
-            return listed(Scalar.BOOL), list(value.bool_list_value.values)
+            return _LIST_TYPES[Scalar.BOOL], list(value.bool_list_value.values)
         case "int32_list_value":
-            return listed(Scalar.INT32), list(value.int32_list_value.values)
+            return _LIST_TYPES[Scalar.INT32], list(value.int32_list_value.values)
         case "int64_list_value":
-            return listed(Scalar.INT64), list(value.int64_list_value.values)
+            return _LIST_TYPES[Scalar.INT64], list(value.int64_list_value.values)
         case "float32_list_value":
-            return listed(Scalar.FLOAT32), list(value.float32_list_value.values)
+            return _LIST_TYPES[Scalar.FLOAT32], list(value.float32_list_value.values)
         case "float64_list_value":
-            return listed(Scalar.FLOAT64), list(value.float64_list_value.values)
+            return _LIST_TYPES[Scalar.FLOAT64], list(value.float64_list_value.values)
         case "string_list_value":
-            return listed(Scalar.STRING), list(value.string_list_value.values)
+            return _LIST_TYPES[Scalar.STRING], list(value.string_list_value.values)
         case "bytes_list_value":
-            return listed(Scalar.BYTES), list(value.bytes_list_value.values)
+            return _LIST_TYPES[Scalar.BYTES], list(value.bytes_list_value.values)
         case "timestamp_list_value":
             moments = [datetime_of(m) for m in value.timestamp_list_value.values]
-            return listed(Scalar.TIMESTAMP), moments
+            return _LIST_TYPES[Scalar.TIMESTAMP], moments
     raise ValueError(f"a Value of unknown kind `{kind}`: is the server newer than this client?")
