@@ -15,12 +15,14 @@
 //!   at request time.
 //! - [`apply`]: applying definitions through that port, safely against concurrent applies.
 //! - [`ties`]: which of an entity's events at the same millisecond wins its features.
+//! - [`history`]: what serving would have answered at past instants, from a view's events.
 //! - [`read`]: what a read request resolves to against the registry, and each value's status.
 
 pub mod aggregate;
 pub mod apply;
 pub mod definition;
 pub mod filter;
+pub mod history;
 pub mod key;
 pub mod name;
 pub mod plan;
