@@ -1,0 +1,43 @@
+//! Quiver's offline log and training data: every event the ingester accepts, per view version,
+//! as a Hive-partitioned Parquet dataset, and point-in-time correct feature values from it.
+//!
+//! - [`columns`]: an event's Avro fields as Arrow columns, and events rebuilt from them.
+//! - [`layout`]: the dataset's folders and file names.
+//! - [`log`]: [`OfflineLog`], appending to and reading the dataset in an object store.
+
+pub mod columns;
+pub mod layout;
+pub mod log;
+
+pub use columns::{LogColumns, LoggedEvent};
+pub use log::{LogFile, OfflineLog};
+
+/// Why the offline log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("offline log location {0}")]
+    Location(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("offline log storage failed")]
+    Store(#[from] object_store::Error),
+    #[error("Arrow data is malformed")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("Parquet data is malformed")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{path}")]
+    InFile {
+        path: String,
+        #[source]
+        source: Box<LogError>,
+    },
+}
+
+impl LogError {
+    fn in_file(self, path: &str) -> LogError {
+        LogError::InFile {
+            path: path.to_owned(),
+            source: Box::new(self),
+        }
+    }
+}

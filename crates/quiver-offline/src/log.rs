@@ -1,0 +1,209 @@
+//! The offline log: an [`ObjectStore`] location holding, per view version, every event the
+//! ingester accepted, as Parquet files in the [`layout`](crate::layout).
+//!
+//! Each call of [`OfflineLog::append`] writes one file per source and date; a file appears
+//! whole or not at all (the object store's put). A replay writes the same events again, after
+//! a crash or when a partition moves: the first events a process logs of a source, and any at
+//! or before the last it logged there, first remove the files of that source starting at or
+//! after them, which the replay rewrites. Readers also keep one event per source and offset, so
+//! files that overlap without starting at the same place (two owners of a partition during a
+//! rebalance) count each event once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatchReader;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use quiver_core::name::Name;
+
+use crate::LogError;
+use crate::columns::{LogColumns, LoggedEvent};
+use crate::layout::{FileRange, date_of, file_path, version_prefix};
+
+/// One file of the log, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: String,
+    pub range: FileRange,
+}
+
+/// A view's log, where it is stored, and what this process logged of each source.
+#[derive(Debug)]
+pub struct OfflineLog {
+    store: Arc<dyn ObjectStore>,
+    /// Per view version folder and source, the last offset this process logged.
+    logged: Mutex<HashMap<(Path, String), i64>>,
+}
+
+impl OfflineLog {
+    /// The log in a local folder, made if it does not exist: a path or a `file://` URL.
+    pub fn open(location: &str) -> Result<Self, LogError> {
+        let folder = location.strip_prefix("file://").unwrap_or(location);
+        if folder.contains("://") {
+            return Err(LogError::Location(format!(
+                "`{location}`: this build reads and writes the offline log in a local folder \
+                 (a path or a file:// URL) only"
+            )));
+        }
+        std::fs::create_dir_all(folder)
+            .map_err(|error| LogError::Location(format!("cannot make `{folder}`: {error}")))?;
+        let store = LocalFileSystem::new_with_prefix(folder)?;
+        Ok(OfflineLog::of_store(Arc::new(store)))
+    }
+
+    /// The log in any object store.
+    pub fn of_store(store: Arc<dyn ObjectStore>) -> Self {
+        OfflineLog {
+            store,
+            logged: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Logs `events` of version `version` of `view`, written with `columns`; returns how many
+    /// files it wrote. Calls for one source must come in offset order.
+    pub async fn append(
+        &self,
+        view: &Name,
+        version: u32,
+        columns: &LogColumns,
+        events: &[LoggedEvent],
+    ) -> Result<usize, LogError> {
+        let mut files: BTreeMap<(String, &str), Vec<&LoggedEvent>> = BTreeMap::new();
+        for event in events {
+            files
+                .entry((date_of(event.event_time_micros), event.source.as_str()))
+                .or_default()
+                .push(event);
+        }
+        let prefix = version_prefix(view, version);
+        for (source, first) in first_offsets(events) {
+            if self.is_replay(&prefix, source, first) {
+                self.remove_from(&prefix, source, first).await?;
+            }
+        }
+        for ((date, source), events) in &files {
+            let range = FileRange {
+                source: (*source).to_owned(),
+                first_offset: events.iter().map(|event| event.offset).min().unwrap_or(0),
+                last_offset: events.iter().map(|event| event.offset).max().unwrap_or(0),
+            };
+            let parquet = encode(columns, events)?;
+            self.store
+                .put(
+                    &file_path(view, version, date, &range),
+                    PutPayload::from(parquet),
+                )
+                .await?;
+            self.remember(&prefix, source, range.last_offset);
+        }
+        Ok(files.len())
+    }
+
+    /// Whether logging `source` from `first` may rewrite files: the first time this process
+    /// logs it, or when it goes back.
+    fn is_replay(&self, prefix: &Path, source: &str, first: i64) -> bool {
+        let logged = self.logged.lock().expect("no panics while locked");
+        logged
+            .get(&(prefix.clone(), source.to_owned()))
+            .is_none_or(|last| first <= *last)
+    }
+
+    fn remember(&self, prefix: &Path, source: &str, last: i64) {
+        let mut logged = self.logged.lock().expect("no panics while locked");
+        let entry = logged
+            .entry((prefix.clone(), source.to_owned()))
+            .or_insert(last);
+        *entry = (*entry).max(last);
+    }
+
+    /// Removes the files of `source` that start at or after `first`.
+    async fn remove_from(&self, prefix: &Path, source: &str, first: i64) -> Result<(), LogError> {
+        for file in self.list_prefix(prefix).await? {
+            if file.range.source == source && file.range.first_offset >= first {
+                self.store.delete(&Path::from(file.path.as_str())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The files of one view version, in path order.
+    pub async fn files(&self, view: &Name, version: u32) -> Result<Vec<LogFile>, LogError> {
+        self.list_prefix(&version_prefix(view, version)).await
+    }
+
+    async fn list_prefix(&self, prefix: &Path) -> Result<Vec<LogFile>, LogError> {
+        let listed: Vec<_> = self.store.list(Some(prefix)).try_collect().await?;
+        let mut files: Vec<LogFile> = listed
+            .into_iter()
+            .filter_map(|object| {
+                let range = FileRange::of_file_name(object.location.filename()?)?;
+                Some(LogFile {
+                    path: object.location.to_string(),
+                    range,
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Every event logged for version `version` of `view`, once per source and offset.
+    pub async fn events(&self, view: &Name, version: u32) -> Result<Vec<LoggedEvent>, LogError> {
+        let mut seen = HashSet::new();
+        let mut events = Vec::new();
+        for file in self.files(view, version).await? {
+            let bytes = self
+                .store
+                .get(&Path::from(file.path.as_str()))
+                .await?
+                .bytes()
+                .await?;
+            for event in decode(bytes).map_err(|error| error.in_file(&file.path))? {
+                if seen.insert((event.source.clone(), event.offset)) {
+                    events.push(event);
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// The first offset of each source among `events`.
+fn first_offsets(events: &[LoggedEvent]) -> BTreeMap<&str, i64> {
+    let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+    for event in events {
+        let offset = first.entry(event.source.as_str()).or_insert(event.offset);
+        *offset = (*offset).min(event.offset);
+    }
+    first
+}
+
+fn encode(columns: &LogColumns, events: &[&LoggedEvent]) -> Result<Bytes, LogError> {
+    let batch = columns.batch(events.iter().copied())?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, columns.arrow_schema(), Some(properties))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}
+
+fn decode(bytes: Bytes) -> Result<Vec<LoggedEvent>, LogError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let columns = LogColumns::of_arrow(reader.schema().as_ref())?;
+    let mut events = Vec::new();
+    for batch in reader {
+        events.extend(columns.events(&batch?)?);
+    }
+    Ok(events)
+}
