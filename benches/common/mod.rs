@@ -28,6 +28,7 @@ pub(crate) fn ingest_config(group: &str) -> IngestConfig {
         invalidation_topic: None,
         batch_size: BATCH_ROWS,
         batch_linger: Duration::from_millis(20),
+        offline_log: None,
     }
 }
 

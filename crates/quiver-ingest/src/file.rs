@@ -19,6 +19,7 @@ use crate::pipeline::{
 use crate::route::{DeadLetterReason, Framing, Route, routes};
 use crate::tiles::Watermarks;
 use crate::{IngestError, IngestMetrics, IngestSummary};
+use quiver_offline::OfflineLog;
 
 /// How to read one file.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct FileOptions {
     pub rebase_event_times: bool,
     /// Most records per batch, and so rows per store write of each view.
     pub batch_size: usize,
+    /// Where every accepted event is also logged for training data; `None` logs nothing.
+    pub offline_log: Option<Arc<OfflineLog>>,
 }
 
 /// What one file gave.
@@ -194,13 +197,15 @@ pub async fn ingest_file(
     ));
     let metrics = IngestMetrics::register(&mut Default::default());
     let rejections = Rejections::default();
-    let outputs = Outputs::new(store, &rejections, &metrics);
+    let outputs =
+        Outputs::new(store, &rejections, &metrics).with_log(options.offline_log.as_deref());
     let mut batches = Batches {
         inputs: Inputs::only(Arc::new(registry.clone()), &source, routes),
         rules: Rules {
             framing: &Framing::Plain,
             stop_on_invalid: false,
             event_time_shift_micros: shift,
+            keep_events: options.offline_log.is_some(),
         },
         watermarks: Watermarks::default(),
         turn: 0,
@@ -300,7 +305,7 @@ fn newest_event_time<R: Read>(
             datum: &datum,
         };
         for route in routes {
-            if let Ok(projected) = route.write_for(&Framing::Plain, payload, now) {
+            if let Ok(projected) = route.write_for(&Framing::Plain, payload, now, false) {
                 newest = newest.max(Some(projected.write.event_time_micros));
             }
         }

@@ -37,6 +37,7 @@ use quiver_core::definition::Registry;
 use quiver_core::store::FeatureStore;
 use quiver_kafka::KafkaConnection;
 use quiver_kafka::context::LoggingContext;
+use quiver_offline::OfflineLog;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -92,6 +93,8 @@ pub struct IngestConfig {
     /// Most records per batch; a batch is also cut after `batch_linger`.
     pub batch_size: usize,
     pub batch_linger: Duration,
+    /// Where every accepted event is also logged for training data; `None` logs nothing.
+    pub offline_log: Option<Arc<OfflineLog>>,
 }
 
 /// Counts of one run.
@@ -139,6 +142,8 @@ pub enum IngestError {
     File(String),
     #[error("the online store refused a write: {0}")]
     Store(quiver_core::store::StoreError),
+    #[error("the offline log could not be written")]
+    Log(#[from] quiver_offline::LogError),
 }
 
 /// The pause after a consumer error, so a persistent one is not logged in a tight loop.
@@ -226,8 +231,9 @@ pub async fn run<S: FeatureStore>(
         framing: &framing,
         stop_on_invalid: config.on_invalid == OnInvalid::Stop,
         event_time_shift_micros: 0,
+        keep_events: config.offline_log.is_some(),
     };
-    let outputs = Outputs::new(store, &sink, metrics);
+    let outputs = Outputs::new(store, &sink, metrics).with_log(config.offline_log.as_deref());
     let (decoded_tx, mut decoded_rx) =
         tokio::sync::mpsc::channel::<Decoded<OwnedMessage>>(BATCHES_AHEAD);
     let positions = Positions::default();

@@ -21,6 +21,7 @@ use apache_avro::types::Value as Avro;
 use quiver_avro::decode::Decoder;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
+use quiver_offline::OfflineLog;
 use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, TopicLabels, ViewLabels};
@@ -162,6 +163,8 @@ pub(crate) struct Rules<'a> {
     pub(crate) stop_on_invalid: bool,
     /// Added to every event time: a recorded sample replays as if live.
     pub(crate) event_time_shift_micros: i64,
+    /// Whether each accepted event is kept for the offline log.
+    pub(crate) keep_events: bool,
 }
 
 /// One batch, decoded and projected, waiting to be stored.
@@ -169,6 +172,8 @@ pub(crate) struct Rules<'a> {
 pub(crate) struct Decoded<M> {
     /// The batch's place in the stream: its tiles and deletions are stored strictly in turn.
     pub(crate) turn: u64,
+    /// The registry it was decoded with.
+    pub(crate) registry: Arc<Registry>,
     pub(crate) views: Vec<ViewBatch>,
     pub(crate) deletions: Vec<PendingDeletion>,
     /// Records that cannot be used, with the view they failed for (empty when none could be
@@ -192,6 +197,7 @@ pub(crate) fn decode<M: SourceRecord + Clone>(
     let now_micros = now_micros();
     let mut decoded = Decoded {
         turn,
+        registry: inputs.registry.clone(),
         views: Vec::new(),
         deletions: Vec::new(),
         rejected: Vec::new(),
@@ -305,7 +311,7 @@ fn decode_record<M>(
     let mut reasons = Vec::new();
     for route in inputs.routes.get(record.topic).into_iter().flatten() {
         let projected = route
-            .write_for(rules.framing, record.payload, now_micros)
+            .write_for(rules.framing, record.payload, now_micros, rules.keep_events)
             .and_then(|mut projected| {
                 projected.write.event_time_micros += rules.event_time_shift_micros;
                 watermarks.admit(route, &record.source, projected.write.event_time_micros)?;
@@ -316,6 +322,7 @@ fn decode_record<M>(
                 projected,
                 &record.source,
                 record.offset,
+                now_micros,
             ),
             Err(reason) => reasons.push((route.view.view.name.to_string(), reason)),
         }
@@ -326,6 +333,8 @@ fn decode_record<M>(
 /// Where the results of a batch go.
 pub(crate) struct Outputs<'a, S, K> {
     pub(crate) store: &'a S,
+    /// Where accepted events are logged for training data, if anywhere.
+    pub(crate) log: Option<&'a OfflineLog>,
     pub(crate) sink: &'a K,
     pub(crate) metrics: &'a IngestMetrics,
     /// The turn of the batch whose tiles and deletions may be stored now. Batches are stored
@@ -338,10 +347,16 @@ impl<'a, S, K> Outputs<'a, S, K> {
     pub(crate) fn new(store: &'a S, sink: &'a K, metrics: &'a IngestMetrics) -> Self {
         Outputs {
             store,
+            log: None,
             sink,
             metrics,
             turns: watch::Sender::new(0),
         }
+    }
+
+    /// The same outputs, also logging accepted events to `log`.
+    pub(crate) fn with_log(self, log: Option<&'a OfflineLog>) -> Self {
+        Outputs { log, ..self }
     }
 }
 
@@ -372,6 +387,12 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
         .wait_for(|turn| *turn == decoded.turn)
         .await
         .expect("the sender lives in `outputs`");
+    // In turn, since a log file that starts at or before the last one of its source replaces
+    // what a replay rewrites.
+    if let Some(log) = outputs.log {
+        log.record_registry(&decoded.registry).await?;
+        log_events(log, &decoded.views).await?;
+    }
     for batch in &decoded.views {
         summary.rows_written += store_view_entities(batch, outputs).await?;
     }
@@ -381,6 +402,21 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
     }
     outputs.turns.send_replace(decoded.turn + 1);
     Ok(summary)
+}
+
+/// Appends each view's accepted events to the offline log.
+async fn log_events(log: &OfflineLog, views: &[ViewBatch]) -> Result<(), IngestError> {
+    for batch in views.iter().filter(|batch| !batch.logged.is_empty()) {
+        let view = &batch.route.view;
+        log.append(
+            &view.view.name,
+            view.version,
+            &batch.route.log_columns,
+            &batch.logged,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes feature values of one view; returns how many rows.

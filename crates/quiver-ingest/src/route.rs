@@ -1,5 +1,6 @@
 //! From one record to the feature writes of every view that reads its topic.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use quiver_core::definition::{Entity, Registry, SchemaRef, VersionedView};
 use quiver_core::key::EntityKey;
 use quiver_core::store::FeatureWrite;
 use quiver_core::ties::{Contender, Tiebreak};
+use quiver_offline::{LogColumns, LoggedEvent};
 
 use crate::pipeline::Payload;
 use crate::schema_registry::WriterSchemas;
@@ -29,6 +31,8 @@ pub(crate) struct Route {
     pub(crate) decoder: Decoder,
     /// Whether the view has aggregate features, whose inputs are then projected too.
     pub(crate) aggregates: bool,
+    /// The columns of the view's offline log, from its reader schema.
+    pub(crate) log_columns: LogColumns,
 }
 
 /// How record values are framed, with the writer schemas of the Confluent format.
@@ -142,6 +146,8 @@ pub(crate) fn routes(
                 schema.clone()
             }
         };
+        let log_columns = LogColumns::of_schema(&reader)
+            .map_err(|error| IngestError::Config(format!("feature view `{name}`: {error}")))?;
         routes
             .entry(view.view.source.topic.clone())
             .or_default()
@@ -150,6 +156,7 @@ pub(crate) fn routes(
                 aggregates: !aggregate_features(&view.view).is_empty(),
                 view,
                 decoder: Decoder::new(reader),
+                log_columns,
             }));
     }
     Ok(routes)
@@ -178,17 +185,17 @@ impl Route {
         framing: &Framing,
         payload: Payload<'_>,
         now_micros: i64,
+        keep_event: bool,
     ) -> Result<Projected, DeadLetterReason> {
-        match payload {
-            Payload::Encoded(bytes) => {
-                let event = decode(&self.decoder, framing, bytes)?;
-                self.project(&event, now_micros)
-            }
-            Payload::Decoded { writer, datum } => {
-                let event = self.decoder.resolve(writer, datum)?;
-                self.project(&event, now_micros)
-            }
+        let event = match payload {
+            Payload::Encoded(bytes) => Cow::Owned(decode(&self.decoder, framing, bytes)?),
+            Payload::Decoded { writer, datum } => self.decoder.resolve(writer, datum)?,
+        };
+        let mut projected = self.project(&event, now_micros)?;
+        if keep_event {
+            projected.event = Some(event.into_owned());
         }
+        Ok(projected)
     }
 
     /// Projects a decoded event onto this route's view: its feature values and, when the view
@@ -205,6 +212,7 @@ impl Route {
             write,
             event_id,
             inputs,
+            event: None,
         })
     }
 }
@@ -217,6 +225,8 @@ pub(crate) struct Projected {
     pub(crate) event_id: Option<String>,
     /// The inputs of the view's aggregates, in `aggregate_features` order; empty when it has none.
     pub(crate) inputs: Vec<Input>,
+    /// The event in the view's schema, kept for the offline log when there is one.
+    pub(crate) event: Option<Avro>,
 }
 
 /// What a batch gives one view, in record order: the feature writes of upsert commands, and
@@ -230,6 +240,8 @@ pub(crate) struct ViewBatch {
     /// The events' writes, ordered against each other per entity before they are stored.
     pub(crate) contenders: Vec<Contender>,
     pub(crate) contributions: Vec<(EntityKey, Contribution)>,
+    /// The events for the offline log, when there is one.
+    pub(crate) logged: Vec<LoggedEvent>,
 }
 
 impl ViewBatch {
@@ -239,6 +251,7 @@ impl ViewBatch {
             upserts: Vec::new(),
             contenders: Vec::new(),
             contributions: Vec::new(),
+            logged: Vec::new(),
         }
     }
 
@@ -256,13 +269,30 @@ impl ViewBatch {
         }
     }
 
-    /// Adds an event projected onto this view, found at `offset` of `source`.
-    pub(crate) fn push(&mut self, projected: Projected, source: &str, offset: i64) {
+    /// Adds an event projected onto this view, found at `offset` of `source` and taken at
+    /// `ingest_time_micros`.
+    pub(crate) fn push(
+        &mut self,
+        projected: Projected,
+        source: &str,
+        offset: i64,
+        ingest_time_micros: i64,
+    ) {
         let Projected {
             write,
             event_id,
             inputs,
+            event,
         } = projected;
+        if let Some(event) = event {
+            self.logged.push(LoggedEvent {
+                event,
+                event_time_micros: write.event_time_micros,
+                ingest_time_micros,
+                source: source.to_owned(),
+                offset,
+            });
+        }
         let tiebreak = Tiebreak::of(event_id.as_deref(), offset);
         if self.route.aggregates {
             let contribution = Contribution {

@@ -18,6 +18,7 @@ const OPTIONS: FileOptions = FileOptions {
     topic: None,
     rebase_event_times: false,
     batch_size: 2,
+    offline_log: None,
 };
 
 async fn applied_store() -> (tempfile::TempDir, EmbeddedStore, Registry) {

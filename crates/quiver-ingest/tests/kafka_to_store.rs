@@ -423,6 +423,7 @@ async fn a_hundred_thousand_shuffled_and_replayed_events_match_the_ground_truth(
     let config = IngestConfig {
         batch_size: 500,
         batch_linger: Duration::from_millis(20),
+        offline_log: None,
         ..config(
             &group,
             HashMap::from([(SCHEMA_ID, schema.clone())]),

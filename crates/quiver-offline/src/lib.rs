@@ -4,13 +4,20 @@
 //! - [`columns`]: an event's Avro fields as Arrow columns, and events rebuilt from them.
 //! - [`layout`]: the dataset's folders and file names.
 //! - [`log`]: [`OfflineLog`], appending to and reading the dataset in an object store.
+//! - [`historical`]: point-in-time feature values for rows of entity keys and timestamps.
+//! - [`rows`]: those rows, read from Parquet or CSV, and the Parquet file of the answer.
 
 pub mod columns;
+pub mod historical;
 pub mod layout;
 pub mod log;
+pub mod rows;
+mod values;
 
 pub use columns::{LogColumns, LoggedEvent};
+pub use historical::{Retrieval, retrieve};
 pub use log::{LogFile, OfflineLog};
+pub use rows::{EntityRows, write_parquet};
 
 /// Why the offline log could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,19 @@ pub enum LogError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("Parquet data is malformed")]
     Parquet(#[from] parquet::errors::ParquetError),
+    #[error("the log's registry.json cannot be read")]
+    Registry(#[from] quiver_format::FormatError),
+    #[error("entity rows: {0}")]
+    Rows(String),
+    #[error(
+        "the event logged at {source_name}@{offset} no longer projects onto view `{view}`: {detail}"
+    )]
+    Projection {
+        source_name: String,
+        offset: i64,
+        view: String,
+        detail: String,
+    },
     #[error("{path}")]
     InFile {
         path: String,

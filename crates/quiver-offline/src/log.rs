@@ -22,6 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use quiver_core::definition::Registry;
 use quiver_core::name::Name;
 
 use crate::LogError;
@@ -41,7 +42,12 @@ pub struct OfflineLog {
     store: Arc<dyn ObjectStore>,
     /// Per view version folder and source, the last offset this process logged.
     logged: Mutex<HashMap<(Path, String), i64>>,
+    /// The revision of the registry this process last recorded.
+    recorded_revision: Mutex<Option<u64>>,
 }
+
+/// The registry the log's events were projected with, beside them.
+const REGISTRY_FILE: &str = "registry.json";
 
 impl OfflineLog {
     /// The log in a local folder, made if it does not exist: a path or a `file://` URL.
@@ -64,7 +70,40 @@ impl OfflineLog {
         OfflineLog {
             store,
             logged: Mutex::new(HashMap::new()),
+            recorded_revision: Mutex::new(None),
         }
+    }
+
+    /// Records `registry` beside the events, once per revision, so that the log describes
+    /// its own views: readers need no online store. In the registry's storage format.
+    pub async fn record_registry(&self, registry: &Registry) -> Result<(), LogError> {
+        if *self
+            .recorded_revision
+            .lock()
+            .expect("no panics while locked")
+            == Some(registry.revision)
+        {
+            return Ok(());
+        }
+        let encoded = quiver_format::encode_registry(registry);
+        self.store
+            .put(&Path::from(REGISTRY_FILE), PutPayload::from(encoded))
+            .await?;
+        *self
+            .recorded_revision
+            .lock()
+            .expect("no panics while locked") = Some(registry.revision);
+        Ok(())
+    }
+
+    /// The registry last recorded in the log; `None` before any event was logged.
+    pub async fn registry(&self) -> Result<Option<Registry>, LogError> {
+        let bytes = match self.store.get(&Path::from(REGISTRY_FILE)).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(Some(quiver_format::decode_registry(&bytes)?))
     }
 
     /// Logs `events` of version `version` of `view`, written with `columns`; returns how many

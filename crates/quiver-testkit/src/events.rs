@@ -125,8 +125,10 @@ pub fn shuffled_stream(schema: &Schema, count: usize, users: i64, seed: u64) -> 
     stream
 }
 
-/// A small deterministic generator (SplitMix64), so streams are the same on every run.
-pub(crate) struct SplitMix64(pub(crate) u64);
+/// A small deterministic generator (SplitMix64), so streams and test rows are the same on
+/// every run.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -138,7 +140,7 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound`.
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 }

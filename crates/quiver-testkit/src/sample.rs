@@ -12,7 +12,7 @@ use std::path::Path;
 use apache_avro::types::Value;
 use apache_avro::{Codec, DeflateSettings, Schema, Writer};
 
-use crate::events::{SplitMix64, match_event_schema, schema_path, shuffled_stream};
+use crate::events::{SplitMix64, StreamEvent, match_event_schema, schema_path, shuffled_stream};
 
 /// Users in the sample; user ids are `1..=USERS`.
 pub const USERS: i64 = 500;
@@ -46,7 +46,7 @@ pub struct Activity {
 
 /// The profile updates: every user once, a third of them twice (the second one newer), in an
 /// order unrelated to their times.
-fn profile_updates() -> Vec<(i64, Profile)> {
+pub fn profile_updates() -> Vec<(i64, Profile)> {
     let mut random = SplitMix64(SEED);
     let mut updates = Vec::new();
     for user in 1..=USERS {
@@ -120,11 +120,24 @@ pub fn latest_profiles() -> HashMap<i64, Profile> {
     latest
 }
 
+/// The match events in file order, resent copies included, with users numbered from 1.
+pub fn match_events() -> Vec<StreamEvent> {
+    shuffled_stream(&match_event_schema(), MATCH_EVENTS, USERS, SEED)
+        .into_iter()
+        .map(|mut event| {
+            event.user += 1;
+            event.event =
+                crate::events::with_field(event.event, "user_id", Value::Long(event.user));
+            event
+        })
+        .collect()
+}
+
 /// The newest match event of every user who acted, and how many they made.
 pub fn latest_activity() -> HashMap<i64, Activity> {
     let mut latest: HashMap<i64, Activity> = HashMap::new();
-    for event in shuffled_stream(&match_event_schema(), MATCH_EVENTS, USERS, SEED) {
-        let user = event.user + 1;
+    for event in match_events() {
+        let user = event.user;
         let known = latest.entry(user).or_insert_with(|| Activity {
             event_time_millis: event.event_time_millis,
             country: event.country.to_owned(),
@@ -188,16 +201,12 @@ pub fn write_sample_files(folder: &Path) -> std::io::Result<()> {
             .map(|(user, profile)| profile_record(&profiles, *user, profile))
             .collect(),
     )?;
-    let matches = match_event_schema();
     write(
         MATCH_EVENTS_FILE,
-        &matches,
-        shuffled_stream(&matches, MATCH_EVENTS, USERS, SEED)
+        &match_event_schema(),
+        match_events()
             .into_iter()
-            .map(|event| {
-                // Users are numbered from 1 in the sample.
-                crate::events::with_field(event.event, "user_id", Value::Long(event.user + 1))
-            })
+            .map(|event| event.event)
             .collect(),
     )
 }

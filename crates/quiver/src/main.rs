@@ -5,6 +5,7 @@ mod kafka;
 mod quickstart;
 mod serving;
 mod store;
+mod training;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -167,6 +168,23 @@ enum Command {
     ///
     /// Exit codes: 0 serving; 1 not serving, unreachable, or no answer within --timeout-secs.
     Health(serving::HealthArgs),
+    /// Build point-in-time correct training data from the offline log.
+    ///
+    /// For each row of --entities (the entity's key columns and a timestamp), computes every
+    /// requested feature as serving would have answered it at that timestamp: a stored feature
+    /// is the newest value at or before it, within the view's TTL (of one millisecond's events,
+    /// the one with the greater event id or offset, as online); an aggregate is its window at
+    /// that instant, folded and evaluated by the code serving uses. The views come from the log
+    /// itself, as the ingester last recorded them, so no online store is needed.
+    ///
+    /// OUT is Parquet: the columns of --entities, then per feature `VIEW:FEATURE` (its declared
+    /// type), `VIEW:FEATURE__event_time` and `VIEW:FEATURE__status` (ok or not_found).
+    ///
+    /// Example: quiver historical --service ranker_v1 --entities rows.csv --out training.parquet
+    ///
+    /// Exit codes: 0 written; 1 an unreadable log or rows file, a missing column, or an unknown
+    /// feature or service; 2 bad command line.
+    Historical(training::HistoricalArgs),
 }
 
 /// How `ingest` reads Kafka, or files.
@@ -243,6 +261,26 @@ struct IngestArgs {
     /// Milliseconds to wait for a batch to fill.
     #[arg(long, default_value_t = 20)]
     batch_linger_ms: u64,
+    /// Also write every accepted event to this offline log, for training data (`quiver
+    /// historical`): a local folder or file:// URL, holding Hive-partitioned Parquet
+    /// (view=NAME/version=N/date=YYYY-MM-DD). A batch's offsets are committed only once its
+    /// log files are written. Not written when not given.
+    #[arg(long, env = "QUIVER_OFFLINE_LOG", value_name = "LOCATION")]
+    offline_log: Option<String>,
+}
+
+impl IngestArgs {
+    /// The offline log the flags name, if any.
+    fn offline_log(&self) -> anyhow::Result<Option<std::sync::Arc<quiver_offline::OfflineLog>>> {
+        self.offline_log
+            .as_deref()
+            .map(|location| {
+                quiver_offline::OfflineLog::open(location)
+                    .map(std::sync::Arc::new)
+                    .context("--offline-log")
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -355,6 +393,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 topic: kafka.topic.clone(),
                 rebase_event_times: kafka.rebase_event_times,
                 batch_size: kafka.batch_size.max(1),
+                offline_log: kafka.offline_log()?,
             };
             let summaries =
                 files::ingest_files(&kafka.from_file, &options, &registry, &store).await?;
@@ -395,6 +434,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 invalidation_topic: kafka.invalidation_topic.clone(),
                 batch_size: kafka.batch_size.max(1),
                 batch_linger: Duration::from_millis(kafka.batch_linger_ms),
+                offline_log: kafka.offline_log()?,
             };
             let store = std::sync::Arc::new(store.connect().await?);
             let watcher = quiver_registry::RegistryWatcher::start(
@@ -437,6 +477,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Get(args) => {
             serving::get(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Historical(args) => {
+            training::historical(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Health(args) => Ok(if serving::health(args).await? {

@@ -9,6 +9,7 @@ use clap::Args;
 use quiver_core::store::OnlineStore;
 use quiver_embedded::EmbeddedStore;
 use quiver_ingest::file::FileOptions;
+use quiver_offline::OfflineLog;
 
 use crate::serving::{GetArgs, ServeArgs};
 use crate::store::{EMBEDDED_FILE, Store};
@@ -17,12 +18,16 @@ use crate::{Stopper, files, serving};
 /// Written once the sample events are in the store, so that a restart serves them as stored.
 const INGESTED_MARKER: &str = "quickstart-ingested";
 
+/// The folder of the offline log in the data folder.
+const OFFLINE_LOG_FOLDER: &str = "offline-log";
+
 #[derive(Debug, Args)]
 pub(crate) struct QuickstartArgs {
     /// The folder with `features/` (definitions) and `events/` (sample *.avro files).
     #[arg(long, default_value = "examples")]
     examples: PathBuf,
-    /// Where the embedded store keeps its file; delete it to start over.
+    /// Where the embedded store keeps its file, and the offline log its Parquet files
+    /// (`offline-log/`); delete it to start over.
     #[arg(long, env = "QUIVER_DATA_DIR", default_value = "quiver-data")]
     data_dir: PathBuf,
     #[command(flatten)]
@@ -73,6 +78,10 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             topic: None,
             rebase_event_times: true,
             batch_size: 2_000,
+            offline_log: Some(Arc::new(
+                OfflineLog::open(&offline_log_folder(&args.data_dir))
+                    .context("cannot make the offline log")?,
+            )),
         };
         let summaries =
             files::ingest_files(&sample_files(&events)?, &options, &registry, &*store).await?;
@@ -114,6 +123,14 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let served = serving::run_server(&args.serve, store, listener, stopper).await;
     lookup.abort();
     served
+}
+
+/// The quickstart's offline log, beside its store: what `quiver historical` reads.
+pub(crate) fn offline_log_folder(data_dir: &Path) -> String {
+    data_dir
+        .join(OFFLINE_LOG_FOLDER)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The `*.avro` files in `folder`, in name order.

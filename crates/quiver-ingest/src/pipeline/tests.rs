@@ -149,6 +149,7 @@ impl<S: FeatureStore> Fixture<S> {
             framing: &Framing::Plain,
             stop_on_invalid: false,
             event_time_shift_micros: self.shift_micros,
+            keep_events: false,
         };
         let decoded = decode(
             batch,
@@ -473,6 +474,7 @@ async fn stopping_on_an_invalid_record_names_where_it_is() {
         framing: &Framing::Plain,
         stop_on_invalid: true,
         event_time_shift_micros: 0,
+        keep_events: false,
     };
     let error = decode(
         vec![fixture.event(1, 2), garbage],

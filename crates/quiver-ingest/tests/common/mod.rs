@@ -66,6 +66,7 @@ pub(crate) fn config(
         invalidation_topic: None,
         batch_size: 8,
         batch_linger: Duration::from_millis(50),
+        offline_log: None,
     }
 }
 
