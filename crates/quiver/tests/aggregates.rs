@@ -3,7 +3,8 @@
 //! real Kafka into the real Cassandra, the ingester SIGKILLed twice mid-stream and restarted,
 //! every user's aggregates (filtered counts over 10m to 7d, a field count, a lifetime count and
 //! every other function) compared with a brute-force computation over the distinct events; then
-//! the whole stream produced a second time and compared again.
+//! the whole stream produced a second time and compared again. The ingester also writes the
+//! offline log, which must hold every record exactly once, by its source offsets.
 
 mod common;
 
@@ -68,6 +69,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     quiver_testkit::produce(&topic, &records).await;
 
     let group = quiver_testkit::unique_name("aggregates_group");
+    let offline_log = folder.path().join("offline-log");
     let topics = [(topic.clone(), PARTITIONS)];
     let ingest = |log: &std::path::Path, metrics_port: u16| {
         KillOnDrop(Some(
@@ -84,6 +86,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
                     &format!("{topic}_dlq"),
                 ])
                 .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+                .args(["--offline-log", offline_log.to_str().expect("UTF-8")])
                 .stderr(std::fs::File::create(log).unwrap())
                 .spawn()
                 .expect("ingest starts"),
@@ -134,6 +137,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
         "every user, every aggregate and field feature"
     );
     after_kills.assert_exact("after two SIGKILLs");
+    assert_logged_once(&offline_log, records.len()).await;
 
     // A producer that sends the whole stream again changes nothing.
     quiver_testkit::produce(&topic, &records).await;
@@ -141,6 +145,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     compare()
         .await
         .assert_exact("after the stream was produced a second time");
+    assert_logged_once(&offline_log, 2 * records.len()).await;
 
     let now_micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -150,6 +155,29 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
         now_micros < request_micros,
         "the comparison ran past the request time, when tiles may have expired; the test was too slow"
     );
+}
+
+/// The offline log holds `records` events, each in one file only: the files of a partition
+/// cover offset ranges that do not overlap, although the ingester was killed between writing
+/// files and committing their offsets.
+async fn assert_logged_once(folder: &std::path::Path, records: usize) {
+    let log = quiver_offline::OfflineLog::open(folder.to_str().expect("UTF-8")).unwrap();
+    let view = "activity".parse().unwrap();
+    let mut files = log.files(&view, 1).await.unwrap();
+    files.sort_by(|a, b| {
+        (&a.range.source, a.range.first_offset).cmp(&(&b.range.source, b.range.first_offset))
+    });
+    for pair in files.windows(2) {
+        let (before, after) = (&pair[0].range, &pair[1].range);
+        assert!(
+            before.source != after.source || before.last_offset < after.first_offset,
+            "two log files hold the same offsets: {} and {}",
+            pair[0].path,
+            pair[1].path
+        );
+    }
+    let events = log.events(&view, 1).await.unwrap();
+    assert_eq!(events.len(), records, "every record is in the log once");
 }
 
 fn encode(schema: &apache_avro::Schema, event: &StreamEvent) -> (Option<String>, Vec<u8>) {
