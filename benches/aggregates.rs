@@ -103,7 +103,7 @@ async fn main() {
                 .expect("applies")
                 .registry;
             let started = Instant::now();
-            ingest_until_committed(&registry, &store, &topic, PARTITIONS).await;
+            ingest_until_committed(&registry, &store, &topic, PARTITIONS, None).await;
             took[(round + turn) % CASES.len()].push(started.elapsed());
             if case == (Case::Aggregates { dedup: true }) {
                 last_store = Some((store, registry));

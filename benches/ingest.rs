@@ -10,6 +10,8 @@
 //!   strategies the ingester could use;
 //! - **adapter**: `ScyllaStore::write_features` in 500-row batches, what the ingester calls;
 //! - **end to end**: `quiver_ingest::run` from the topic to the store, committed;
+//! - **end to end with the offline log**: the same, also writing every event to an offline log
+//!   in a local folder (Parquet files per batch), as `--offline-log` does;
 //! - **freshness** at a steady 5,000 events/s: from each event's time to the store's ack.
 
 #![allow(
@@ -49,13 +51,15 @@ const IN_FLIGHT: usize = 64;
 const STEADY_RATE: u64 = 5_000;
 const STEADY_SECONDS: u64 = 20;
 const ROUNDS: usize = 4;
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 6] = [
     "consume only (rdkafka)",
     "driver, concurrent single inserts",
     "driver, per-partition unlogged batches only",
     "adapter (ScyllaStore::write_features)",
     "end to end (quiver_ingest::run)",
+    "end to end, offline log on",
 ];
+const END_TO_END: usize = 4;
 
 #[tokio::main]
 async fn main() {
@@ -130,8 +134,18 @@ async fn main() {
                     }
                 }
                 _ => {
+                    let folder = tempfile::tempdir().expect("a folder");
+                    let offline_log = (path > END_TO_END).then(|| {
+                        std::sync::Arc::new(
+                            quiver_offline::OfflineLog::open(
+                                folder.path().to_str().expect("a UTF-8 path"),
+                            )
+                            .expect("a log"),
+                        )
+                    });
                     let probe = Probe::new(&store);
-                    ingest_until_committed(&registry, &probe, &topic, PARTITIONS).await;
+                    ingest_until_committed(&registry, &probe, &topic, PARTITIONS, offline_log)
+                        .await;
                     // To the last write, not to the commit check that ends the run.
                     rounds[path].push(probe.last_ack().duration_since(started));
                     continue;
@@ -149,6 +163,7 @@ async fn main() {
         })
         .collect();
     let direct = results[1].1;
+    let without_log = results[END_TO_END].1;
     println!("\n| path (median of {ROUNDS} rounds) | seconds | events/s | vs driver singles |");
     println!("|---|---:|---:|---:|");
     for (name, took) in &results {
@@ -159,6 +174,11 @@ async fn main() {
             direct.as_secs_f64() / took.as_secs_f64()
         );
     }
+
+    println!(
+        "\noffline log on against off, end to end: {:.2} of the throughput",
+        without_log.as_secs_f64() / results[END_TO_END + 1].1.as_secs_f64()
+    );
 
     let (p50, p99, count) = steady_freshness(&registry, &store).await;
     println!(

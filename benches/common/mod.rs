@@ -32,15 +32,20 @@ pub(crate) fn ingest_config(group: &str) -> IngestConfig {
     }
 }
 
-/// Runs `quiver_ingest::run` in a new group until it has committed all of `topic`.
+/// Runs `quiver_ingest::run` in a new group until it has committed all of `topic`, also
+/// writing `offline_log` when given.
 pub(crate) async fn ingest_until_committed<S: FeatureStore>(
     registry: &Registry,
     store: &S,
     topic: &str,
     partitions: i32,
+    offline_log: Option<std::sync::Arc<quiver_offline::OfflineLog>>,
 ) {
     let group = quiver_testkit::unique_name("bench_group");
-    let config = ingest_config(&group);
+    let config = IngestConfig {
+        offline_log,
+        ..ingest_config(&group)
+    };
     let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let registry = tokio::sync::watch::channel(std::sync::Arc::new(registry.clone())).1;

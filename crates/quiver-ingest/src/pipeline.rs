@@ -21,7 +21,7 @@ use apache_avro::types::Value as Avro;
 use quiver_avro::decode::Decoder;
 use quiver_core::definition::Registry;
 use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
-use quiver_offline::OfflineLog;
+use quiver_offline::{Encoded, OfflineLog};
 use tokio::sync::watch;
 
 use crate::metrics::{DeadLetterLabels, EntityLabels, TopicLabels, ViewLabels};
@@ -382,6 +382,11 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
     for batch in &decoded.views {
         summary.rows_written += store_rows(batch, &batch.upserts, outputs).await?;
     }
+    // Encoded before the batch's turn, written in it.
+    let logged = match outputs.log {
+        Some(_) => encode_logged(&decoded.views)?,
+        None => Vec::new(),
+    };
     let mut turns = outputs.turns.subscribe();
     turns
         .wait_for(|turn| *turn == decoded.turn)
@@ -391,7 +396,9 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
     // what a replay rewrites.
     if let Some(log) = outputs.log {
         log.record_registry(&decoded.registry).await?;
-        log_events(log, &decoded.views).await?;
+        for encoded in logged {
+            log.write(encoded).await?;
+        }
     }
     for batch in &decoded.views {
         summary.rows_written += store_view_entities(batch, outputs).await?;
@@ -404,19 +411,21 @@ pub(crate) async fn store_batch<M, S: FeatureStore, K: Sink<M>>(
     Ok(summary)
 }
 
-/// Appends each view's accepted events to the offline log.
-async fn log_events(log: &OfflineLog, views: &[ViewBatch]) -> Result<(), IngestError> {
-    for batch in views.iter().filter(|batch| !batch.logged.is_empty()) {
-        let view = &batch.route.view;
-        log.append(
-            &view.view.name,
-            view.version,
-            &batch.route.log_columns,
-            &batch.logged,
-        )
-        .await?;
-    }
-    Ok(())
+/// Each view's accepted events as offline log files.
+fn encode_logged(views: &[ViewBatch]) -> Result<Vec<Encoded>, IngestError> {
+    views
+        .iter()
+        .filter(|batch| !batch.logged.is_empty())
+        .map(|batch| {
+            let view = &batch.route.view;
+            Ok(Encoded::of_events(
+                &view.view.name,
+                view.version,
+                &batch.route.log_columns,
+                &batch.logged,
+            )?)
+        })
+        .collect()
 }
 
 /// Writes feature values of one view; returns how many rows.

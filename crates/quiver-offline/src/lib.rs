@@ -16,7 +16,7 @@ mod values;
 
 pub use columns::{LogColumns, LoggedEvent};
 pub use historical::{Retrieval, retrieve};
-pub use log::{LogFile, OfflineLog};
+pub use log::{Encoded, LogFile, OfflineLog};
 pub use rows::{EntityRows, write_parquet};
 
 /// Why the offline log could not be written or read.

@@ -115,35 +115,24 @@ impl OfflineLog {
         columns: &LogColumns,
         events: &[LoggedEvent],
     ) -> Result<usize, LogError> {
-        let mut files: BTreeMap<(String, &str), Vec<&LoggedEvent>> = BTreeMap::new();
-        for event in events {
-            files
-                .entry((date_of(event.event_time_micros), event.source.as_str()))
-                .or_default()
-                .push(event);
-        }
-        let prefix = version_prefix(view, version);
-        for (source, first) in first_offsets(events) {
-            if self.is_replay(&prefix, source, first) {
-                self.remove_from(&prefix, source, first).await?;
+        self.write(Encoded::of_events(view, version, columns, events)?)
+            .await
+    }
+
+    /// Writes files encoded already; returns how many. Calls for one source must come in
+    /// offset order.
+    pub async fn write(&self, encoded: Encoded) -> Result<usize, LogError> {
+        for (source, first) in &encoded.first_offsets {
+            if self.is_replay(&encoded.prefix, source, *first) {
+                self.remove_from(&encoded.prefix, source, *first).await?;
             }
         }
-        for ((date, source), events) in &files {
-            let range = FileRange {
-                source: (*source).to_owned(),
-                first_offset: events.iter().map(|event| event.offset).min().unwrap_or(0),
-                last_offset: events.iter().map(|event| event.offset).max().unwrap_or(0),
-            };
-            let parquet = encode(columns, events)?;
-            self.store
-                .put(
-                    &file_path(view, version, date, &range),
-                    PutPayload::from(parquet),
-                )
-                .await?;
-            self.remember(&prefix, source, range.last_offset);
+        let written = encoded.files.len();
+        for file in encoded.files {
+            self.store.put(&file.path, PutPayload::from(file.parquet)).await?;
+            self.remember(&encoded.prefix, &file.range.source, file.range.last_offset);
         }
-        Ok(files.len())
+        Ok(written)
     }
 
     /// Whether logging `source` from `first` may rewrite files: the first time this process
@@ -215,14 +204,65 @@ impl OfflineLog {
     }
 }
 
-/// The first offset of each source among `events`.
-fn first_offsets(events: &[LoggedEvent]) -> BTreeMap<&str, i64> {
-    let mut first: BTreeMap<&str, i64> = BTreeMap::new();
-    for event in events {
-        let offset = first.entry(event.source.as_str()).or_insert(event.offset);
-        *offset = (*offset).min(event.offset);
+/// A view version's events as Parquet files, ready to be written: encoding is CPU work that
+/// need not wait for earlier batches, writing must come in their order.
+#[derive(Debug)]
+pub struct Encoded {
+    prefix: Path,
+    files: Vec<EncodedFile>,
+    /// The first offset of each source among the events.
+    first_offsets: BTreeMap<String, i64>,
+}
+
+#[derive(Debug)]
+struct EncodedFile {
+    path: Path,
+    range: FileRange,
+    parquet: Bytes,
+}
+
+impl Encoded {
+    /// `events` of version `version` of `view` with `columns`, one file per source and date.
+    pub fn of_events(
+        view: &Name,
+        version: u32,
+        columns: &LogColumns,
+        events: &[LoggedEvent],
+    ) -> Result<Self, LogError> {
+        let mut groups: BTreeMap<(String, &str), Vec<&LoggedEvent>> = BTreeMap::new();
+        let mut first_offsets: BTreeMap<String, i64> = BTreeMap::new();
+        for event in events {
+            groups
+                .entry((date_of(event.event_time_micros), event.source.as_str()))
+                .or_default()
+                .push(event);
+            let first = first_offsets
+                .entry(event.source.clone())
+                .or_insert(event.offset);
+            *first = (*first).min(event.offset);
+        }
+        let files = groups
+            .into_iter()
+            .map(|((date, source), events)| {
+                let offsets = || events.iter().map(|event| event.offset);
+                let range = FileRange {
+                    source: source.to_owned(),
+                    first_offset: offsets().min().unwrap_or(0),
+                    last_offset: offsets().max().unwrap_or(0),
+                };
+                Ok(EncodedFile {
+                    path: file_path(view, version, &date, &range),
+                    parquet: encode(columns, &events)?,
+                    range,
+                })
+            })
+            .collect::<Result<_, LogError>>()?;
+        Ok(Encoded {
+            prefix: version_prefix(view, version),
+            files,
+            first_offsets,
+        })
     }
-    first
 }
 
 fn encode(columns: &LogColumns, events: &[&LoggedEvent]) -> Result<Bytes, LogError> {
