@@ -129,7 +129,9 @@ impl OfflineLog {
         }
         let written = encoded.files.len();
         for file in encoded.files {
-            self.store.put(&file.path, PutPayload::from(file.parquet)).await?;
+            self.store
+                .put(&file.path, PutPayload::from(file.parquet))
+                .await?;
             self.remember(&encoded.prefix, &file.range.source, file.range.last_offset);
         }
         Ok(written)

@@ -309,3 +309,109 @@ fn historical_values_of_the_sample_match_a_brute_force() {
         assert!(kinds.contains(&kind), "no row of kind {kind:?}: {kinds:?}");
     }
 }
+
+/// Runs `quiver historical` expecting it to fail; returns its error output.
+fn refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("historical")
+        .args(args)
+        .output()
+        .expect("the quiver binary runs");
+    assert_eq!(output.status.code(), Some(1), "quiver historical {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_rows_and_requests_are_refused_by_name() {
+    let folder = tempfile::tempdir().expect("a folder");
+    let data = folder.path().join("data");
+    let log = folder.path().join("log");
+    let (data, log) = (data.to_str().expect("UTF-8"), log.to_str().expect("UTF-8"));
+    let out = folder.path().join("out.parquet");
+    let out = out.to_str().expect("UTF-8");
+    let rows = |name: &str, text: &str| {
+        let path = folder.path().join(name);
+        std::fs::write(&path, text).expect("written");
+        path.to_string_lossy().into_owned()
+    };
+    let good = rows("good.csv", "user_id,timestamp\n1,2026-09-21T10:00:00Z\n");
+
+    let error = refused(&[
+        "--service",
+        "ranker_v1",
+        "--entities",
+        &good,
+        "--out",
+        out,
+        "--offline-log",
+        log,
+    ]);
+    assert!(error.contains("holds no events yet"), "{error}");
+
+    quiver(&[
+        "apply",
+        "--dir",
+        &repository("examples/features"),
+        "--data-dir",
+        data,
+    ]);
+    quiver(&[
+        "ingest",
+        "--from-file",
+        &repository("examples/events/user_profiles.avro"),
+        "--data-dir",
+        data,
+        "--offline-log",
+        log,
+    ]);
+    let cases = [
+        (
+            vec!["--service", "nope"],
+            good.clone(),
+            "feature service `nope` is not in the registry",
+        ),
+        (
+            vec!["--feature", "user_profile:nope"],
+            good.clone(),
+            "has no feature `nope`",
+        ),
+        (
+            vec!["--service", "ranker_v1"],
+            rows("no_key.csv", "member,timestamp\n1,2026-09-21T10:00:00Z\n"),
+            "entity `user` is keyed by `user_id`, and the rows have no such column",
+        ),
+        (
+            vec!["--service", "ranker_v1"],
+            rows(
+                "bad_key.csv",
+                "user_id,timestamp\nabc,2026-09-21T10:00:00Z\n",
+            ),
+            "column `user_id` row 1: `abc`, not a key of type int64",
+        ),
+        (
+            vec!["--service", "ranker_v1"],
+            rows("bad_time.csv", "user_id,timestamp\n1,yesterday\n"),
+            "column `timestamp` row 1: `yesterday` is not an RFC 3339 time",
+        ),
+        (
+            vec!["--service", "ranker_v1"],
+            rows("no_time.csv", "user_id,at\n1,2026-09-21T10:00:00Z\n"),
+            "no column `timestamp`",
+        ),
+        (
+            vec!["--service", "ranker_v1"],
+            rows("rows.json", "{}"),
+            "give a .parquet or a .csv file",
+        ),
+    ];
+    for (request, entities, expected) in cases {
+        let mut args = request.clone();
+        args.extend(["--entities", &entities, "--out", out, "--offline-log", log]);
+        let error = refused(&args);
+        assert!(error.contains(expected), "{request:?} {entities}: {error}");
+    }
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "nothing is written on an error"
+    );
+}
