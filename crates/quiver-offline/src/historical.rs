@@ -88,7 +88,7 @@ async fn entity_events(
     wanted: &HashMap<Vec<u8>, Vec<usize>>,
 ) -> Result<HashMap<Vec<u8>, Vec<HistoricalEvent>>, LogError> {
     let mut by_entity: HashMap<Vec<u8>, Vec<HistoricalEvent>> = HashMap::new();
-    for logged in log.events(&view.view.name, view.version).await? {
+    log.for_each_event(&view.view.name, view.version, |logged| {
         let unprojectable = |detail: String| LogError::Projection {
             source_name: logged.source.clone(),
             offset: logged.offset,
@@ -99,7 +99,7 @@ async fn entity_events(
             .map_err(|rejection| unprojectable(rejection.to_string()))?;
         let key = write.key.encode();
         if !wanted.contains_key(&key) {
-            continue;
+            return Ok(());
         }
         // The time the online store was given, a sample's rebasing included.
         write.event_time_micros = logged.event_time_micros;
@@ -113,7 +113,9 @@ async fn entity_events(
             event_id,
             inputs,
         });
-    }
+        Ok(())
+    })
+    .await?;
     Ok(by_entity)
 }
 

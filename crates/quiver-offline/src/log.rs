@@ -9,7 +9,7 @@
 //! files that overlap without starting at the same place (two owners of a partition during a
 //! rebalance) count each event once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatchReader;
@@ -187,8 +187,25 @@ impl OfflineLog {
 
     /// Every event logged for version `version` of `view`, once per source and offset.
     pub async fn events(&self, view: &Name, version: u32) -> Result<Vec<LoggedEvent>, LogError> {
-        let mut seen = HashSet::new();
         let mut events = Vec::new();
+        self.for_each_event(view, version, |event| {
+            events.push(event);
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
+
+    /// Hands every event logged for version `version` of `view` to `visit`, once per source
+    /// and offset, one file in memory at a time: an event in the offset range of a file read
+    /// before, of its source, is in that file too.
+    pub async fn for_each_event(
+        &self,
+        view: &Name,
+        version: u32,
+        mut visit: impl FnMut(LoggedEvent) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut read: Vec<FileRange> = Vec::new();
         for file in self.files(view, version).await? {
             let bytes = self
                 .store
@@ -196,13 +213,26 @@ impl OfflineLog {
                 .await?
                 .bytes()
                 .await?;
+            // Almost always none: only a replay cut differently overlaps another file.
+            let overlapping: Vec<&FileRange> = read
+                .iter()
+                .filter(|range| {
+                    range.source == file.range.source
+                        && range.first_offset <= file.range.last_offset
+                        && file.range.first_offset <= range.last_offset
+                })
+                .collect();
             for event in decode(bytes).map_err(|error| error.in_file(&file.path))? {
-                if seen.insert((event.source.clone(), event.offset)) {
-                    events.push(event);
+                let repeated = overlapping
+                    .iter()
+                    .any(|range| (range.first_offset..=range.last_offset).contains(&event.offset));
+                if !repeated {
+                    visit(event)?;
                 }
             }
+            read.push(file.range);
         }
-        Ok(events)
+        Ok(())
     }
 }
 

@@ -124,3 +124,27 @@ fn a_remote_location_is_refused_by_name() {
     let error = OfflineLog::open("s3://bucket/log").expect_err("no S3 in this build");
     assert!(error.to_string().contains("s3://bucket/log"), "{error}");
 }
+
+#[tokio::test]
+async fn files_that_overlap_give_each_event_once() {
+    let folder = tempfile::tempdir().expect("a folder");
+    let location = folder.path().to_str().expect("a UTF-8 path");
+    let events: Vec<LoggedEvent> = (0..15)
+        .map(|offset| event("events/0", offset, START))
+        .collect();
+    // Two owners of a partition during a rebalance: the second starts inside the first's file.
+    let first = OfflineLog::open(location).expect("a log");
+    first
+        .append(&view(), 1, &columns(), &events[..10])
+        .await
+        .expect("logged");
+    let second = OfflineLog::open(location).expect("a log");
+    second
+        .append(&view(), 1, &columns(), &events[5..])
+        .await
+        .expect("logged");
+
+    assert_eq!(second.files(&view(), 1).await.expect("listed").len(), 2);
+    let read = second.events(&view(), 1).await.expect("read");
+    assert_eq!(offsets(&read), offsets(&events));
+}
