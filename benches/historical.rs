@@ -75,7 +75,9 @@ async fn measure(events: usize, rows: usize) {
     .expect("a plan");
     let entity_rows = entity_rows(rows);
     let started = Instant::now();
-    let retrieval = retrieve(&log, &plan, &entity_rows).await.expect("retrieves");
+    let retrieval = retrieve(&log, &plan, &entity_rows)
+        .await
+        .expect("retrieves");
     let took = started.elapsed().as_secs_f64();
     println!(
         "| {events} | {rows} | {took:.2} | {:.0} | {:.0} | {:.0} |",
@@ -141,7 +143,11 @@ fn entity_rows(rows: usize) -> EntityRows {
         .collect();
     let schema = Schema::new(vec![
         Field::new("user_id", DataType::Int64, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
     ]);
     let columns: Vec<ArrayRef> = vec![std::sync::Arc::new(users), std::sync::Arc::new(times)];
     let batch = RecordBatch::try_new(std::sync::Arc::new(schema), columns).expect("a batch");
@@ -154,6 +160,13 @@ fn peak_mib() -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }

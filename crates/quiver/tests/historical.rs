@@ -150,6 +150,33 @@ fn rows(first: i64, last: i64) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Applies the examples to an embedded store in `folder/data` and ingests the named sample files
+/// with an offline log in `folder/log`, whose path it returns.
+fn ingest_with_log(folder: &Path, files: &[&str]) -> String {
+    let data = folder.join("data").to_string_lossy().into_owned();
+    let log = folder.join("log").to_string_lossy().into_owned();
+    quiver(&[
+        "apply",
+        "--dir",
+        &repository("examples/features"),
+        "--data-dir",
+        &data,
+    ]);
+    let mut ingest = vec!["ingest".to_owned()];
+    for file in files {
+        ingest.push("--from-file".to_owned());
+        ingest.push(repository(&format!("examples/events/{file}")));
+    }
+    ingest.extend([
+        "--data-dir".to_owned(),
+        data,
+        "--offline-log".to_owned(),
+        log.clone(),
+    ]);
+    quiver(&ingest.iter().map(String::as_str).collect::<Vec<_>>());
+    log
+}
+
 fn read_parquet(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).expect("the output exists");
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -204,27 +231,8 @@ fn answered(batch: &RecordBatch, row: usize) -> Expected {
 #[test]
 fn historical_values_of_the_sample_match_a_brute_force() {
     let folder = tempfile::tempdir().expect("a folder");
-    let data = folder.path().join("data");
-    let log = folder.path().join("log");
-    let (data, log) = (data.to_str().expect("UTF-8"), log.to_str().expect("UTF-8"));
-    quiver(&[
-        "apply",
-        "--dir",
-        &repository("examples/features"),
-        "--data-dir",
-        data,
-    ]);
-    quiver(&[
-        "ingest",
-        "--from-file",
-        &repository("examples/events/match_events.avro"),
-        "--from-file",
-        &repository("examples/events/user_profiles.avro"),
-        "--data-dir",
-        data,
-        "--offline-log",
-        log,
-    ]);
+    let log = ingest_with_log(folder.path(), &["match_events.avro", "user_profiles.avro"]);
+    let log = log.as_str();
 
     let matches = distinct_matches(match_events());
     let updates = profile_updates();
@@ -324,9 +332,8 @@ fn refused(args: &[&str]) -> String {
 #[test]
 fn bad_rows_and_requests_are_refused_by_name() {
     let folder = tempfile::tempdir().expect("a folder");
-    let data = folder.path().join("data");
     let log = folder.path().join("log");
-    let (data, log) = (data.to_str().expect("UTF-8"), log.to_str().expect("UTF-8"));
+    let log = log.to_str().expect("UTF-8");
     let out = folder.path().join("out.parquet");
     let out = out.to_str().expect("UTF-8");
     let rows = |name: &str, text: &str| {
@@ -348,22 +355,7 @@ fn bad_rows_and_requests_are_refused_by_name() {
     ]);
     assert!(error.contains("holds no events yet"), "{error}");
 
-    quiver(&[
-        "apply",
-        "--dir",
-        &repository("examples/features"),
-        "--data-dir",
-        data,
-    ]);
-    quiver(&[
-        "ingest",
-        "--from-file",
-        &repository("examples/events/user_profiles.avro"),
-        "--data-dir",
-        data,
-        "--offline-log",
-        log,
-    ]);
+    ingest_with_log(folder.path(), &["user_profiles.avro"]);
     let cases = [
         (
             vec!["--service", "nope"],
