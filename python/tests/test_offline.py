@@ -1,5 +1,5 @@
-"""The offline log read by DuckDB, with the as-of join of docs/offline.md, gives what
-`quiver historical` gives for a stored feature."""
+"""Training data from the offline log: `quiver.historical_features`, and the as-of join of
+docs/offline.md in DuckDB giving what `quiver historical` gives for a stored feature."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+
+import quiver
 
 from .conftest import REPOSITORY, quiver_binary
 
@@ -18,7 +22,7 @@ from .conftest import REPOSITORY, quiver_binary
 SAMPLE_START = datetime.fromtimestamp(1_790_000_000, tz=UTC)
 
 
-def quiver(*args: str) -> str:
+def run_quiver(*args: str) -> str:
     result = subprocess.run(
         [str(quiver_binary()), *args], check=True, capture_output=True, text=True
     )
@@ -34,11 +38,12 @@ def documented_query() -> str:
     return str(duckdb_queries[0])
 
 
-def test_the_documented_duckdb_as_of_join_matches_quiver_historical(tmp_path: Path) -> None:
-    data, log = tmp_path / "data", tmp_path / "log"
-    quiver("apply", "--dir", str(REPOSITORY / "examples" / "features"), "--data-dir", str(data))
+def profiles_logged(folder: Path) -> Path:
+    """The sample's profile updates ingested with an offline log in `folder/log`."""
+    data, log = folder / "data", folder / "log"
+    run_quiver("apply", "--dir", str(REPOSITORY / "examples" / "features"), "--data-dir", str(data))
     events = REPOSITORY / "examples" / "events"
-    quiver(
+    run_quiver(
         "ingest",
         "--from-file",
         str(events / "user_profiles.avro"),
@@ -47,6 +52,47 @@ def test_the_documented_duckdb_as_of_join_matches_quiver_historical(tmp_path: Pa
         "--offline-log",
         str(log),
     )
+    return log
+
+
+def test_historical_features_reads_rows_from_arrow(tmp_path: Path) -> None:
+    log = profiles_logged(tmp_path)
+    later = SAMPLE_START + timedelta(hours=2)
+    rows = pa.table(
+        {
+            "user_id": pa.array([3, 3, 4, 10_000], pa.int64()),
+            "timestamp": pa.array(
+                [SAMPLE_START, later, later, later], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    table = quiver.historical_features(
+        rows,
+        features=["user_profile:photo_count", "user_profile:verified"],
+        offline_log=log,
+        binary=quiver_binary(),
+    )
+    assert table.column_names[:2] == ["user_id", "timestamp"]
+    statuses = table.column("user_profile:photo_count__status").to_pylist()
+    # User 3's first profile comes 3 s after the start; user 10000 has none.
+    assert statuses == ["not_found", "ok", "ok", "not_found"]
+    assert table.schema.field("user_profile:photo_count").type == pa.int32()
+    assert table.schema.field("user_profile:verified").type == pa.bool_()
+
+
+def test_historical_features_says_what_was_refused(tmp_path: Path) -> None:
+    log = profiles_logged(tmp_path)
+    rows = pa.table({"user_id": [1], "at": pa.array([SAMPLE_START], pa.timestamp("us"))})
+    with pytest.raises(quiver.HistoricalError, match="no column `timestamp`"):
+        quiver.historical_features(
+            rows, service="ranker_v1", offline_log=log, binary=quiver_binary()
+        )
+    with pytest.raises(ValueError, match="either service= or features="):
+        quiver.historical_features(rows, offline_log=log, binary=quiver_binary())
+
+
+def test_the_documented_duckdb_as_of_join_matches_quiver_historical(tmp_path: Path) -> None:
+    log = profiles_logged(tmp_path)
     entity_rows = tmp_path / "rows.csv"
     with entity_rows.open("w", newline="") as file:
         writer = csv.writer(file)
@@ -56,7 +102,7 @@ def test_the_documented_duckdb_as_of_join_matches_quiver_historical(tmp_path: Pa
                 at = SAMPLE_START + timedelta(seconds=seconds, milliseconds=500)
                 writer.writerow([user, at.isoformat()])
     out = tmp_path / "training.parquet"
-    quiver(
+    run_quiver(
         "historical",
         "--feature",
         "user_profile:country",

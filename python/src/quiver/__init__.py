@@ -9,6 +9,7 @@ with quiver.Client("127.0.0.1:50051") as client:
 
 from quiver._catalog import Feature, FeatureService, FeatureView, IgnoredRow, WriteResult
 from quiver._client import AsyncClient, Client, Tls
+from quiver._historical import HistoricalError, historical_features
 from quiver._requests import Rows, ValueFormat
 from quiver._response import FeatureColumn, FeatureStatus, OnlineFeatures
 from quiver._types import FeatureType, Scalar, Shape
@@ -35,6 +36,7 @@ __all__ = [
     "FeatureStatus",
     "FeatureType",
     "FeatureView",
+    "HistoricalError",
     "IgnoredRow",
     "InvalidArgumentError",
     "NotFoundError",
@@ -50,4 +52,5 @@ __all__ = [
     "UnavailableError",
     "ValueFormat",
     "WriteResult",
+    "historical_features",
 ]
