@@ -125,7 +125,7 @@ async fn write_log(log: &OfflineLog, registry: &Registry, count: usize) {
                 }
             })
             .collect();
-        log.append(&view.view.name, view.version, &columns, &batch)
+        log.append(&view.view.name, view.version, &columns, &[], &batch)
             .await
             .expect("logged");
     }

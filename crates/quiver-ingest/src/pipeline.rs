@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use quiver_avro::decode::Decoder;
+use quiver_core::aggregate::aggregate_features;
 use quiver_core::definition::Registry;
+use quiver_core::name::Name;
 use quiver_core::store::{FeatureStore, FeatureWrite, StoreErrorKind};
 use quiver_offline::{Encoded, OfflineLog};
 use tokio::sync::watch;
@@ -418,10 +420,15 @@ fn encode_logged(views: &[ViewBatch]) -> Result<Vec<Encoded>, IngestError> {
         .filter(|batch| !batch.logged.is_empty())
         .map(|batch| {
             let view = &batch.route.view;
+            let folded: Vec<Name> = aggregate_features(&view.view)
+                .into_iter()
+                .map(|(feature, _)| feature.name.clone())
+                .collect();
             Ok(Encoded::of_events(
                 &view.view.name,
                 view.version,
                 &batch.route.log_columns,
+                &folded,
                 &batch.logged,
             )?)
         })

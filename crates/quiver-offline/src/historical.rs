@@ -88,7 +88,7 @@ async fn entity_events(
     wanted: &HashMap<Vec<u8>, Vec<usize>>,
 ) -> Result<HashMap<Vec<u8>, Vec<HistoricalEvent>>, LogError> {
     let mut by_entity: HashMap<Vec<u8>, Vec<HistoricalEvent>> = HashMap::new();
-    log.for_each_event(&view.view.name, view.version, |logged| {
+    log.for_each_event(&view.view.name, view.version, |logged, _| {
         let unprojectable = |detail: String| LogError::Projection {
             source_name: logged.source.clone(),
             offset: logged.offset,

@@ -1,8 +1,9 @@
 //! Where the log's files are: `view=<view>/version=<n>/date=<YYYY-MM-DD>/<source>+<first>-<last>.parquet`,
 //! a Hive layout that Spark, Trino and DuckDB read as partitions.
 //!
-//! A file holds the events of one source (a partition or a file ingested) between two offsets,
-//! so writing the same events again gives the same name and replaces the file. In the source's
+//! A file holds the events of one source (a partition or a file ingested) of one batch and one
+//! date, named by the batch's first and last offsets of that source, so writing the same batch
+//! again gives the same names and replaces the files. In the source's
 //! name every character other than ASCII letters, digits, `.`, `_` and `-` is `@` and two hex
 //! digits (`match-events/3` is `match-events@2F3`), so a name is a valid path segment
 //! everywhere and reads back unambiguously.

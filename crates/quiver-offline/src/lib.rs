@@ -4,9 +4,11 @@
 //! - [`columns`]: an event's Avro fields as Arrow columns, and events rebuilt from them.
 //! - [`layout`]: the dataset's folders and file names.
 //! - [`log`]: [`OfflineLog`], appending to and reading the dataset in an object store.
+//! - [`backfill`]: the tiles of aggregates from events logged before they were counted live.
 //! - [`historical`]: point-in-time feature values for rows of entity keys and timestamps.
 //! - [`rows`]: those rows, read from Parquet or CSV, and the Parquet file of the answer.
 
+pub mod backfill;
 pub mod columns;
 pub mod historical;
 pub mod layout;
@@ -14,6 +16,7 @@ pub mod log;
 pub mod rows;
 mod values;
 
+pub use backfill::{BackfillError, BackfillSummary, backfill};
 pub use columns::{LogColumns, LoggedEvent};
 pub use historical::{Retrieval, retrieve};
 pub use log::{Encoded, LogFile, OfflineLog};

@@ -21,6 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use quiver_core::definition::Registry;
 use quiver_core::name::Name;
@@ -106,16 +107,18 @@ impl OfflineLog {
         Ok(Some(quiver_format::decode_registry(&bytes)?))
     }
 
-    /// Logs `events` of version `version` of `view`, written with `columns`; returns how many
-    /// files it wrote. Calls for one source must come in offset order.
+    /// Logs `events` of version `version` of `view`, written with `columns` and folded into
+    /// the aggregates `folded`; returns how many files it wrote. Calls for one source must come
+    /// in offset order.
     pub async fn append(
         &self,
         view: &Name,
         version: u32,
         columns: &LogColumns,
+        folded: &[Name],
         events: &[LoggedEvent],
     ) -> Result<usize, LogError> {
-        self.write(Encoded::of_events(view, version, columns, events)?)
+        self.write(Encoded::of_events(view, version, columns, folded, events)?)
             .await
     }
 
@@ -188,7 +191,7 @@ impl OfflineLog {
     /// Every event logged for version `version` of `view`, once per source and offset.
     pub async fn events(&self, view: &Name, version: u32) -> Result<Vec<LoggedEvent>, LogError> {
         let mut events = Vec::new();
-        self.for_each_event(view, version, |event| {
+        self.for_each_event(view, version, |event, _| {
             events.push(event);
             Ok(())
         })
@@ -196,14 +199,15 @@ impl OfflineLog {
         Ok(events)
     }
 
-    /// Hands every event logged for version `version` of `view` to `visit`, once per source
-    /// and offset, one file in memory at a time: an event in the offset range of a file read
-    /// before, of its source, is in that file too.
+    /// Hands every event logged for version `version` of `view` to `visit`, with the
+    /// aggregates the ingester folded it into, once per source and offset, one file in memory at
+    /// a time: an event in the offset range of another batch's file read before, of its source,
+    /// is in that batch too.
     pub async fn for_each_event(
         &self,
         view: &Name,
         version: u32,
-        mut visit: impl FnMut(LoggedEvent) -> Result<(), LogError>,
+        mut visit: impl FnMut(LoggedEvent, &[Name]) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let mut read: Vec<FileRange> = Vec::new();
         for file in self.files(view, version).await? {
@@ -213,21 +217,24 @@ impl OfflineLog {
                 .await?
                 .bytes()
                 .await?;
-            // Almost always none: only a replay cut differently overlaps another file.
+            // Almost always none: only a replay cut differently overlaps another batch's files
+            // (the files of one batch, one per date, share its range).
             let overlapping: Vec<&FileRange> = read
                 .iter()
                 .filter(|range| {
                     range.source == file.range.source
+                        && **range != file.range
                         && range.first_offset <= file.range.last_offset
                         && file.range.first_offset <= range.last_offset
                 })
                 .collect();
-            for event in decode(bytes).map_err(|error| error.in_file(&file.path))? {
+            let (folded, events) = decode(bytes).map_err(|error| error.in_file(&file.path))?;
+            for event in events {
                 let repeated = overlapping
                     .iter()
                     .any(|range| (range.first_offset..=range.last_offset).contains(&event.offset));
                 if !repeated {
-                    visit(event)?;
+                    visit(event, &folded)?;
                 }
             }
             read.push(file.range);
@@ -254,41 +261,49 @@ struct EncodedFile {
 }
 
 impl Encoded {
-    /// `events` of version `version` of `view` with `columns`, one file per source and date.
+    /// `events` of version `version` of `view` with `columns`, folded into the aggregates
+    /// `folded`, one file per source and date.
     pub fn of_events(
         view: &Name,
         version: u32,
         columns: &LogColumns,
+        folded: &[Name],
         events: &[LoggedEvent],
     ) -> Result<Self, LogError> {
         let mut groups: BTreeMap<(String, &str), Vec<&LoggedEvent>> = BTreeMap::new();
-        let mut first_offsets: BTreeMap<String, i64> = BTreeMap::new();
+        // Per source, the batch's first and last offsets: every file of the batch is named
+        // by them, whatever its date, so that files of one batch are told from a replay's.
+        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for event in events {
             groups
                 .entry((date_of(event.event_time_micros), event.source.as_str()))
                 .or_default()
                 .push(event);
-            let first = first_offsets
-                .entry(event.source.clone())
-                .or_insert(event.offset);
-            *first = (*first).min(event.offset);
+            let range = ranges
+                .entry(event.source.as_str())
+                .or_insert((event.offset, event.offset));
+            *range = (range.0.min(event.offset), range.1.max(event.offset));
         }
         let files = groups
             .into_iter()
             .map(|((date, source), events)| {
-                let offsets = || events.iter().map(|event| event.offset);
+                let (first_offset, last_offset) = ranges[source];
                 let range = FileRange {
                     source: source.to_owned(),
-                    first_offset: offsets().min().unwrap_or(0),
-                    last_offset: offsets().max().unwrap_or(0),
+                    first_offset,
+                    last_offset,
                 };
                 Ok(EncodedFile {
                     path: file_path(view, version, &date, &range),
-                    parquet: encode(columns, &events)?,
+                    parquet: encode(columns, folded, &events)?,
                     range,
                 })
             })
             .collect::<Result<_, LogError>>()?;
+        let first_offsets = ranges
+            .into_iter()
+            .map(|(source, (first, _))| (source.to_owned(), first))
+            .collect();
         Ok(Encoded {
             prefix: version_prefix(view, version),
             files,
@@ -297,10 +312,23 @@ impl Encoded {
     }
 }
 
-fn encode(columns: &LogColumns, events: &[&LoggedEvent]) -> Result<Bytes, LogError> {
+/// The file metadata key naming the aggregates a file's events were folded into when they were
+/// ingested, comma-separated: what a backfill must not count again.
+pub const FOLDED_AGGREGATES_KEY: &str = "quiver.folded_aggregates";
+
+fn encode(
+    columns: &LogColumns,
+    folded: &[Name],
+    events: &[&LoggedEvent],
+) -> Result<Bytes, LogError> {
     let batch = columns.batch(events.iter().copied())?;
+    let folded: Vec<&str> = folded.iter().map(Name::as_str).collect();
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            FOLDED_AGGREGATES_KEY.to_owned(),
+            folded.join(","),
+        )]))
         .build();
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, columns.arrow_schema(), Some(properties))?;
@@ -309,12 +337,35 @@ fn encode(columns: &LogColumns, events: &[&LoggedEvent]) -> Result<Bytes, LogErr
     Ok(Bytes::from(buffer))
 }
 
-fn decode(bytes: Bytes) -> Result<Vec<LoggedEvent>, LogError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+/// A file's events, and the aggregates they were folded into.
+fn decode(bytes: Bytes) -> Result<(Vec<Name>, Vec<LoggedEvent>), LogError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let folded = folded_aggregates(builder.metadata().file_metadata().key_value_metadata())?;
+    let reader = builder.build()?;
     let columns = LogColumns::of_arrow(reader.schema().as_ref())?;
     let mut events = Vec::new();
     for batch in reader {
         events.extend(columns.events(&batch?)?);
     }
-    Ok(events)
+    Ok((folded, events))
+}
+
+fn folded_aggregates(metadata: Option<&Vec<KeyValue>>) -> Result<Vec<Name>, LogError> {
+    let listed = metadata
+        .into_iter()
+        .flatten()
+        .find(|entry| entry.key == FOLDED_AGGREGATES_KEY)
+        .and_then(|entry| entry.value.as_deref())
+        .unwrap_or_default();
+    listed
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            name.parse().map_err(|_| {
+                LogError::Schema(format!(
+                    "{FOLDED_AGGREGATES_KEY} names `{name}`, not a feature"
+                ))
+            })
+        })
+        .collect()
 }

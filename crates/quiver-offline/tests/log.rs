@@ -1,5 +1,5 @@
-//! The log on a local folder: files per source and date, replays that rewrite instead of
-//! adding, and events read back once each.
+//! The log on a local folder: files per source and date named by their batch, replays that
+//! rewrite instead of adding, and events read back once each.
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
@@ -56,18 +56,18 @@ async fn a_replay_cut_differently_rewrites_the_files_it_repeats() {
 
     let first = OfflineLog::open(location).expect("a log");
     first
-        .append(&view(), 1, &columns(), &events)
+        .append(&view(), 1, &columns(), &[], &events)
         .await
         .expect("logged");
 
     // A restart after a crash before the commit: the same events again, in two batches.
     let again = OfflineLog::open(location).expect("a log");
     again
-        .append(&view(), 1, &columns(), &events[..4])
+        .append(&view(), 1, &columns(), &[], &events[..4])
         .await
         .expect("logged");
     again
-        .append(&view(), 1, &columns(), &events[4..])
+        .append(&view(), 1, &columns(), &[], &events[4..])
         .await
         .expect("logged");
 
@@ -92,7 +92,7 @@ async fn events_are_split_by_source_and_date() {
         event("events/0", 1, START + DAY_MICROS),
     ];
     let written = log
-        .append(&view(), 2, &columns(), &events)
+        .append(&view(), 2, &columns(), &[], &events)
         .await
         .expect("logged");
     assert_eq!(written, 3);
@@ -106,11 +106,14 @@ async fn events_are_split_by_source_and_date() {
     assert_eq!(
         paths,
         [
-            "view=activity/version=2/date=2026-09-21/events@2F0+00000000000000000000-00000000000000000000.parquet",
+            "view=activity/version=2/date=2026-09-21/events@2F0+00000000000000000000-00000000000000000001.parquet",
             "view=activity/version=2/date=2026-09-21/events@2F1+00000000000000000000-00000000000000000000.parquet",
-            "view=activity/version=2/date=2026-09-22/events@2F0+00000000000000000001-00000000000000000001.parquet",
+            "view=activity/version=2/date=2026-09-22/events@2F0+00000000000000000000-00000000000000000001.parquet",
         ]
     );
+    // The two files of one batch share its range, and each keeps its events.
+    let read = log.events(&view(), 2).await.expect("read");
+    assert_eq!(offsets(&read), offsets(&events));
     assert!(
         log.events(&"other".parse().expect("a name"), 1)
             .await
@@ -135,12 +138,12 @@ async fn files_that_overlap_give_each_event_once() {
     // Two owners of a partition during a rebalance: the second starts inside the first's file.
     let first = OfflineLog::open(location).expect("a log");
     first
-        .append(&view(), 1, &columns(), &events[..10])
+        .append(&view(), 1, &columns(), &[], &events[..10])
         .await
         .expect("logged");
     let second = OfflineLog::open(location).expect("a log");
     second
-        .append(&view(), 1, &columns(), &events[5..])
+        .append(&view(), 1, &columns(), &[], &events[5..])
         .await
         .expect("logged");
 

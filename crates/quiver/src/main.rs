@@ -185,6 +185,26 @@ enum Command {
     /// Exit codes: 0 written; 1 an unreadable log or rows file, a missing column, or an unknown
     /// feature or service; 2 bad command line.
     Historical(training::HistoricalArgs),
+    /// Compute the tiles of aggregates from the offline log and write them to the online store,
+    /// so that a window added to a running view is complete on the day it is applied.
+    ///
+    /// Each log file records the aggregates its events were counted into when ingested; an
+    /// event is counted here only into the aggregates its file does not list, under tiles of
+    /// their own (source `backfill:<partition>`), which the live ingester never overwrites. An
+    /// event id counted live counts no more, so nothing is counted twice where the backfill and
+    /// the stream meet. Running it again changes nothing. Apply the new feature first, and let
+    /// the ingester run with it: events it logs from then on are counted live.
+    ///
+    /// Example: quiver backfill --view user_activity --feature passes_7d
+    ///
+    /// Exit codes: 0 done; 1 an unknown view or feature, an unreadable log or a store error; 2
+    /// bad command line.
+    Backfill {
+        #[command(flatten)]
+        backfill: training::BackfillArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// How `ingest` reads Kafka, or files.
@@ -477,6 +497,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Get(args) => {
             serving::get(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill { backfill, store } => {
+            let store = store.connect().await?;
+            training::backfill(backfill, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Historical(args) => {

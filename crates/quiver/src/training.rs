@@ -79,3 +79,72 @@ pub(crate) async fn historical(args: HistoricalArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// The feature view whose aggregates to backfill (its latest version).
+    #[arg(long)]
+    view: String,
+    /// An aggregate feature of the view to backfill; repeat for more. All of them when not
+    /// given.
+    #[arg(long = "feature", value_name = "FEATURE")]
+    features: Vec<String>,
+    /// The offline log to read, as for `historical`.
+    #[arg(
+        long,
+        env = "QUIVER_OFFLINE_LOG",
+        value_name = "LOCATION",
+        default_value = "quiver-data/offline-log"
+    )]
+    offline_log: String,
+}
+
+#[allow(clippy::print_stdout, reason = "the summary is the command's output")]
+pub(crate) async fn backfill(
+    args: BackfillArgs,
+    store: &crate::store::Store,
+) -> anyhow::Result<()> {
+    let log = OfflineLog::open(&args.offline_log).context("--offline-log")?;
+    let registry = quiver_core::store::OnlineStore::load_registry(store)
+        .await
+        .context("cannot read the registry")?
+        .context("nothing is applied yet; run `quiver apply` first")?;
+    let name: quiver_core::name::Name = args
+        .view
+        .parse()
+        .map_err(|error| anyhow::anyhow!("--view `{}`: {error}", args.view))?;
+    let view = registry
+        .latest_view(&name)
+        .with_context(|| format!("feature view `{name}` is not in the registry"))?;
+    let entity = registry
+        .entity(&view.view.entity)
+        .with_context(|| format!("feature view `{name}` names a missing entity"))?;
+    let features = args
+        .features
+        .iter()
+        .map(|feature| {
+            feature
+                .parse()
+                .map_err(|error| anyhow::anyhow!("--feature `{feature}`: {error}"))
+        })
+        .collect::<anyhow::Result<Vec<quiver_core::name::Name>>>()?;
+    let spinner = ProgressBar::new_spinner().with_message(format!("backfilling {name}"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let started = Instant::now();
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64);
+    let summary = quiver_offline::backfill(&log, store, entity, view, &features, now_micros).await;
+    spinner.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "{name}: {} logged events of {} entities counted, {} tiles written, {} duplicates \
+         skipped, in {:.1} s",
+        summary.events,
+        summary.entities,
+        summary.tiles_written,
+        summary.duplicates,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
