@@ -13,6 +13,7 @@ use arrow_schema::{Field, Schema as ArrowSchema};
 use quiver_avro::project::{aggregate_inputs, event_id, project};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::history::{HistoricalEvent, PointValue, values_at};
+use quiver_core::key::EntityKey;
 use quiver_core::read::ReadPlan;
 use quiver_core::ties::Tiebreak;
 
@@ -59,9 +60,12 @@ pub async fn retrieve(
             })
             .collect();
         let rows_of = rows.rows_by_entity(entity)?;
-        let mut events = entity_events(log, entity, view, &rows_of).await?;
+        let mut events = view_events(log, entity, view, |key| rows_of.contains_key(key)).await?;
         for (key, row_indices) in &rows_of {
-            let history = events.remove(key).unwrap_or_default();
+            let history = events
+                .remove(key)
+                .map(|(_, events)| events)
+                .unwrap_or_default();
             events_read += history.len() as u64;
             let times: Vec<i64> = row_indices.iter().map(|&row| rows.timestamp(row)).collect();
             for (row, values) in row_indices
@@ -80,14 +84,15 @@ pub async fn retrieve(
     })
 }
 
-/// The logged events of `view`, projected, of the entities among `wanted` (by encoded key).
-async fn entity_events(
+/// Each entity's logged events of `view`, projected, by encoded key, of the entities `wanted`
+/// keeps.
+pub(crate) async fn view_events(
     log: &OfflineLog,
     entity: &Entity,
     view: &VersionedView,
-    wanted: &HashMap<Vec<u8>, Vec<usize>>,
-) -> Result<HashMap<Vec<u8>, Vec<HistoricalEvent>>, LogError> {
-    let mut by_entity: HashMap<Vec<u8>, Vec<HistoricalEvent>> = HashMap::new();
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<HashMap<Vec<u8>, (EntityKey, Vec<HistoricalEvent>)>, LogError> {
+    let mut by_entity: HashMap<Vec<u8>, (EntityKey, Vec<HistoricalEvent>)> = HashMap::new();
     log.for_each_event(&view.view.name, view.version, |logged, _| {
         let unprojectable = |detail: String| LogError::Projection {
             source_name: logged.source.clone(),
@@ -98,7 +103,7 @@ async fn entity_events(
         let mut write = project(entity, &view.view, &logged.event, logged.ingest_time_micros)
             .map_err(|rejection| unprojectable(rejection.to_string()))?;
         let key = write.key.encode();
-        if !wanted.contains_key(&key) {
+        if !wanted(&key) {
             return Ok(());
         }
         // The time the online store was given, a sample's rebasing included.
@@ -107,7 +112,10 @@ async fn entity_events(
             .map_err(|rejection| unprojectable(rejection.to_string()))?;
         let inputs = aggregate_inputs(&view.view, &logged.event)
             .map_err(|rejection| unprojectable(rejection.to_string()))?;
-        by_entity.entry(key).or_default().push(HistoricalEvent {
+        let (_, events) = by_entity
+            .entry(key)
+            .or_insert_with(|| (write.key.clone(), Vec::new()));
+        events.push(HistoricalEvent {
             write,
             tiebreak: Tiebreak::of(event_id.as_deref(), logged.offset),
             event_id,

@@ -5,11 +5,13 @@
 //! - [`layout`]: the dataset's folders and file names.
 //! - [`log`]: [`OfflineLog`], appending to and reading the dataset in an object store.
 //! - [`backfill`]: the tiles of aggregates from events logged before they were counted live.
+//! - [`consistency`]: a sample of online values against the same values recomputed from the log.
 //! - [`historical`]: point-in-time feature values for rows of entity keys and timestamps.
 //! - [`rows`]: those rows, read from Parquet or CSV, and the Parquet file of the answer.
 
 pub mod backfill;
 pub mod columns;
+pub mod consistency;
 pub mod historical;
 pub mod layout;
 pub mod log;

@@ -148,3 +148,69 @@ pub(crate) async fn backfill(
     );
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsistencyArgs {
+    /// A feature service whose features to check.
+    #[arg(
+        long,
+        conflicts_with = "features",
+        required_unless_present = "features"
+    )]
+    service: Option<String>,
+    /// A `view:feature` reference to check; repeat for more.
+    #[arg(long = "feature", value_name = "VIEW:FEATURE")]
+    features: Vec<String>,
+    /// How many entities of each view to check, spread over those the log holds.
+    #[arg(long, default_value_t = 1_000)]
+    sample: usize,
+    /// The offline log to read, as for `historical`.
+    #[arg(
+        long,
+        env = "QUIVER_OFFLINE_LOG",
+        value_name = "LOCATION",
+        default_value = "quiver-data/offline-log"
+    )]
+    offline_log: String,
+}
+
+/// Checks a sample; returns whether every feature matched everywhere.
+#[allow(clippy::print_stdout, reason = "the report is the command's output")]
+pub(crate) async fn consistency(
+    args: ConsistencyArgs,
+    store: &crate::store::Store,
+) -> anyhow::Result<bool> {
+    let log = OfflineLog::open(&args.offline_log).context("--offline-log")?;
+    let registry = quiver_core::store::OnlineStore::load_registry(store)
+        .await
+        .context("cannot read the registry")?
+        .context("nothing is applied yet; run `quiver apply` first")?;
+    let plan = match &args.service {
+        Some(service) => plan_service(&registry, service)?,
+        None => plan_features(&registry, args.features.clone())?,
+    };
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.as_micros() as i64);
+    let spinner = ProgressBar::new_spinner().with_message("comparing online and offline values");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let reports =
+        quiver_offline::consistency::check(&log, store, &plan, args.sample, now_micros).await;
+    spinner.finish_and_clear();
+    let reports = reports?;
+    println!("feature  compared  matched  match rate");
+    for (name, report) in &reports {
+        println!(
+            "{name}  {}  {}  {:.2}%",
+            report.compared,
+            report.matched,
+            100.0 * report.match_rate()
+        );
+        for (entity, online, offline) in &report.mismatches {
+            println!("  mismatch at {entity}: online {online:?}, offline {offline:?}");
+        }
+    }
+    Ok(reports
+        .iter()
+        .all(|(_, report)| report.matched == report.compared))
+}
