@@ -4,7 +4,8 @@
 //! every user's aggregates (filtered counts over 10m to 7d, a field count, a lifetime count and
 //! every other function) compared with a brute-force computation over the distinct events; then
 //! the whole stream produced a second time and compared again. The ingester also writes the
-//! offline log, which must hold every record exactly once, by its source offsets.
+//! offline log, which must hold every record exactly once, by its source offsets, and from
+//! which `quiver consistency` must recompute every value the store serves.
 
 mod common;
 
@@ -138,6 +139,7 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     );
     after_kills.assert_exact("after two SIGKILLs");
     assert_logged_once(&offline_log, records.len()).await;
+    assert_consistent(quiver(&keyspace), &registry, &offline_log);
 
     // A producer that sends the whole stream again changes nothing.
     quiver_testkit::produce(&topic, &records).await;
@@ -154,6 +156,33 @@ async fn aggregates_are_exact_after_the_ingester_is_killed_twice() {
     assert!(
         now_micros < request_micros,
         "the comparison ran past the request time, when tiles may have expired; the test was too slow"
+    );
+}
+
+/// `quiver consistency` finds every feature of every user of the stream's view, recomputed from
+/// the offline log, equal to what the store serves.
+fn assert_consistent(
+    mut quiver: Command,
+    registry: &quiver_core::definition::Registry,
+    folder: &std::path::Path,
+) {
+    let view = &registry.feature_views[0].view;
+    quiver.args(["consistency", "--sample", "1000", "--offline-log"]);
+    quiver.arg(folder);
+    for feature in &view.features {
+        quiver.args(["--feature", &format!("{}:{}", view.name, feature.name)]);
+    }
+    let output = quiver.output().expect("quiver consistency runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the offline log gives what the store serves: {report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        report.matches("100.00%").count(),
+        view.features.len(),
+        "{report}"
     );
 }
 
