@@ -16,7 +16,8 @@ import pytest
 
 import quiver
 
-from .conftest import REPOSITORY, quiver_binary
+from .conftest import REPOSITORY, quiver_binary, start_server, stop_server
+from .values import EVERY_TYPE, row, sample
 
 # The sample's profile updates happen from this instant on, one user a second, some an hour later.
 SAMPLE_START = datetime.fromtimestamp(1_790_000_000, tz=UTC)
@@ -127,3 +128,34 @@ def test_the_documented_duckdb_as_of_join_matches_quiver_historical(tmp_path: Pa
         assert int(ours["user_id"]) == theirs["user_id"]
         for column in ("user_profile:country", "user_profile:country__event_time"):
             assert ours[column] == theirs[column], (ours, theirs)
+
+
+def test_pushed_rows_of_every_type_come_back_from_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    server = start_server(tmp_path / "data", "--offline-log", str(log))
+    try:
+        users = list(range(1, 13))
+        pushed_at = datetime.now(UTC) - timedelta(minutes=1)
+        with quiver.Client(server.url) as client:
+            written = client.write_features("every_type", [row(user, pushed_at) for user in users])
+        assert written.rows_written == len(users)
+    finally:
+        stop_server(server)
+    times = [pushed_at - timedelta(seconds=1)] + [pushed_at] * len(users)
+    rows = pa.table(
+        {
+            "user_id": pa.array([1, *users], pa.int64()),
+            "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    table = quiver.historical_features(
+        rows,
+        features=[f"every_type:{name}" for name, _ in EVERY_TYPE],
+        offline_log=log,
+        binary=quiver_binary(),
+    ).to_pylist()
+    assert all(table[0][f"every_type:{name}"] is None for name, _ in EVERY_TYPE), "before"
+    for user, answer in zip(users, table[1:], strict=True):
+        for name, feature_type in EVERY_TYPE:
+            assert answer[f"every_type:{name}"] == sample(feature_type, user), (user, name)
+            assert answer[f"every_type:{name}__event_time"] == pushed_at, (user, name)

@@ -69,6 +69,22 @@ pub fn values_at(
     answers
 }
 
+/// The value of every feature of `view` at `at_micros` once all of one entity's `events` are
+/// in, also those dated after it: what the online store serves at that instant, when events
+/// ahead of the clock have arrived (as the ingester accepts them, within an hour).
+pub fn values_after_all(
+    view: &FeatureView,
+    mut events: Vec<HistoricalEvent>,
+    at_micros: i64,
+) -> Vec<Option<PointValue>> {
+    events.sort_by(|a, b| {
+        (a.write.event_time_micros, &a.tiebreak).cmp(&(b.write.event_time_micros, &b.tiebreak))
+    });
+    let mut replay = Replay::new(view);
+    replay.take(events);
+    replay.values_at(at_micros)
+}
+
 /// The state of one entity after the events replayed so far.
 struct Replay<'v> {
     view: &'v FeatureView,

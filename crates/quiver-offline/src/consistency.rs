@@ -1,6 +1,6 @@
 //! The consistency check: a sample of entities, their values in the online store now, and the
 //! same values recomputed from the offline log at the same instant, compared feature by
-//! feature.
+//! feature. Every logged event counts, also one dated ahead of the clock, as in the store.
 //!
 //! Online values are read as serving reads them: a stored feature while the view's TTL lasts,
 //! an aggregate evaluated over the entity's tiles, nothing for an entity the view holds nothing
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use quiver_core::aggregate::evaluate;
 use quiver_core::definition::{Derivation, Entity, Feature, VersionedView};
-use quiver_core::history::values_at;
+use quiver_core::history::values_after_all;
 use quiver_core::key::EntityKey;
 use quiver_core::read::{ReadPlan, Status, status, stored_features};
 use quiver_core::store::{EntityRow, FeatureStore, StoreError};
@@ -69,7 +69,7 @@ pub async fn check<S: FeatureStore>(
     for (index, (entity, view)) in plan.views.iter().enumerate() {
         let events = view_events(log, entity, view, |_| true).await?;
         for (key, history) in sampled(events, sample) {
-            let offline = values_at(&view.view, history, &[now_micros]).remove(0);
+            let offline = values_after_all(&view.view, history, now_micros);
             let row = store.read_entity(entity, view, &key).await?;
             let columns = plan.columns.iter().zip(&mut reports);
             for (column, (_, report)) in columns.filter(|(column, _)| column.view == index) {

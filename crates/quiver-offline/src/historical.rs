@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{Field, Schema as ArrowSchema};
 use quiver_avro::project::{aggregate_inputs, event_id, project};
+use quiver_core::aggregate::{Input, aggregate_features};
 use quiver_core::definition::{Entity, VersionedView};
 use quiver_core::history::{HistoricalEvent, PointValue, values_at};
 use quiver_core::key::EntityKey;
@@ -84,8 +85,8 @@ pub async fn retrieve(
     })
 }
 
-/// Each entity's logged events of `view`, projected, by encoded key, of the entities `wanted`
-/// keeps.
+/// Each entity's logged events of `view`, projected, and its pushed rows, by encoded key, of the
+/// entities `wanted` keeps.
 pub(crate) async fn view_events(
     log: &OfflineLog,
     entity: &Entity,
@@ -124,6 +125,23 @@ pub(crate) async fn view_events(
         Ok(())
     })
     .await?;
+    // Pushed rows set values and count in no aggregate; they lose a tie with an event.
+    let aggregates = aggregate_features(&view.view).len();
+    for write in log.pushes(entity, view).await? {
+        let key = write.key.encode();
+        if !wanted(&key) {
+            continue;
+        }
+        let (_, events) = by_entity
+            .entry(key)
+            .or_insert_with(|| (write.key.clone(), Vec::new()));
+        events.push(HistoricalEvent {
+            write,
+            tiebreak: Tiebreak::Offset(i64::MIN),
+            event_id: None,
+            inputs: vec![Input::Nothing; aggregates],
+        });
+    }
     Ok(by_entity)
 }
 

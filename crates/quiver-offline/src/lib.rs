@@ -15,6 +15,7 @@ pub mod consistency;
 pub mod historical;
 pub mod layout;
 pub mod log;
+mod pushes;
 pub mod rows;
 mod values;
 

@@ -23,8 +23,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use quiver_core::definition::Registry;
+use quiver_core::definition::{Entity, Registry, VersionedView};
 use quiver_core::name::Name;
+use quiver_core::store::FeatureWrite;
 
 use crate::LogError;
 use crate::columns::{LogColumns, LoggedEvent};
@@ -95,6 +96,39 @@ impl OfflineLog {
             .lock()
             .expect("no panics while locked") = Some(registry.revision);
         Ok(())
+    }
+
+    /// Logs rows pushed to `view` through `writer` (such as `push:<host>`) at
+    /// `ingest_time_micros`, after the online store wrote them.
+    pub async fn append_pushes(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+        writer: &str,
+        writes: &[FeatureWrite],
+        ingest_time_micros: i64,
+    ) -> Result<(), LogError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        crate::pushes::append(
+            self.store.as_ref(),
+            entity,
+            view,
+            writer,
+            writes,
+            ingest_time_micros,
+        )
+        .await
+    }
+
+    /// Every row pushed to `view`, in no particular order.
+    pub async fn pushes(
+        &self,
+        entity: &Entity,
+        view: &VersionedView,
+    ) -> Result<Vec<FeatureWrite>, LogError> {
+        crate::pushes::read(self.store.as_ref(), entity, view).await
     }
 
     /// The registry last recorded in the log; `None` before any event was logged.

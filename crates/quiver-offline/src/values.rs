@@ -1,6 +1,6 @@
-//! Feature values as Arrow arrays of their declared type: scalars as themselves, timestamps as
-//! UTC microseconds, lists and embeddings as lists of their element, null where there is no
-//! value.
+//! Feature values as Arrow arrays of their declared type, and back: scalars as themselves,
+//! timestamps as UTC microseconds, lists and embeddings as lists of their element, null where
+//! there is no value.
 
 use std::sync::Arc;
 
@@ -8,8 +8,12 @@ use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
     Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
 use arrow_array::{
-    ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
     StringArray, TimestampMicrosecondArray,
 };
 use quiver_core::history::PointValue;
@@ -184,4 +188,65 @@ fn list_array<'v>(
             },
         ),
     }
+}
+
+/// The value at `row` of an array made by [`value_array`] for `value_type`; `None` where it is
+/// null or of another type.
+pub(crate) fn value_at(value_type: ValueType, array: &ArrayRef, row: usize) -> Option<Value> {
+    if array.is_null(row) {
+        return None;
+    }
+    match value_type {
+        ValueType::Scalar(scalar) => scalar_at(scalar, array.as_ref(), row),
+        ValueType::List(element) => list_at(element, &array.as_list_opt::<i32>()?.value(row)),
+        ValueType::Embedding { .. } => {
+            list_at(ScalarType::Float32, &array.as_list_opt::<i32>()?.value(row))
+        }
+    }
+}
+
+fn scalar_at(scalar: ScalarType, array: &dyn Array, row: usize) -> Option<Value> {
+    Some(match scalar {
+        ScalarType::Bool => Value::Bool(array.as_boolean_opt()?.value(row)),
+        ScalarType::Int32 => Value::Int32(array.as_primitive_opt::<Int32Type>()?.value(row)),
+        ScalarType::Int64 => Value::Int64(array.as_primitive_opt::<Int64Type>()?.value(row)),
+        ScalarType::Float32 => Value::Float32(array.as_primitive_opt::<Float32Type>()?.value(row)),
+        ScalarType::Float64 => Value::Float64(array.as_primitive_opt::<Float64Type>()?.value(row)),
+        ScalarType::String => Value::String(array.as_string_opt::<i32>()?.value(row).to_owned()),
+        ScalarType::Bytes => Value::Bytes(array.as_binary_opt::<i32>()?.value(row).to_vec()),
+        ScalarType::Timestamp => Value::Timestamp(
+            array
+                .as_primitive_opt::<TimestampMicrosecondType>()?
+                .value(row),
+        ),
+    })
+}
+
+fn list_at(element: ScalarType, items: &ArrayRef) -> Option<Value> {
+    let scalars = (0..items.len())
+        .map(|item| scalar_at(element, items.as_ref(), item))
+        .collect::<Option<Vec<Value>>>()?;
+    macro_rules! collect {
+        ($variant:ident, $list:ident) => {
+            Value::$list(
+                scalars
+                    .into_iter()
+                    .filter_map(|value| match value {
+                        Value::$variant(item) => Some(item),
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        };
+    }
+    Some(match element {
+        ScalarType::Bool => collect!(Bool, BoolList),
+        ScalarType::Int32 => collect!(Int32, Int32List),
+        ScalarType::Int64 => collect!(Int64, Int64List),
+        ScalarType::Float32 => collect!(Float32, Float32List),
+        ScalarType::Float64 => collect!(Float64, Float64List),
+        ScalarType::String => collect!(String, StringList),
+        ScalarType::Bytes => collect!(Bytes, BytesList),
+        ScalarType::Timestamp => collect!(Timestamp, TimestampList),
+    })
 }

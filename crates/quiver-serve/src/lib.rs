@@ -79,6 +79,9 @@ pub struct ServeConfig {
     /// close before the server stops anyway: a client that keeps its connection open must not
     /// keep the process alive.
     pub drain_timeout: Duration,
+    /// Where pushed rows are also logged for training data, once the online store wrote them;
+    /// `None` logs nothing.
+    pub offline_log: Option<std::sync::Arc<quiver_offline::OfflineLog>>,
 }
 
 impl Default for ServeConfig {
@@ -99,6 +102,7 @@ impl Default for ServeConfig {
                 serve_stale_for: None,
             }),
             drain_timeout: Duration::from_secs(10),
+            offline_log: None,
         }
     }
 }

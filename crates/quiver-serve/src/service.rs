@@ -312,6 +312,16 @@ impl<S: FeatureStore + 'static> Service<S> {
             .write_features(entity, view, &changing)
             .await
             .map_err(store_error)?;
+        if let Some(log) = &self.config.offline_log {
+            // A failure leaves the rows stored but unlogged; the client's retry logs them.
+            let unwritten = |error: quiver_offline::LogError| {
+                Status::unavailable(format!("the offline log could not be written: {error}"))
+            };
+            log.record_registry(&registry).await.map_err(unwritten)?;
+            log.append_pushes(entity, view, &push_writer(), &changing, now)
+                .await
+                .map_err(unwritten)?;
+        }
         if let Some(cache) = &self.cache {
             let table = view_table(view);
             cache
@@ -504,6 +514,13 @@ fn pushed_view<'r>(
 
 /// One pushed row as a write, checked against the view at `now`, with event times up to
 /// `max_future` µs ahead; the error says what is wrong.
+/// The name this process's pushed rows are logged under: its host name (a pod's name), so
+/// that servers never write the same file.
+fn push_writer() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+    format!("push-{host}")
+}
+
 fn pushed_write(
     entity: &Entity,
     view: &VersionedView,

@@ -35,7 +35,7 @@ pub(crate) struct QuickstartArgs {
 }
 
 #[allow(clippy::print_stdout, reason = "the quickstart talks to the newcomer")]
-pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(mut args: QuickstartArgs) -> anyhow::Result<()> {
     let features = args.examples.join("features");
     let events = args.examples.join("events");
     if !features.is_dir() || !events.is_dir() {
@@ -120,6 +120,10 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             tracing::warn!(%error, "the sample lookup failed");
         }
     });
+    // Pushed rows go to the quickstart's log too, unless told otherwise.
+    args.serve
+        .offline_log
+        .get_or_insert_with(|| offline_log_folder(&args.data_dir));
     let served = serving::run_server(&args.serve, store, listener, stopper).await;
     lookup.abort();
     served

@@ -86,6 +86,11 @@ pub(crate) struct ServeArgs {
     /// server stops anyway.
     #[arg(long, default_value_t = 10)]
     drain_timeout_secs: u64,
+    /// Also log the rows WriteFeatures pushes to this offline log (as `quiver ingest
+    /// --offline-log` logs events), so that `quiver historical` sees them: a local folder or
+    /// file:// URL. Not logged when not given (the quickstart logs to <data-dir>/offline-log).
+    #[arg(long, env = "QUIVER_OFFLINE_LOG", value_name = "LOCATION")]
+    pub(crate) offline_log: Option<String>,
 }
 
 pub(crate) async fn serve(args: ServeArgs, store: StoreArgs) -> anyhow::Result<()> {
@@ -125,6 +130,15 @@ pub(crate) async fn run_server(
             serve_stale_for: args.serve_stale_ms.map(Duration::from_millis),
         }),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        offline_log: args
+            .offline_log
+            .as_deref()
+            .map(|location| {
+                quiver_offline::OfflineLog::open(location)
+                    .map(Arc::new)
+                    .context("--offline-log")
+            })
+            .transpose()?,
     };
     let watcher = quiver_registry::RegistryWatcher::start(
         store.clone(),

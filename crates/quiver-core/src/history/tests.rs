@@ -190,3 +190,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn after_all_events_those_ahead_of_the_instant_count_as_the_store_holds_them() {
+    let events = vec![event("a", START, 1), event("b", START + HOUR / 6, 2)];
+    let at = START + HOUR / 12;
+    assert_eq!(
+        ints(&values_at(&view(), events.clone(), &[at])[0]),
+        [Some(1), Some(1), Some(1)]
+    );
+    // The window ends with the tile holding the instant; the later event's tile is beyond it.
+    assert_eq!(
+        ints(&values_after_all(&view(), events, at)),
+        [Some(2), Some(1), Some(2)]
+    );
+}
