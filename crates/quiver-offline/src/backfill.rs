@@ -118,14 +118,10 @@ async fn contributions(
         .collect();
     let mut by_entity: HashMap<EntityKey, Vec<Contribution>> = HashMap::new();
     log.for_each_event(&view.view.name, view.version, |logged, folded| {
-        let unprojectable = |detail: String| LogError::Projection {
-            source_name: logged.source.clone(),
-            offset: logged.offset,
-            view: view.view.name.to_string(),
-            detail,
-        };
+        let unprojectable =
+            |rejection| LogError::unprojectable(&logged, &view.view.name, rejection);
         let inputs: Vec<Input> = aggregate_inputs(&view.view, &logged.event)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?
+            .map_err(unprojectable)?
             .into_iter()
             .zip(names.iter().zip(wanted))
             .map(
@@ -139,9 +135,8 @@ async fn contributions(
             return Ok(());
         }
         let write = project(entity, &view.view, &logged.event, logged.ingest_time_micros)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?;
-        let event_id = event_id(&view.view, &logged.event)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?;
+            .map_err(unprojectable)?;
+        let event_id = event_id(&view.view, &logged.event).map_err(unprojectable)?;
         by_entity.entry(write.key).or_default().push(Contribution {
             source: format!("{BACKFILL_SOURCE_PREFIX}{}", logged.source),
             offset: logged.offset,

@@ -95,24 +95,18 @@ pub(crate) async fn view_events(
 ) -> Result<HashMap<Vec<u8>, (EntityKey, Vec<HistoricalEvent>)>, LogError> {
     let mut by_entity: HashMap<Vec<u8>, (EntityKey, Vec<HistoricalEvent>)> = HashMap::new();
     log.for_each_event(&view.view.name, view.version, |logged, _| {
-        let unprojectable = |detail: String| LogError::Projection {
-            source_name: logged.source.clone(),
-            offset: logged.offset,
-            view: view.view.name.to_string(),
-            detail,
-        };
+        let unprojectable =
+            |rejection| LogError::unprojectable(&logged, &view.view.name, rejection);
         let mut write = project(entity, &view.view, &logged.event, logged.ingest_time_micros)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?;
+            .map_err(unprojectable)?;
         let key = write.key.encode();
         if !wanted(&key) {
             return Ok(());
         }
         // The time the online store was given, a sample's rebasing included.
         write.event_time_micros = logged.event_time_micros;
-        let event_id = event_id(&view.view, &logged.event)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?;
-        let inputs = aggregate_inputs(&view.view, &logged.event)
-            .map_err(|rejection| unprojectable(rejection.to_string()))?;
+        let event_id = event_id(&view.view, &logged.event).map_err(unprojectable)?;
+        let inputs = aggregate_inputs(&view.view, &logged.event).map_err(unprojectable)?;
         let (_, events) = by_entity
             .entry(key)
             .or_insert_with(|| (write.key.clone(), Vec::new()));

@@ -60,6 +60,20 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// A logged event that the view's projection refuses now.
+    pub(crate) fn unprojectable(
+        logged: &LoggedEvent,
+        view: &quiver_core::name::Name,
+        rejection: quiver_avro::project::Rejection,
+    ) -> LogError {
+        LogError::Projection {
+            source_name: logged.source.clone(),
+            offset: logged.offset,
+            view: view.to_string(),
+            detail: rejection.to_string(),
+        }
+    }
+
     fn in_file(self, path: &str) -> LogError {
         LogError::InFile {
             path: path.to_owned(),
