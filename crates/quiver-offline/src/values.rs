@@ -226,27 +226,5 @@ fn list_at(element: ScalarType, items: &ArrayRef) -> Option<Value> {
     let scalars = (0..items.len())
         .map(|item| scalar_at(element, items.as_ref(), item))
         .collect::<Option<Vec<Value>>>()?;
-    macro_rules! collect {
-        ($variant:ident, $list:ident) => {
-            Value::$list(
-                scalars
-                    .into_iter()
-                    .filter_map(|value| match value {
-                        Value::$variant(item) => Some(item),
-                        _ => None,
-                    })
-                    .collect(),
-            )
-        };
-    }
-    Some(match element {
-        ScalarType::Bool => collect!(Bool, BoolList),
-        ScalarType::Int32 => collect!(Int32, Int32List),
-        ScalarType::Int64 => collect!(Int64, Int64List),
-        ScalarType::Float32 => collect!(Float32, Float32List),
-        ScalarType::Float64 => collect!(Float64, Float64List),
-        ScalarType::String => collect!(String, StringList),
-        ScalarType::Bytes => collect!(Bytes, BytesList),
-        ScalarType::Timestamp => collect!(Timestamp, TimestampList),
-    })
+    Value::list_from_scalars(element, scalars)
 }
